@@ -1,0 +1,317 @@
+"""convert(): trace → lower → calibrate → normalise → quantise → SnnModel."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from converter.config import Q_FRAC_BITS, ConversionConfig
+from converter.frontend import Group, RawLayer, lower
+from converter.model import Layer, SnnModel, Synapse, validate
+from converter.ops import maxpool_phase, synapse_forward  # noqa: F401  (re-exported kernels)
+
+
+class CalibrationError(ValueError):
+    """The calibration data is empty, of the wrong shape or not finite."""
+
+
+def convert(
+    model: nn.Module,
+    calibration: torch.Tensor | Iterable,
+    config: ConversionConfig | None = None,
+    *,
+    progress: bool = True,
+    name: str | None = None,
+) -> SnnModel:
+    """Convert a pretrained ReLU network into a one-spike SNN.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The ANN. It is traced with torch.fx and never modified (its training mode is restored).
+    calibration : Tensor or iterable of Tensor or (Tensor, label) batches
+        Inputs exactly as the model takes them; used for the activation statistics λ.
+    config : ConversionConfig
+        Conversion parameters (defaults: T 16, Q 1.3, T_w = T, T_in 8, INT8 weights).
+    progress : bool
+        Show a progress bar over the calibration batches.
+    name : str, optional
+        Recorded in the artifact's metadata (default: the model's class name).
+    """
+    config = config or ConversionConfig()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, ConversionConfig):
+        raise TypeError(f"config must be a ConversionConfig, got {type(config).__name__}")
+    batches = _batches(calibration)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            norm = (config.input_mean, config.input_std) if config.input_mean else None
+            raw = lower(model, batches[0][:1].float().cpu(), norm)
+            stats = calibrate(raw, batches, config, progress)
+    finally:
+        model.train(was_training)
+    snn = build(raw, stats, config, name or type(model).__name__)
+    validate(snn)
+    return snn
+
+
+def _batches(calibration) -> list[torch.Tensor]:
+    if isinstance(calibration, torch.Tensor):
+        calibration = [calibration]
+    out = []
+    for b in calibration:
+        x = b[0] if isinstance(b, tuple | list) else b
+        if not isinstance(x, torch.Tensor):
+            raise CalibrationError(f"calibration batches must be tensors, got {type(x).__name__}")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise CalibrationError(f"calibration batch of shape {tuple(x.shape)} is empty")
+        if not torch.isfinite(x).all():
+            raise CalibrationError("calibration data contains NaN or infinity")
+        out.append(x.detach().float().cpu())
+    if not out:
+        raise CalibrationError("calibration data is empty: give at least one batch")
+    shapes = {tuple(x.shape[1:]) for x in out}
+    if len(shapes) != 1:
+        raise CalibrationError(f"calibration batches have different shapes: {sorted(shapes)}")
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+def _raw_input(x: torch.Tensor, config: ConversionConfig) -> torch.Tensor:
+    """The input as the input layer codes it: raw = x · std + mean (or x itself)."""
+    if config.input_mean is None:
+        return x.double()
+    c = x.shape[1]
+    if len(config.input_mean) != c:
+        raise CalibrationError(
+            f"input_mean has {len(config.input_mean)} channels, the input has {c}"
+        )
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    mean = torch.tensor(config.input_mean, dtype=torch.float64).reshape(shape)
+    std = torch.tensor(config.input_std, dtype=torch.float64).reshape(shape)
+    return x.double() * std + mean
+
+
+def _forward_raw(raw: list[RawLayer], x: torch.Tensor) -> list[torch.Tensor]:
+    """The ANN through the folded raw graph: every layer's true activation (float64)."""
+    acts: list[torch.Tensor] = [x]
+    for lay in raw[1:]:
+        if lay.kind == "maxpool":
+            acts.append(
+                torch.nn.functional.max_pool2d(
+                    acts[lay.source], lay.kernel, lay.stride, lay.padding
+                )
+            )
+            continue
+        z = _preactivation(raw, lay, acts)
+        if lay.kind == "neuron":
+            z = z.clamp(min=0) / _chan(lay.theta_unit, lay.shape)
+        acts.append(z)
+    return acts
+
+
+def _preactivation(raw: list[RawLayer], lay: RawLayer, acts: list[torch.Tensor]) -> torch.Tensor:
+    z = lay.bias.unsqueeze(0).expand(acts[0].shape[0], *lay.shape).clone()
+    for g in lay.groups:
+        z += synapse_forward(acts[g.source], _syn(g), g.weight, _as_layer(lay))
+    return z
+
+
+def _syn(g: Group, weight=None, weight_q=None) -> Synapse:
+    w = g.weight if weight is None else weight
+    return Synapse(
+        g.source,
+        g.op,
+        np.asarray(w, dtype=np.float32),
+        weight_q,
+        g.kernel,
+        g.stride,
+        g.padding,
+        g.channel_offset,
+    )
+
+
+def _as_layer(lay: RawLayer) -> Layer:
+    return Layer(lay.name, lay.kind, tuple(lay.shape))
+
+
+def _chan(v: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (len(shape) - 1)))
+
+
+def calibrate(
+    raw: list[RawLayer], batches: list[torch.Tensor], config: ConversionConfig, progress: bool
+) -> list[torch.Tensor | None]:
+    """Per-layer activation statistic (max or percentile) per channel, and the input range."""
+    stats: list[torch.Tensor | None] = [None] * len(raw)
+    seen = 0
+    for x in tqdm(batches, desc="calibrating", disable=not progress, leave=False):
+        acts = _forward_raw(raw, _raw_input(x, config))
+        n = x.shape[0]
+        for i, (lay, a) in enumerate(zip(raw, acts, strict=True)):
+            if lay.kind not in ("input", "neuron"):
+                continue
+            s = _statistic(a.abs() if lay.kind == "input" else a, lay, config)
+            if stats[i] is None:
+                stats[i] = s * n if config.percentile < 100 else s
+            elif config.percentile < 100:
+                stats[i] = stats[i] + s * n
+            else:
+                stats[i] = torch.maximum(stats[i], s)
+        seen += n
+        if bool((acts[0] < 0).any()):
+            raw[0].signed = True  # signed inputs: every input spike carries a sign
+    if config.percentile < 100:
+        stats = [s / seen if s is not None else None for s in stats]
+    return stats
+
+
+def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
+    per_channel = (
+        config.per_channel
+        and lay.kind == "neuron"
+        and len(lay.shape) == 3
+        and all(g.op == "conv" or g.op == "shortcut" for g in lay.groups)
+    )
+    c = lay.shape[0]
+    flat = a.transpose(0, 1).reshape(c, -1) if per_channel else a.reshape(1, -1)
+    if config.percentile >= 100:
+        s = flat.max(dim=1).values
+    else:
+        k = max(1, min(flat.shape[1], math.ceil(flat.shape[1] * config.percentile / 100)))
+        s = flat.kthvalue(k, dim=1).values
+    return s if per_channel else s.expand(c).clone()
+
+
+# --------------------------------------------------------------------------- building
+def build(raw: list[RawLayer], stats, config: ConversionConfig, name: str) -> SnnModel:
+    """Normalise by λ, fold λ into the weights, quantise, and assemble the SnnModel."""
+    lams = _lambdas(raw, stats, config)
+    layers = []
+    for i, lay in enumerate(raw):
+        if lay.kind == "input":
+            layers.append(_input_layer(lay, lams[i], config))
+        elif lay.kind == "maxpool":
+            src = layers[lay.source]
+            layers.append(
+                Layer(
+                    lay.name,
+                    "maxpool",
+                    tuple(lay.shape),
+                    T=src.T,
+                    Q=src.Q,
+                    lam=src.lam,
+                    source=lay.source,
+                    kernel=lay.kernel,
+                    stride=lay.stride,
+                    padding=lay.padding,
+                )
+            )
+        else:
+            layers.append(_neuron_layer(lay, layers, lams[i], config))
+    cfg = {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("_")}
+    cfg["Q_resolved"] = config.q
+    cfg["T_w_resolved"] = config.t_w
+    return SnnModel(tuple(layers), cfg, config.weight_bits, config.acc_bits, {"model": name})
+
+
+def _lambdas(raw, stats, config) -> list[np.ndarray | None]:
+    lams: list[np.ndarray | None] = []
+    for lay, s in zip(raw, stats, strict=True):
+        if s is None:
+            lams.append(None)
+            continue
+        s = s.numpy().astype(np.float64)
+        if lay.kind == "input":
+            m = float(s.max()) if config.input_scale is None else config.input_scale
+            if config.input_scale is None:
+                m *= 2**config.T_in / (2**config.T_in - 1)
+            lams.append(np.full(lay.shape[0], m if m > 0 else 1.0))
+            continue
+        # a channel that never fired in calibration: any positive λ keeps it consistent
+        fallback = s.max() if s.max() > 0 else 1.0
+        lams.append(np.where(s > 0, s, fallback))
+    return lams
+
+
+def _input_layer(lay: RawLayer, lam_in: np.ndarray, config: ConversionConfig) -> Layer:
+    c = lay.shape[0]
+    if config.input_mean is not None:
+        gain = np.asarray(config.input_std) / lam_in
+        offset = np.asarray(config.input_mean) / lam_in
+    else:
+        gain, offset = 1.0 / lam_in, np.zeros(c)
+    # A phase-t input spike is bit t+1 of the coded fraction: it carries λ_in · 2^-(t+1),
+    # i.e. lam · 2^-t with lam = λ_in / 2 (so every layer follows lam · Q^-t).
+    return Layer(
+        "input",
+        "input",
+        tuple(lay.shape),
+        T=config.T_in,
+        Q=2.0,
+        lam=lam_in / 2,
+        input_gain=gain,
+        input_offset=offset,
+        signed=bool(lay.signed),
+    )
+
+
+def _neuron_layer(lay: RawLayer, layers: list[Layer], lam, config: ConversionConfig) -> Layer:
+    src_layers = [layers[g.source] for g in lay.groups]
+    weights = [_effective_weight(g, s) for g, s in zip(lay.groups, src_layers, strict=True)]
+    bias = lay.bias.numpy().astype(np.float64)
+    out = lay.kind == "output"
+    src = src_layers[0]
+    if any((s.T, s.Q) != (src.T, src.Q) for s in src_layers):
+        raise ValueError(
+            f"layer {lay.name} adds spikes with different (T, Q): "
+            f"{[(s.T, s.Q) for s in src_layers]}"
+        )
+    c = lay.shape[0]
+    threshold = None if out else (lam * lay.theta_unit.numpy()).astype(np.float64)
+    base = dict(
+        name=lay.name,
+        kind=lay.kind,
+        shape=tuple(lay.shape),
+        T=0 if out else config.T,
+        Q=src.Q if out else config.q,
+        lam=np.ones(c) if out else lam,
+        bias=bias,
+        threshold=threshold,
+        shift=(1 + 1 / config.q) / 2 if config.threshold_shift and not out else 1.0,
+        T_w=0 if out else config.t_w,
+    )
+    if config.weight_bits is None:
+        syns = tuple(_syn(g, w) for g, w in zip(lay.groups, weights, strict=True))
+        return Layer(synapses=syns, **base)
+    from converter.quantize import quantize_layer
+
+    return quantize_layer(base, lay.groups, weights, src, config)
+
+
+def _effective_weight(g: Group, src: Layer) -> np.ndarray:
+    """ANN weight × λ of the presynaptic channel (DESIGN 2.4)."""
+    w = g.weight.numpy().astype(np.float64)
+    lam = src.lam.astype(np.float64)
+    if g.op == "conv":
+        return w * lam.reshape(1, -1, 1, 1)
+    if g.op == "linear":
+        per = np.repeat(lam, src.size // src.channels)
+        return w * per.reshape(1, -1)
+    if g.op == "avgpool":
+        return w * lam
+    idx = np.clip(np.arange(w.shape[0]) - g.channel_offset, 0, src.channels - 1)
+    return w * lam[idx]
+
+
+def q_fixed(q: float) -> int:
+    return round(q * (1 << Q_FRAC_BITS))

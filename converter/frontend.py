@@ -1,0 +1,697 @@
+"""torch.fx front end: trace a ReLU network and lower it to a graph of spiking layers.
+
+One handler per supported op, registered in ``HANDLERS``; an op without a handler fails with
+the node's name, its op and the supported list.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses an op or structure that one-spike conversion does not support."""
+
+
+# --------------------------------------------------------------------------- values
+@dataclass
+class Group:
+    """A synapse group before calibration: raw ANN weights (float64) and geometry."""
+
+    source: int
+    op: str
+    weight: torch.Tensor
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    channel_offset: int = 0
+
+
+@dataclass
+class RawLayer:
+    """A layer with ANN parameters: λ-independent, before calibration."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    groups: list[Group] = field(default_factory=list)
+    bias: torch.Tensor | None = None  # initial potential B, broadcastable to shape
+    theta_unit: torch.Tensor | None = None  # θ / λ per channel (1/|BN scale|)
+    source: int = -1
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    signed: bool = False
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Spikes:
+    """A spike tensor: the output of layer ``layer``, possibly viewed (never copied)."""
+
+    layer: int
+    shape: tuple[int, ...]
+    flat: bool = False
+    stride: tuple[int, int] = (1, 1)
+    channel_offset: int = 0
+
+
+@dataclass
+class PreAct:
+    """An affine function of spikes: y = scale ⊙ (Σ groups + bias) + shift (per channel)."""
+
+    groups: list[Group]
+    bias: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+    shape: tuple[int, ...]
+    pending_maxpool: tuple[Any, ...] | None = None
+
+    def folded(self) -> PreAct:
+        """The same function with scale 1 and shift 0 (scale folded into the weights)."""
+        groups = [_scale_group(g, self.scale) for g in self.groups]
+        bias = _per_channel(self.scale, self.shape) * self.bias + _per_channel(
+            self.shift, self.shape
+        )
+        one = torch.ones_like(self.scale)
+        return PreAct(groups, bias, one, torch.zeros_like(self.shift), self.shape)
+
+
+@dataclass
+class Const:
+    value: Any
+
+
+def _per_channel(v: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (len(shape) - 1)))
+
+
+def _scale_group(g: Group, scale: torch.Tensor) -> Group:
+    w = g.weight * scale.reshape(-1, *([1] * (g.weight.dim() - 1)))
+    return Group(g.source, g.op, w, g.kernel, g.stride, g.padding, g.channel_offset)
+
+
+# --------------------------------------------------------------------------- context
+class Lowering:
+    """State of one lowering: the layers made so far and the value of every fx node."""
+
+    def __init__(self, gm: torch.fx.GraphModule, example: torch.Tensor, input_norm):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.layers: list[RawLayer] = []
+        self.values: dict[str, Any] = {}
+        self.concrete = _concrete_values(gm, example)
+        self.input_norm = input_norm
+
+    def shape(self, node: torch.fx.Node) -> tuple[int, ...]:
+        return tuple(self.concrete[node.name].shape[1:])
+
+    def add_layer(self, layer: RawLayer) -> int:
+        self.layers.append(layer)
+        return len(self.layers) - 1
+
+    def as_preact(self, v: Any, node: torch.fx.Node) -> PreAct:
+        """Lift a spike tensor to an identity synapse group (for BN on spikes, residual adds)."""
+        if isinstance(v, PreAct):
+            if v.pending_maxpool is not None:
+                raise _unsupported(node, "max pooling of a pre-activation must be followed by ReLU")
+            return v
+        if not isinstance(v, Spikes) or v.flat:
+            raise _unsupported(node, "operand is not a spatial spike tensor or pre-activation")
+        c = v.shape[0]
+        g = Group(
+            v.layer,
+            "shortcut",
+            torch.ones(c, dtype=torch.float64),
+            stride=v.stride,
+            channel_offset=v.channel_offset,
+        )
+        g = self.fold_input_norm(g, v.shape)
+        return _preact([g], g_bias(g), v.shape)
+
+    def fold_input_norm(self, g: Group, out_shape: tuple[int, ...]) -> Group:
+        """Fold x = (raw − mean) / std into a group reading the input layer (DESIGN 2.1).
+
+        The weights are divided by std per input channel; the −mean/std part goes through the
+        same op as a constant image with the op's own zero padding, so border neurons get
+        their exact, position-dependent initial potential (stored with the group until the
+        layer is made).
+        """
+        if g.source != 0 or self.input_norm is None:
+            return g
+        mean, std = self.input_norm
+        in_shape = self.layers[0].shape
+        if len(mean) != in_shape[0]:
+            raise UnsupportedModelError(
+                f"input_mean/input_std have {len(mean)} channels, the model input has {in_shape[0]}"
+            )
+        std_t = torch.tensor(std, dtype=torch.float64)
+        const = (
+            (-torch.tensor(mean, dtype=torch.float64) / std_t)
+            .reshape(-1, *([1] * (len(in_shape) - 1)))
+            .expand(in_shape)
+            .unsqueeze(0)
+        )
+        inv = 1.0 / std_t
+        if g.op == "conv":
+            w = g.weight * inv.reshape(1, -1, 1, 1)
+        elif g.op == "linear":
+            per = inv.repeat_interleave(
+                int(torch.tensor(in_shape[1:]).prod()) if len(in_shape) > 1 else 1
+            )
+            w = g.weight * per.reshape(1, -1)
+        else:
+            w = (
+                g.weight
+                * inv[
+                    torch.clamp(torch.arange(out_shape[0]) - g.channel_offset, 0, in_shape[0] - 1)
+                ]
+            )
+        folded = Group(0, g.op, w, g.kernel, g.stride, g.padding, g.channel_offset)
+        folded.const_bias = _apply_group(const, g, out_shape)[0]  # type: ignore[attr-defined]
+        return folded
+
+
+def g_bias(g: Group) -> torch.Tensor:
+    return getattr(g, "const_bias", torch.zeros(1, dtype=torch.float64))
+
+
+def _preact(groups: list[Group], bias: torch.Tensor, shape: tuple[int, ...]) -> PreAct:
+    c = shape[0]
+    one = torch.ones(c, dtype=torch.float64)
+    return PreAct(groups, bias, one, torch.zeros(c, dtype=torch.float64), shape)
+
+
+def _apply_group(x: torch.Tensor, g: Group, out_shape: tuple[int, ...]) -> torch.Tensor:
+    from converter.model import Layer, Synapse
+    from converter.ops import synapse_forward
+
+    syn = Synapse(
+        g.source, g.op, g.weight.numpy(), None, g.kernel, g.stride, g.padding, g.channel_offset
+    )
+    return synapse_forward(x, syn, g.weight, Layer("tmp", "neuron", tuple(out_shape)))
+
+
+def _concrete_values(gm: torch.fx.GraphModule, example: torch.Tensor) -> dict[str, Any]:
+    """Run the traced graph once and keep every node's output (for shapes and sizes)."""
+    seen: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            seen[n.name] = out.detach() if isinstance(out, torch.Tensor) else out
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(example)
+    return seen
+
+
+def _unsupported(node: torch.fx.Node, why: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"node '{node.name}' ({_op_name(node)}): {why}")
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    if node.op == "call_module":
+        mod = node.graph.owning_module.get_submodule(node.target)
+        return f"module {node.target} ({type(mod).__name__})"
+    if node.op == "call_function":
+        return f"function {getattr(node.target, '__name__', node.target)}"
+    if node.op == "call_method":
+        return f"method .{node.target}()"
+    return f"{node.op} {node.target}"
+
+
+# --------------------------------------------------------------------------- handlers
+Handler = Callable[[Lowering, torch.fx.Node, list[Any], dict[str, Any]], Any]
+HANDLERS: dict[Any, Handler] = {}
+
+
+def handles(*keys: Any) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for k in keys:
+            HANDLERS[k] = fn
+        return fn
+
+    return register
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@handles(nn.Conv2d)
+def _conv(ctx: Lowering, node, args, kwargs, mod: nn.Conv2d):
+    x = args[0]
+    if mod.groups != 1 or _pair(mod.dilation) != (1, 1) or mod.padding_mode != "zeros":
+        raise _unsupported(
+            node,
+            "only Conv2d with groups=1, dilation=1 and zero padding is "
+            f"supported (got groups={mod.groups}, dilation={mod.dilation}, "
+            f"padding_mode={mod.padding_mode!r})",
+        )
+    if isinstance(mod.padding, str):
+        raise _unsupported(node, f"string padding {mod.padding!r} is not supported")
+    src = _spike_source(ctx, node, x, spatial=True)
+    g = Group(
+        src.layer,
+        "conv",
+        mod.weight.detach().double().clone(),
+        kernel=_pair(mod.kernel_size),
+        stride=_pair(mod.stride),
+        padding=_pair(mod.padding),
+    )
+    return _new_preact(ctx, node, g, mod.bias)
+
+
+@handles(nn.Linear)
+def _linear(ctx: Lowering, node, args, kwargs, mod: nn.Linear):
+    src = _spike_source(ctx, node, args[0], spatial=False)
+    g = Group(src.layer, "linear", mod.weight.detach().double().clone())
+    return _new_preact(ctx, node, g, mod.bias)
+
+
+def _new_preact(ctx: Lowering, node, g: Group, bias: torch.Tensor | None) -> PreAct:
+    shape = ctx.shape(node)
+    g = ctx.fold_input_norm(g, shape)
+    b = g_bias(g)
+    if bias is not None:
+        b = b + _per_channel(bias.detach().double(), shape)
+    return _preact([g], b, shape)
+
+
+def _spike_source(ctx: Lowering, node, v: Any, spatial: bool) -> Spikes:
+    if isinstance(v, PreAct):
+        raise _unsupported(
+            node,
+            "its input is a pre-activation: two linear layers without a "
+            "ReLU between them cannot be converted",
+        )
+    if not isinstance(v, Spikes):
+        raise _unsupported(node, "its input is not a tensor of the network")
+    if v.stride != (1, 1) or v.channel_offset != 0:
+        raise _unsupported(node, "a sliced/padded tensor may only feed a residual add")
+    src_dims = len(ctx.layers[v.layer].shape)
+    if spatial and (v.flat or src_dims != 3):
+        raise _unsupported(node, "a convolution needs a (C, H, W) input")
+    if not spatial and not v.flat and src_dims != 1:
+        raise _unsupported(node, "Linear on a multi-dimensional tensor needs flatten/view first")
+    return v
+
+
+@handles(nn.BatchNorm1d, nn.BatchNorm2d)
+def _batchnorm(ctx: Lowering, node, args, kwargs, mod):
+    if mod.running_mean is None or mod.running_var is None:
+        raise _unsupported(node, "BatchNorm without running statistics cannot be folded")
+    p = ctx.as_preact(args[0], node)
+    var = mod.running_var.detach().double()
+    g = (mod.weight.detach().double() if mod.affine else torch.ones_like(var)) / torch.sqrt(
+        var + mod.eps
+    )
+    b = mod.bias.detach().double() if mod.affine else torch.zeros_like(var)
+    h = b - g * mod.running_mean.detach().double()
+    return PreAct(p.groups, p.bias, p.scale * g, p.shift * g + h, p.shape)
+
+
+@handles(nn.ReLU, F.relu, torch.relu, "relu", "relu_")
+def _relu(ctx: Lowering, node, args, kwargs, mod=None):
+    v = args[0]
+    if isinstance(v, Spikes):
+        return v  # ReLU of spikes (non-negative values) is the identity
+    if not isinstance(v, PreAct):
+        raise _unsupported(node, "ReLU of a non-tensor")
+    pool = v.pending_maxpool
+    layer = _neuron_layer(ctx, node, v)
+    idx = ctx.add_layer(layer)
+    out = Spikes(idx, layer.shape)
+    if pool is not None:
+        out = _maxpool_layer(ctx, node, out, *pool)
+    return out
+
+
+def _neuron_layer(ctx: Lowering, node, p: PreAct) -> RawLayer:
+    """Fold the per-channel affine into threshold and initial potential (DESIGN 2.5)."""
+    a, d = p.scale, p.shift
+    sign = torch.sign(a)
+    dead = a == 0  # a constant neuron: ReLU(d), no synapses
+    safe = torch.where(dead, torch.ones_like(a), a.abs())
+    groups = [_scale_group(g, torch.where(dead, torch.zeros_like(a), sign)) for g in p.groups]
+    sgn = _per_channel(torch.where(dead, torch.zeros_like(a), sign), p.shape)
+    bias = sgn * p.bias + _per_channel(torch.where(dead, d.clamp(min=0), d / safe), p.shape)
+    bias = (
+        bias.expand(p.shape).clone()
+        if bias.dim() == len(p.shape)
+        else bias.reshape(-1, *([1] * (len(p.shape) - 1))).expand(p.shape).clone()
+    )
+    return RawLayer(node.name, "neuron", p.shape, groups, bias, 1.0 / safe)
+
+
+def _maxpool_layer(ctx: Lowering, node, v: Spikes, kernel, stride, padding) -> Spikes:
+    if ctx.layers[v.layer].kind == "input":
+        raise _unsupported(node, "max pooling of the multi-spike input layer is not supported")
+    shape = ctx.shape(node) if not isinstance(node, tuple) else node
+    lay = RawLayer(
+        node.name + "_pool" if not v.flat else node.name,
+        "maxpool",
+        shape,
+        source=v.layer,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+    )
+    return Spikes(ctx.add_layer(lay), shape)
+
+
+def _pool_args(node, kernel, stride, padding, ceil_mode=False, dilation=1):
+    if ceil_mode or _pair(dilation) != (1, 1):
+        raise _unsupported(node, "pooling with ceil_mode=True or dilation is not supported")
+    kernel = _pair(kernel)
+    stride = kernel if stride is None or stride == [] or stride == () else _pair(stride)
+    return kernel, stride, _pair(padding)
+
+
+@handles(nn.MaxPool2d, F.max_pool2d)
+def _maxpool(ctx: Lowering, node, args, kwargs, mod=None):
+    if mod is not None:
+        if mod.return_indices:
+            raise _unsupported(node, "return_indices=True is not supported")
+        k, s, p = _pool_args(
+            node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.dilation
+        )
+    else:
+        names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+        kw = dict(zip(names, args[1:], strict=False)) | kwargs
+        if kw.get("return_indices"):
+            raise _unsupported(node, "return_indices=True is not supported")
+        k, s, p = _pool_args(
+            node,
+            kw["kernel_size"],
+            kw.get("stride"),
+            kw.get("padding", 0),
+            kw.get("ceil_mode", False),
+            kw.get("dilation", 1),
+        )
+    v = args[0]
+    if isinstance(v, PreAct):
+        if v.pending_maxpool is not None:
+            raise _unsupported(node, "two max poolings of a pre-activation")
+        # ReLU(max(z)) = max(ReLU(z)): pool the spikes of the neurons once ReLU comes.
+        out = PreAct(v.groups, v.bias, v.scale, v.shift, v.shape, (k, s, p))
+        out.pool_shape = ctx.shape(node)  # type: ignore[attr-defined]
+        return out
+    return _maxpool_layer(ctx, node, _spike_source(ctx, node, v, spatial=True), k, s, p)
+
+
+@handles(nn.AvgPool2d, F.avg_pool2d, nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d)
+def _avgpool(ctx: Lowering, node, args, kwargs, mod=None):
+    v = args[0]
+    if not isinstance(v, Spikes):
+        raise _unsupported(
+            node, "average pooling must follow a ReLU (it becomes a spiking layer of its own)"
+        )
+    src = _spike_source(ctx, node, v, spatial=True)
+    in_shape = ctx.layers[src.layer].shape
+    out_shape = ctx.shape(node)
+    k, s, p = _avg_geometry(node, mod, args, kwargs, in_shape, out_shape)
+    if ctx.layers[src.layer].kind == "input":
+        raise _unsupported(node, "average pooling of the input layer is not supported")
+    c = in_shape[0]
+    g = Group(
+        src.layer,
+        "avgpool",
+        torch.full((c,), 1.0 / (k[0] * k[1]), dtype=torch.float64),
+        kernel=k,
+        stride=s,
+        padding=p,
+    )
+    zero = torch.zeros(out_shape, dtype=torch.float64)
+    layer = RawLayer(node.name, "neuron", out_shape, [g], zero, torch.ones(c, dtype=torch.float64))
+    return Spikes(ctx.add_layer(layer), out_shape)
+
+
+def _avg_geometry(node, mod, args, kwargs, in_shape, out_shape):
+    target = node.target if mod is None else type(mod)
+    if target in (nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d):
+        h, w = in_shape[1:]
+        oh, ow = out_shape[1:]
+        if h % oh or w % ow:
+            raise _unsupported(
+                node, f"adaptive average pooling {h}x{w} -> {oh}x{ow} has unequal windows"
+            )
+        return (h // oh, w // ow), (h // oh, w // ow), (0, 0)
+    if mod is not None:
+        kw = {
+            "kernel_size": mod.kernel_size,
+            "stride": mod.stride,
+            "padding": mod.padding,
+            "ceil_mode": mod.ceil_mode,
+            "count_include_pad": mod.count_include_pad,
+            "divisor_override": mod.divisor_override,
+        }
+    else:
+        names = [
+            "kernel_size",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+            "divisor_override",
+        ]
+        kw = dict(zip(names, args[1:], strict=False)) | kwargs
+    k, s, p = _pool_args(
+        node, kw["kernel_size"], kw.get("stride"), kw.get("padding", 0), kw.get("ceil_mode", False)
+    )
+    if p != (0, 0) or kw.get("divisor_override"):
+        raise _unsupported(
+            node, "average pooling with padding or divisor_override is not supported"
+        )
+    return k, s, p
+
+
+@handles(operator.add, operator.iadd, torch.add, "add", "add_")
+def _add(ctx: Lowering, node, args, kwargs, mod=None):
+    if "alpha" in kwargs or len(args) > 2:
+        raise _unsupported(node, "add with alpha is not supported")
+    a, b = (ctx.as_preact(v, node).folded() for v in args[:2])
+    return _preact(a.groups + b.groups, a.bias + b.bias, a.shape)
+
+
+@handles(nn.Flatten, torch.flatten, "flatten", "view", "reshape")
+def _flatten(ctx: Lowering, node, args, kwargs, mod=None):
+    v = args[0]
+    out_shape = ctx.shape(node)
+    if isinstance(v, Spikes) and v.stride == (1, 1) and v.channel_offset == 0:
+        if len(out_shape) == 1 and out_shape[0] == ctx.layers[v.layer].size:
+            return Spikes(v.layer, out_shape, flat=True)
+        if out_shape == ctx.layers[v.layer].shape:
+            return v
+    raise _unsupported(node, f"only flattening a spike tensor to (N, {out_shape}) is supported")
+
+
+@handles(nn.Dropout, nn.Identity, F.dropout, "contiguous")
+def _identity(ctx: Lowering, node, args, kwargs, mod=None):
+    return args[0]
+
+
+@handles(operator.getitem)
+def _getitem(ctx: Lowering, node, args, kwargs, mod=None):
+    v, idx = args
+    if isinstance(v, Spikes) and isinstance(idx, tuple) and len(idx) == 4:
+        full = slice(None)
+        if (
+            idx[0] == full
+            and idx[1] == full
+            and all(
+                isinstance(s, slice) and s.start in (None, 0) and s.stop is None for s in idx[2:]
+            )
+        ):
+            stride = tuple(int(s.step or 1) for s in idx[2:])
+            if v.stride == (1, 1):
+                return Spikes(v.layer, ctx.shape(node), stride=stride)
+    raise _unsupported(node, "only x[:, :, ::s, ::s] subsampling (a ResNet shortcut) is supported")
+
+
+@handles(F.pad)
+def _pad(ctx: Lowering, node, args, kwargs, mod=None):
+    v, pad = args[0], tuple(args[1] if len(args) > 1 else kwargs["pad"])
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = args[3] if len(args) > 3 else kwargs.get("value", 0)
+    if (
+        isinstance(v, Spikes)
+        and mode == "constant"
+        and not value
+        and len(pad) == 6
+        and (pad[:4] == (0, 0, 0, 0) and pad[4] >= 0 and pad[5] >= 0)
+    ):
+        return Spikes(
+            v.layer, ctx.shape(node), stride=v.stride, channel_offset=v.channel_offset + pad[4]
+        )
+    raise _unsupported(
+        node, "only zero padding of the channel axis (a ResNet option-A shortcut) is supported"
+    )
+
+
+NON_RELU = (
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.SELU,
+    nn.CELU,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Hardsigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.RReLU,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.leaky_relu,
+    F.relu6,
+    F.hardswish,
+    F.softplus,
+    F.mish,
+    F.selu,
+    F.softmax,
+    F.log_softmax,
+    F.hardtanh,
+    F.sigmoid,
+    F.tanh,
+    torch.sigmoid,
+    torch.tanh,
+    torch.softmax,
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "gelu",
+)
+
+
+def supported_ops() -> list[str]:
+    """The readable list of supported ops (for error messages and --help)."""
+    names = []
+    for k in HANDLERS:
+        if isinstance(k, type):
+            names.append(k.__name__)
+        elif isinstance(k, str):
+            names.append(f".{k}()")
+        else:
+            mod = getattr(k, "__module__", "") or ""
+            prefix = (
+                "F." if "functional" in mod else ("operator." if mod == "_operator" else "torch.")
+            )
+            names.append(prefix + k.__name__)
+    return sorted(set(names))
+
+
+# --------------------------------------------------------------------------- driver
+def lower(model: nn.Module, example: torch.Tensor, input_norm=None) -> list[RawLayer]:
+    """Trace ``model`` (in eval mode) and lower it to raw spiking layers."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"torch.fx could not trace {type(model).__name__}: {exc}. Data-dependent control "
+            "flow is not supported."
+        ) from exc
+    ctx = Lowering(gm, example, input_norm)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedModelError(
+            f"the model must take exactly one tensor input, it takes {len(placeholders)}"
+        )
+    for node in gm.graph.nodes:
+        ctx.values[node.name] = _lower_node(ctx, node)
+    return ctx.layers
+
+
+def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
+    if node.op == "placeholder":
+        shape = ctx.shape(node)
+        layer = RawLayer("input", "input", shape)
+        return Spikes(ctx.add_layer(layer), shape)
+    if node.op == "output":
+        return _output(ctx, node)
+    concrete = ctx.concrete.get(node.name)
+    if not isinstance(concrete, torch.Tensor):
+        return Const(concrete)  # sizes, shapes, constants: known from the example run
+    if node.op == "get_attr":
+        raise _unsupported(
+            node, "direct use of a parameter or buffer in forward() is not supported"
+        )
+    args = [_resolve(ctx, a) for a in node.args]
+    kwargs = {k: _resolve(ctx, v) for k, v in node.kwargs.items()}
+    if node.op == "call_module":
+        mod = ctx.modules[node.target]
+        handler, key = HANDLERS.get(type(mod)), mod
+    elif node.op == "call_method":
+        handler, key = HANDLERS.get(node.target), None
+    else:
+        handler, key = HANDLERS.get(node.target), None
+    if handler is None:
+        what = type(key) if key is not None else node.target
+        if what in NON_RELU:
+            raise _unsupported(
+                node,
+                "not a ReLU network: one-spike neurons model ReLU only, "
+                "other activations cannot be converted",
+            )
+        raise _unsupported(node, "unsupported op; supported: " + ", ".join(supported_ops()))
+    if node.op == "call_module":
+        return handler(ctx, node, args, kwargs, key)
+    return handler(ctx, node, args, kwargs)
+
+
+def _resolve(ctx: Lowering, a: Any) -> Any:
+    if isinstance(a, torch.fx.Node):
+        v = ctx.values[a.name]
+        return v.value if isinstance(v, Const) else v
+    if isinstance(a, tuple | list):
+        return type(a)(_resolve(ctx, x) for x in a)
+    if isinstance(a, slice):
+        return slice(_resolve(ctx, a.start), _resolve(ctx, a.stop), _resolve(ctx, a.step))
+    return a
+
+
+def _output(ctx: Lowering, node: torch.fx.Node) -> None:
+    out = node.args[0]
+    if isinstance(out, tuple | list):
+        if len(out) != 1:
+            raise UnsupportedModelError("the model must return exactly one tensor (the logits)")
+        out = out[0]
+    v = ctx.values[out.name] if isinstance(out, torch.fx.Node) else None
+    if not isinstance(v, PreAct) or v.pending_maxpool is not None:
+        raise UnsupportedModelError(
+            f"the model output '{getattr(out, 'name', out)}' must be the pre-activation of a "
+            "final Linear/Conv2d layer (the logits), not spikes after a ReLU or pooling"
+        )
+    p = v.folded()
+    bias = (
+        p.bias.expand(p.shape).clone()
+        if p.bias.dim() == len(p.shape)
+        else p.bias.reshape(-1, *([1] * (len(p.shape) - 1))).expand(p.shape).clone()
+    )
+    ctx.add_layer(RawLayer("output", "output", p.shape, p.groups, bias, None))

@@ -1,0 +1,6 @@
+"""golden: the PyTorch reference of an SnnModel (ann | exact | pipelined | int modes)."""
+
+from golden.energy import ENERGY_TABLES, energy_ratio
+from golden.engine import MODES, GoldenResult, default_device, run
+
+__all__ = ["ENERGY_TABLES", "MODES", "GoldenResult", "default_device", "energy_ratio", "run"]

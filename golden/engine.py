@@ -1,0 +1,342 @@
+"""The golden model: float (ann, exact, pipelined) and bit-exact integer (int) modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from converter.config import Q_FRAC_BITS
+from converter.model import Layer, SnnModel
+from converter.ops import ann_ops, count_adds, maxpool_phase, synapse_forward
+from converter.quantize import fixed_base, gain, quantized_base
+
+MODES = ("ann", "exact", "pipelined", "int")
+
+
+@dataclass
+class GoldenResult:
+    """What one golden run produced.
+
+    Attributes
+    ----------
+    logits : Tensor (N, classes), float32
+        Output-layer potentials in the ANN's logit units (int mode: dequantised).
+    predictions : Tensor (N,), int64
+        argmax of the logits (int mode: of the integer potentials; ties go to the lower index).
+    spikes : list of Tensor or None, one per layer
+        Input layer: the signed spike trains (N, T_in, *shape), int8 in {-1, 0, 1}. Spiking
+        and max-pool layers: the phase of each neuron's spike (N, *shape), int16, −1 for none.
+        Output layer (and every layer in ``ann`` mode, or with ``keep_spikes=False``): None.
+    counts : dict of per-layer int64 arrays (totals over the N images)
+        ``spikes`` emitted, ``adds`` (synaptic additions the incoming spikes trigger: each spike
+        times its fan-out), ``ann_macs`` and ``ann_adds`` of the ANN op the layer replaces,
+        ``neurons`` per image; plus ``names``, ``kinds`` and ``images``.
+    logits_int : Tensor or None
+        int mode only: the output layer's integer potentials.
+    """
+
+    mode: str
+    logits: torch.Tensor
+    predictions: torch.Tensor
+    spikes: list[torch.Tensor | None]
+    counts: dict = field(default_factory=dict)
+    logits_int: torch.Tensor | None = None
+
+    def accuracy(self, labels: torch.Tensor) -> float:
+        """Percentage of predictions equal to ``labels``."""
+        labels = torch.as_tensor(labels).reshape(-1).cpu()
+        if labels.shape != self.predictions.shape:
+            raise ValueError(
+                f"{labels.shape[0]} labels for {self.predictions.shape[0]} predictions"
+            )
+        return 100.0 * (self.predictions == labels).double().mean().item()
+
+    def spikes_per_neuron(self) -> float:
+        """Mean spikes per hidden spiking neuron per image (≤ 1 by construction)."""
+        c = self.counts
+        hidden = [i for i, k in enumerate(c["kinds"]) if k == "neuron"]
+        n = sum(int(c["neurons"][i]) for i in hidden) * c["images"]
+        return float(sum(int(c["spikes"][i]) for i in hidden) / max(n, 1))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(
+    snn: SnnModel,
+    inputs: torch.Tensor,
+    mode: str = "exact",
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    keep_spikes: bool = True,
+) -> GoldenResult:
+    """Run the SNN on ``inputs`` (N, *input shape) taken exactly as the ANN takes them."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "int" and not snn.is_quantized:
+        raise ValueError("int mode needs integer weights: convert with weight_bits=8")
+    inputs = torch.as_tensor(inputs)
+    if tuple(inputs.shape[1:]) != snn.input_shape:
+        raise ValueError(
+            f"inputs have shape {tuple(inputs.shape)}, the SNN takes (N, "
+            f"{', '.join(map(str, snn.input_shape))})"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    dev = torch.device(device) if device is not None else default_device()
+    engine = _Engine(snn, mode, dev)
+    parts = [
+        engine.batch(inputs[i : i + batch_size].to(dev, torch.float32), keep_spikes)
+        for i in range(0, inputs.shape[0], batch_size)
+    ]
+    return _merge(snn, mode, parts, inputs.shape[0], keep_spikes)
+
+
+def _merge(snn, mode, parts, n, keep_spikes) -> GoldenResult:
+    logits = torch.cat([p[0] for p in parts])
+    preds = torch.cat([p[1] for p in parts])
+    spikes = [None] * len(snn.layers)
+    if keep_spikes and mode != "ann":
+        spikes = [
+            None if parts[0][2][i] is None else torch.cat([p[2][i] for p in parts])
+            for i in range(len(snn.layers))
+        ]
+    counts = {k: sum(p[3][k] for p in parts) for k in ("spikes", "adds")}
+    counts["ann_macs"] = np.array([m for m, _ in _ann_counts(snn)], dtype=np.int64) * n
+    counts["ann_adds"] = np.array([a for _, a in _ann_counts(snn)], dtype=np.int64) * n
+    counts["neurons"] = np.array([lay.size for lay in snn.layers], dtype=np.int64)
+    counts["names"] = [lay.name for lay in snn.layers]
+    counts["kinds"] = [lay.kind for lay in snn.layers]
+    counts["images"] = n
+    li = torch.cat([p[4] for p in parts]) if parts[0][4] is not None else None
+    return GoldenResult(mode, logits, preds, spikes, counts, li)
+
+
+def _ann_counts(snn: SnnModel) -> list[tuple[int, int]]:
+    out = []
+    for lay in snn.layers:
+        ops = [ann_ops(s, snn.layers[s.source], lay) for s in lay.synapses]
+        out.append((sum(m for m, _ in ops), sum(a for _, a in ops)))
+    return out
+
+
+class _Engine:
+    """Runs batches through the layers; one instance per run (weights on the device)."""
+
+    def __init__(self, snn: SnnModel, mode: str, device: torch.device):
+        self.snn, self.mode, self.dev = snn, mode, device
+        self.f = torch.float64 if mode == "int" else torch.float32
+        integer = mode == "int"
+        self.w = [
+            [
+                torch.as_tensor(s.weight_q if integer else s.weight).to(device, self.f)
+                for s in lay.synapses
+            ]
+            for lay in snn.layers
+        ]
+        self.bias = [
+            None
+            if lay.bias is None
+            else torch.as_tensor(lay.bias_q if integer else lay.bias).to(device)
+            for lay in snn.layers
+        ]
+
+    # ---------------------------------------------------------------- per batch
+    def batch(self, x: torch.Tensor, keep: bool):
+        snn, n = self.snn, x.shape[0]
+        nl = len(snn.layers)
+        spikes: list[torch.Tensor | None] = [None] * nl
+        counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
+        vals: list[torch.Tensor | None] = [None] * nl  # ann mode: activations / λ
+        logits_int = None
+        for i, lay in enumerate(snn.layers):
+            if lay.kind == "input":
+                if self.mode == "ann":
+                    vals[i] = 2 * self._input_value(x, lay)
+                else:
+                    spikes[i] = self._encode_input(x, lay)
+            elif self.mode == "ann":
+                vals[i] = self._ann_layer(lay, vals)
+            elif lay.kind == "maxpool":
+                spikes[i] = maxpool_phase(spikes[lay.source], lay, lay.T)
+            else:
+                spikes[i], out = self._spiking_layer(lay, spikes)
+                if lay.kind == "output":
+                    vals[i], logits_int = out
+                counts["adds"][i] = sum(
+                    int(
+                        count_adds(
+                            _spike_counts(spikes[s.source], snn.layers[s.source]), s, lay
+                        ).sum()
+                    )
+                    for s in lay.synapses
+                )
+            if spikes[i] is not None:
+                counts["spikes"][i] = int(_spike_counts(spikes[i], lay).sum())
+        logits = vals[-1].reshape(n, -1).float().cpu()
+        src = logits_int if logits_int is not None else logits
+        preds = src.reshape(n, -1).argmax(1).cpu()
+        kept = [s.cpu() if keep and s is not None else None for s in spikes]
+        kept[-1] = None
+        li = logits_int.reshape(n, -1).cpu() if logits_int is not None else None
+        return logits, preds, kept, counts, li
+
+    def _input_value(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
+        """v = x · gain + offset: the input as a fraction of the input range λ_in."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        g = torch.as_tensor(lay.input_gain, device=self.dev).reshape(shape)
+        o = torch.as_tensor(lay.input_offset, device=self.dev).reshape(shape)
+        v = x.double() * g + o
+        return v if lay.signed else v.clamp(min=0)
+
+    def _encode_input(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
+        """Binary phase coding: the nearest T_in-bit fraction; bit t+1 fires at phase t."""
+        v = self._input_value(x, lay)
+        top = 2**lay.T - 1
+        code = torch.round(v.abs() * 2**lay.T).clamp(max=top).to(torch.int64)
+        sign = (
+            torch.sign(v).to(torch.int8) if lay.signed else torch.ones_like(code, dtype=torch.int8)
+        )
+        bits = [((code >> (lay.T - 1 - t)) & 1).to(torch.int8) * sign for t in range(lay.T)]
+        return torch.stack(bits, dim=1)
+
+    def _ann_layer(self, lay: Layer, vals) -> torch.Tensor:
+        if lay.kind == "maxpool":
+            return torch.nn.functional.max_pool2d(
+                vals[lay.source], lay.kernel, lay.stride, lay.padding
+            )
+        z = self._preact_float(lay, [vals[s.source] for s in lay.synapses])
+        if lay.kind == "output":
+            return z
+        return z.clamp(min=0) / self._chan(lay.threshold, lay)
+
+    def _chan(self, v, lay: Layer) -> torch.Tensor:
+        return torch.as_tensor(v, device=self.dev, dtype=self.f).reshape(
+            -1, *([1] * (len(lay.shape) - 1))
+        )
+
+    def _preact_float(self, lay: Layer, xs: list[torch.Tensor]) -> torch.Tensor:
+        i = self.snn.layers.index(lay)
+        z = self.bias[i].to(self.f).unsqueeze(0).expand(xs[0].shape[0], *lay.shape).clone()
+        for s, w, x in zip(lay.synapses, self.w[i], xs, strict=True):
+            z += synapse_forward(x.to(self.f), s, w, lay)
+        return z
+
+    # ---------------------------------------------------------------- spiking layers
+    def _spiking_layer(self, lay: Layer, spikes):
+        src = self.snn.source_of(lay)
+        if self.mode == "int":
+            return self._int_layer(lay, src, spikes)
+        decoded = [
+            _decode(spikes[s.source], self.snn.layers[s.source], self.f) for s in lay.synapses
+        ]
+        z = self._preact_float(lay, decoded)
+        if lay.kind == "output":
+            return None, (z, None)
+        theta = self._chan(lay.threshold, lay)
+        if self.mode == "exact":
+            return _encode_hidden(z / theta, lay), None
+        return self._pipelined(lay, src, spikes, z, theta), None
+
+    def _phase_inputs(self, lay: Layer, src: Layer, spikes, integer: bool) -> torch.Tensor:
+        """S(t) for every input phase t: (T_src, N, *shape), each synapse group summed."""
+        i = self.snn.layers.index(lay)
+        out = None
+        for s, w in zip(lay.synapses, self.w[i], strict=True):
+            sp = spikes[s.source]
+            masks = _phase_masks(sp, self.snn.layers[s.source], self.f)  # (T, N, ...)
+            t, n = masks.shape[:2]
+            y = synapse_forward(masks.reshape(t * n, *masks.shape[2:]), s, w, lay)
+            y = y.reshape(t, n, *lay.shape)
+            out = y if out is None else out + y
+        return torch.round(out).to(torch.int64) if integer else out
+
+    def _pipelined(self, lay, src, spikes, z_full, theta) -> torch.Tensor:
+        """DESIGN 2.6 in value form: t_o is decided on V(t_o + T_w).
+
+        V(k) = B + Σ_{t≤k} Q_in^-t S(t) is U(k) / Q_in^k; the threshold in this form is
+        c · θ · Q_out^-t_o. Once k ≥ T_src − 1 every input is in and V is the exact potential.
+        """
+        s = self._phase_inputs(lay, src, spikes, integer=False)
+        t_src = src.T
+        w = torch.tensor([src.Q**-t for t in range(t_src)], device=self.dev, dtype=self.f)
+        v = torch.cumsum(s * w.reshape(-1, *([1] * (s.dim() - 1))), dim=0)
+        v = v + self.bias[self.snn.layers.index(lay)].to(self.f)
+        th = _thresholds(lay, self.f, self.dev)
+        r_full = z_full / theta
+        phase = torch.full(z_full.shape, -1, dtype=torch.int16, device=self.dev)
+        for t_o in range(lay.T):
+            k = t_o + lay.T_w
+            rk = r_full if k >= t_src - 1 else v[k] / theta  # all inputs seen: exact potential
+            fire = (phase < 0) & (rk >= th[t_o])
+            phase[fire] = t_o
+        return phase
+
+    def _int_layer(self, lay: Layer, src: Layer, spikes):
+        """docs/semantics.md: integer leak, saturating A-bit potential, threshold table."""
+        s = self._phase_inputs(lay, src, spikes, integer=True)
+        acc_max = 2 ** (self.snn.acc_bits - 1) - 1
+        half = 1 << (Q_FRAC_BITS - 1)
+        m_in, m_out = fixed_base(src.Q), fixed_base(lay.Q)
+        i = self.snn.layers.index(lay)
+        u = self.bias[i].to(torch.int64).unsqueeze(0).expand(s.shape[1:]).clone()
+        last = src.T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
+        theta = None if lay.kind == "output" else torch.as_tensor(lay.threshold_q, device=self.dev)
+        phase = torch.full(u.shape, -1, dtype=torch.int16, device=self.dev)
+        for k in range(last + 1):
+            if k > 0:  # leak: round half up, arithmetic shift, saturate
+                m = m_in if k <= src.T - 1 else m_out
+                u = ((u * m + half) >> Q_FRAC_BITS).clamp(-acc_max - 1, acc_max)
+            if k < src.T:
+                u = (u + s[k]).clamp(-acc_max - 1, acc_max)
+            if theta is not None and k >= lay.T_w:
+                t_o = k - lay.T_w
+                th = theta[:, t_o].reshape(-1, *([1] * (len(lay.shape) - 1)))
+                fire = (phase < 0) & (u >= th)
+                phase[fire] = t_o
+        if lay.kind == "output":
+            g = gain(src.T - 1, src.T, quantized_base(src.Q), quantized_base(src.Q))
+            scale = self._chan(lay.scale, lay).to(torch.float64)
+            return None, ((u.double() * scale / g).float(), u)
+        return phase, None
+
+
+# --------------------------------------------------------------------------- helpers
+def _phase_masks(sp: torch.Tensor, src: Layer, dtype) -> torch.Tensor:
+    """(T, N, *shape) signed spike masks of a source layer, one per phase."""
+    if src.kind == "input":
+        return sp.transpose(0, 1).to(dtype)
+    t = torch.arange(src.T, device=sp.device, dtype=sp.dtype).reshape(-1, *([1] * sp.dim()))
+    return (sp.unsqueeze(0) == t).to(dtype)
+
+
+def _decode(sp: torch.Tensor, src: Layer, dtype) -> torch.Tensor:
+    """Normalised values of a source's spikes: Σ sign · Q^-t (in units of its λ)."""
+    if src.kind == "input":
+        w = torch.tensor([2.0**-t for t in range(src.T)], device=sp.device, dtype=dtype)
+        return (sp.to(dtype) * w.reshape(1, -1, *([1] * (sp.dim() - 2)))).sum(1)
+    val = torch.pow(torch.tensor(src.Q, dtype=dtype, device=sp.device), -sp.to(dtype))
+    return torch.where(sp >= 0, val, torch.zeros_like(val))
+
+
+def _spike_counts(sp: torch.Tensor, lay: Layer) -> torch.Tensor:
+    if lay.kind == "input":
+        return sp.abs().sum(1).to(torch.float32)
+    return (sp >= 0).to(torch.float32)
+
+
+def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:
+    """Eq. 4: t* = min{t : v ≥ c · Q^-t}; −1 when no phase fits (underflow)."""
+    th = _thresholds(lay, v.dtype, v.device)
+    idx = torch.searchsorted(th.flip(0).contiguous(), v.contiguous(), right=True)
+    phase = lay.T - idx
+    return torch.where(idx > 0, phase, torch.full_like(phase, -1)).to(torch.int16)
+
+
+def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
+    """c · Q^-t for t = 0 … T−1 (decreasing), the coding thresholds in units of θ."""
+    return torch.tensor([lay.shift * lay.Q**-t for t in range(lay.T)], dtype=dtype, device=device)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Idempotent set-up from nothing: a virtual environment with the project and its dev tools.
+# torch is pinned to the CPU wheel 2.13.0 here (pyproject declares a range, so GPU users keep
+# their own build); everything else comes from pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.onespike-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q "torch==2.13.0"
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+fi
