@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from converter.config import Q_FRAC_BITS, ConversionConfig
 from converter.frontend import Group, RawLayer, lower
-from converter.model import Layer, SnnModel, Synapse, validate
+from converter.model import Layer, SnnModel, Synapse, canonical, validate
 from converter.ops import maxpool_phase, synapse_forward  # noqa: F401  (re-exported kernels)
 
 
@@ -59,7 +59,7 @@ def convert(
             stats = calibrate(raw, batches, config, progress)
     finally:
         model.train(was_training)
-    snn = build(raw, stats, config, name or type(model).__name__)
+    snn = canonical(build(raw, stats, config, name or type(model).__name__))
     validate(snn)
     return snn
 
@@ -102,8 +102,8 @@ def _raw_input(x: torch.Tensor, config: ConversionConfig) -> torch.Tensor:
 
 
 def _forward_raw(raw: list[RawLayer], x: torch.Tensor) -> list[torch.Tensor]:
-    """The ANN through the folded raw graph: every layer's true activation (float64)."""
-    acts: list[torch.Tensor] = [x]
+    """The ANN through the folded raw graph: every layer's true activation (float32)."""
+    acts: list[torch.Tensor] = [x.float()]
     for lay in raw[1:]:
         if lay.kind == "maxpool":
             acts.append(
@@ -114,15 +114,15 @@ def _forward_raw(raw: list[RawLayer], x: torch.Tensor) -> list[torch.Tensor]:
             continue
         z = _preactivation(raw, lay, acts)
         if lay.kind == "neuron":
-            z = z.clamp(min=0) / _chan(lay.theta_unit, lay.shape)
+            z = z.clamp(min=0) / _chan(lay.theta_unit.float(), lay.shape)
         acts.append(z)
     return acts
 
 
 def _preactivation(raw: list[RawLayer], lay: RawLayer, acts: list[torch.Tensor]) -> torch.Tensor:
-    z = lay.bias.unsqueeze(0).expand(acts[0].shape[0], *lay.shape).clone()
+    z = lay.bias.float().unsqueeze(0).expand(acts[0].shape[0], *lay.shape).clone()
     for g in lay.groups:
-        z += synapse_forward(acts[g.source], _syn(g), g.weight, _as_layer(lay))
+        z += synapse_forward(acts[g.source], _syn(g), g.weight.float(), _as_layer(lay))
     return z
 
 

@@ -487,6 +487,12 @@ def _add(ctx: Lowering, node, args, kwargs, mod=None):
     if "alpha" in kwargs or len(args) > 2:
         raise _unsupported(node, "add with alpha is not supported")
     a, b = (ctx.as_preact(v, node).folded() for v in args[:2])
+    if len({ctx.layers[g.source].kind == "input" for g in a.groups + b.groups}) > 1:
+        raise _unsupported(
+            node,
+            "adds the multi-spike input layer to hidden spikes (they have different phase "
+            "counts and bases); a residual add must join hidden layers",
+        )
     return _preact(a.groups + b.groups, a.bias + b.bias, a.shape)
 
 
@@ -599,11 +605,12 @@ def supported_ops() -> list[str]:
         elif isinstance(k, str):
             names.append(f".{k}()")
         else:
-            mod = getattr(k, "__module__", "") or ""
-            prefix = (
-                "F." if "functional" in mod else ("operator." if mod == "_operator" else "torch.")
-            )
-            names.append(prefix + k.__name__)
+            if getattr(F, k.__name__, None) is k:
+                names.append("F." + k.__name__)
+            elif getattr(operator, k.__name__, None) is k:
+                names.append("operator." + k.__name__)
+            else:
+                names.append("torch." + k.__name__)
     return sorted(set(names))
 
 
@@ -636,7 +643,7 @@ def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
     if node.op == "output":
         return _output(ctx, node)
     concrete = ctx.concrete.get(node.name)
-    if not isinstance(concrete, torch.Tensor):
+    if not isinstance(concrete, torch.Tensor) and _is_shape_query(ctx, node):
         return Const(concrete)  # sizes, shapes, constants: known from the example run
     if node.op == "get_attr":
         raise _unsupported(
@@ -663,6 +670,17 @@ def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
     if node.op == "call_module":
         return handler(ctx, node, args, kwargs, key)
     return handler(ctx, node, args, kwargs)
+
+
+def _is_shape_query(ctx: Lowering, node: torch.fx.Node) -> bool:
+    """x.size(), x.shape, x.dim() and arithmetic on their results: constants of the trace."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in ("shape", "ndim")
+    if node.op != "call_function":
+        return False
+    return all(isinstance(ctx.values.get(a.name), Const) for a in node.all_input_nodes)
 
 
 def _resolve(ctx: Lowering, a: Any) -> Any:

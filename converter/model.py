@@ -376,6 +376,23 @@ def _expected_weight_shape(src: Layer, lay: Layer, s: Synapse) -> tuple[int, ...
     return (lay.channels,)
 
 
+def canonical(snn: SnnModel) -> SnnModel:
+    """The model with every array in its storage dtype, so that memory equals the artifact."""
+    layers = []
+    for lay in snn.layers:
+        arrays = {
+            k: np.ascontiguousarray(getattr(lay, k), dtype=dt)
+            for k, dt in _LAYER_ARRAYS.items()
+            if getattr(lay, k) is not None
+        }
+        syns = tuple(
+            replace(s, weight=np.ascontiguousarray(s.weight, dtype=np.float32))
+            for s in lay.synapses
+        )
+        layers.append(replace(lay, synapses=syns, **arrays))
+    return replace(snn, layers=tuple(layers))
+
+
 def with_layers(snn: SnnModel, layers: list[Layer]) -> SnnModel:
     """A copy of ``snn`` with other layers (SnnModel is immutable)."""
     return replace(snn, layers=tuple(layers))

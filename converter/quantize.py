@@ -65,6 +65,15 @@ def quantize_layer(
     if base["threshold"] is not None:
         fallback = np.maximum(fallback, base["threshold"])
     scale = np.where(m > 0, m / qmax, np.where(fallback > 0, fallback / qmax, 1.0))
+    if not out:
+        # A channel whose threshold dwarfs its weights (a tiny BN γ) would need a threshold
+        # wider than the accumulator: coarsen that channel's scale until its largest threshold
+        # fits with 2 bits of headroom (the potential may exceed Θ by the Q scaling and S).
+        ones = np.ones_like(scale)
+        peak = threshold_table(
+            base["threshold"], base["shift"], base["T"], base["T_w"], src.T, src.Q, base["Q"], ones
+        ).max(axis=1)
+        scale = np.maximum(scale, peak / 2 ** (config.acc_bits - 3))
     dtype = np.int8 if config.weight_bits <= 8 else np.int16
     syns = []
     for g, w in zip(groups, weights, strict=True):

@@ -129,7 +129,7 @@ class _Engine:
 
     def __init__(self, snn: SnnModel, mode: str, device: torch.device):
         self.snn, self.mode, self.dev = snn, mode, device
-        self.f = torch.float64 if mode == "int" else torch.float32
+        self.f = _int_conv_dtype(snn) if mode == "int" else torch.float32
         integer = mode == "int"
         self.w = [
             [
@@ -340,3 +340,20 @@ def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:
 def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
     """c · Q^-t for t = 0 … T−1 (decreasing), the coding thresholds in units of θ."""
     return torch.tensor([lay.shift * lay.Q**-t for t in range(lay.T)], dtype=dtype, device=device)
+
+
+def _int_conv_dtype(snn: SnnModel) -> torch.dtype:
+    """float32 carries the integer synaptic sums exactly while every sum stays below 2^22.
+
+    The largest |S| of a neuron is Σ|weight_q| over its fan-in (each input neuron spikes at
+    most once per phase). Below 2^22 even a reordered float32 accumulation is exact and the
+    final rounding removes any error of a transform-based convolution; otherwise float64.
+    """
+    worst = 0
+    for lay in snn.layers:
+        total = 0
+        for s in lay.synapses:
+            w = np.abs(s.weight_q.astype(np.int64))
+            total += int(w.reshape(w.shape[0], -1).sum(1).max()) if w.ndim > 1 else int(w.max())
+        worst = max(worst, total)
+    return torch.float32 if worst < 2**22 else torch.float64
