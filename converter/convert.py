@@ -175,12 +175,15 @@ def calibrate(
     return stats
 
 
+_PER_CHANNEL_OPS = ("conv", "shortcut")
+
+
 def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
     per_channel = (
         config.per_channel
         and lay.kind == "neuron"
         and len(lay.shape) == 3
-        and all(g.op == "conv" or g.op == "shortcut" for g in lay.groups)
+        and all(g.op in _PER_CHANNEL_OPS for g in lay.groups)
     )
     c = lay.shape[0]
     flat = a.transpose(0, 1).reshape(c, -1) if per_channel else a.reshape(1, -1)

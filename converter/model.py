@@ -80,6 +80,7 @@ class Layer:
     scale: np.ndarray | None = None
     bias_q: np.ndarray | None = None
     threshold_q: np.ndarray | None = None
+    sat_limit: int = 0
     source: int = -1
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)

@@ -44,6 +44,22 @@ def threshold_table(
     return np.rint(shift * theta[:, None] * qo ** (-t[None, :]) * g[None, :] / scale[:, None])
 
 
+def max_phase_input(synapses) -> int:
+    """Smax: the largest |S(k)| one phase can add to a potential (docs/semantics.md §4).
+
+    Each source neuron spikes at most once per phase, so Smax = max over output channels of
+    Σ |weight_q| over the channel's whole fan-in (all synapse groups, all kernel taps).
+    """
+    total = None
+    for syn in synapses:
+        w = np.abs(syn.weight_q.astype(np.int64))
+        per = w.reshape(w.shape[0], -1).sum(1) if w.ndim > 1 else w
+        if syn.op == "avgpool":
+            per = per * syn.kernel[0] * syn.kernel[1]
+        total = per if total is None else total + per
+    return int(total.max())
+
+
 def _row_max(w: np.ndarray, op: str) -> np.ndarray:
     a = np.abs(w)
     return a.reshape(a.shape[0], -1).max(axis=1) if op in ("conv", "linear") else a
@@ -91,14 +107,20 @@ def quantize_layer(
                 g.channel_offset,
             )
         )
+    limit = acc_max - max_phase_input(syns)
+    if limit < 1:
+        raise ValueError(
+            f"layer {base['name']}: acc_bits={config.acc_bits} is too narrow, one phase of "
+            f"input can add {max_phase_input(syns)} to a potential; raise acc_bits"
+        )
     s_b = scale.reshape(-1, *([1] * (bias.ndim - 1)))
-    bias_q = np.clip(np.rint(bias / s_b), -acc_max - 1, acc_max).astype(np.int64)
+    bias_q = np.clip(np.rint(bias / s_b), -limit, limit).astype(np.int64)
     threshold_q = None
     if not out:
         tq = threshold_table(
             base["threshold"], base["shift"], base["T"], base["T_w"], src.T, src.Q, base["Q"], scale
         )
-        if tq.max() > acc_max:
+        if tq.max() > limit:
             raise ValueError(
                 f"layer {base['name']}: a threshold needs {int(np.ceil(np.log2(tq.max()))) + 1} "
                 f"bits, more than acc_bits={config.acc_bits}; raise acc_bits or lower T_w"
@@ -109,5 +131,6 @@ def quantize_layer(
         scale=scale.astype(np.float32),
         bias_q=bias_q,
         threshold_q=threshold_q,
+        sat_limit=int(limit),
         **base,
     )

@@ -279,7 +279,7 @@ class _Engine:
     def _int_layer(self, lay: Layer, src: Layer, spikes):
         """docs/semantics.md: integer leak, saturating A-bit potential, threshold table."""
         s = self._phase_inputs(lay, src, spikes, integer=True)
-        acc_max = 2 ** (self.snn.acc_bits - 1) - 1
+        lim = lay.sat_limit  # |U| ≤ L after each scaling: a phase of adds cannot overflow
         half = 1 << (Q_FRAC_BITS - 1)
         m_in, m_out = fixed_base(src.Q), fixed_base(lay.Q)
         i = self.snn.layers.index(lay)
@@ -290,9 +290,9 @@ class _Engine:
         for k in range(last + 1):
             if k > 0:  # leak: round half up, arithmetic shift, saturate
                 m = m_in if k <= src.T - 1 else m_out
-                u = ((u * m + half) >> Q_FRAC_BITS).clamp(-acc_max - 1, acc_max)
+                u = ((u * m + half) >> Q_FRAC_BITS).clamp(-lim, lim)
             if k < src.T:
-                u = (u + s[k]).clamp(-acc_max - 1, acc_max)
+                u = u + s[k]
             if theta is not None and k >= lay.T_w:
                 t_o = k - lay.T_w
                 th = theta[:, t_o].reshape(-1, *([1] * (len(lay.shape) - 1)))

@@ -368,9 +368,16 @@ def test_int_mode_tiny_accumulator_saturates_and_differs() -> None:
     _, tiny, _ = default_snn(T=16, Q=1.3, acc_bits=12)
     a = golden.run(wide, x, "int", device=CPU)
     b = golden.run(tiny, x, "int", device=CPU)
-    assert b.logits_int.abs().max() in (2**11 - 1, 2**11)  # the 12-bit potential saturated
-    assert b.logits_int.min() >= -(2**11) and b.logits_int.max() <= 2**11 - 1
+    lim = tiny.output.sat_limit  # |U| is clamped to L after each scaling, then one phase added
+    assert 0 < lim < 2**11 - 1
+    assert b.logits_int.abs().max() <= 2**11 - 1  # the 12-bit register never overflows
+    assert a.logits_int.abs().max() > 2**11  # the wide one does need more bits
     assert any(not torch.equal(a.spikes[i], b.spikes[i]) for i in hidden(wide))
+
+
+def test_accumulator_too_narrow_for_one_phase_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"acc_bits=8 is too narrow, one phase of input can add"):
+        default_snn(T=16, Q=1.3, acc_bits=8)
 
 
 def test_int_mode_needs_integer_weights() -> None:
