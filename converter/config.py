@@ -30,7 +30,9 @@ class ConversionConfig:
     threshold_shift : bool
         Round (c_Q = (1 + 1/Q)/2) instead of floor (c_Q = 1) when coding an activation.
     percentile : float
-        Activation statistic for the normalisation λ: 100 is the maximum.
+        Activation statistic for the normalisation λ: 100 is the maximum. The default 99.99
+        (averaged over calibration batches) ignores rare outliers, which otherwise stretch λ
+        and push small activations into underflow.
     per_channel : bool
         λ per output channel for convolutions (per layer for linear and pooling layers).
     weight_bits : int or None
@@ -53,7 +55,7 @@ class ConversionConfig:
     T_w: int | None = None
     T_in: int = 8
     threshold_shift: bool = True
-    percentile: float = 100.0
+    percentile: float = 99.99
     per_channel: bool = True
     weight_bits: int | None = 8
     acc_bits: int = 32

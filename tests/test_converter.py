@@ -559,8 +559,9 @@ def test_bad_calibration_message(calibration, message: str) -> None:
 def test_calibration_accepts_labelled_batches() -> None:
     model = ReluOutFree().eval()
     x = torch.rand(6, 8)
-    a = convert(model, x, progress=False)
-    b = convert(model, [(x[:3], torch.zeros(3)), (x[3:], torch.ones(3))], progress=False)
+    cfg = ConversionConfig(percentile=100.0)  # the maximum does not depend on the batching
+    a = convert(model, x, cfg, progress=False)
+    b = convert(model, [(x[:3], torch.zeros(3)), (x[3:], torch.ones(3))], cfg, progress=False)
     for la, lb in zip(a.layers, b.layers, strict=True):
         assert (la.lam == lb.lam).all()
 
