@@ -300,7 +300,7 @@ def _neuron_layer(lay: RawLayer, layers: list[Layer], lam, config: ConversionCon
         return Layer(synapses=syns, **base)
     from converter.quantize import quantize_layer
 
-    return quantize_layer(base, lay.groups, weights, src, config)
+    return quantize_layer(base, lay.groups, weights, src, config.weight_bits, config.acc_bits)
 
 
 def _effective_weight(g: Group, src: Layer) -> np.ndarray:

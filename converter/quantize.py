@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converter.config import Q_FRAC_BITS, ConversionConfig
+from converter.config import Q_FRAC_BITS
 from converter.frontend import Group
 from converter.model import Layer, Synapse
 
@@ -66,11 +66,16 @@ def _row_max(w: np.ndarray, op: str) -> np.ndarray:
 
 
 def quantize_layer(
-    base: dict, groups: list[Group], weights: list[np.ndarray], src: Layer, config: ConversionConfig
+    base: dict,
+    groups: list[Group],
+    weights: list[np.ndarray],
+    src: Layer,
+    weight_bits: int,
+    acc_bits: int,
 ) -> Layer:
     """Integer weights with one scale per output channel (per tensor for the output layer)."""
-    qmax = 2 ** (config.weight_bits - 1) - 1
-    acc_max = 2 ** (config.acc_bits - 1) - 1
+    qmax = 2 ** (weight_bits - 1) - 1
+    acc_max = 2 ** (acc_bits - 1) - 1
     m = np.max(np.stack([_row_max(w, g.op) for g, w in zip(groups, weights, strict=True)]), 0)
     out = base["kind"] == "output"
     if out:  # one scale, so that argmax over the integer potentials is the prediction
@@ -89,8 +94,8 @@ def quantize_layer(
         peak = threshold_table(
             base["threshold"], base["shift"], base["T"], base["T_w"], src.T, src.Q, base["Q"], ones
         ).max(axis=1)
-        scale = np.maximum(scale, peak / 2 ** (config.acc_bits - 3))
-    dtype = np.int8 if config.weight_bits <= 8 else np.int16
+        scale = np.maximum(scale, peak / 2 ** (acc_bits - 3))
+    dtype = np.int8 if weight_bits <= 8 else np.int16
     syns = []
     for g, w in zip(groups, weights, strict=True):
         s = scale.reshape(-1, *([1] * (w.ndim - 1)))
@@ -110,7 +115,7 @@ def quantize_layer(
     limit = acc_max - max_phase_input(syns)
     if limit < 1:
         raise ValueError(
-            f"layer {base['name']}: acc_bits={config.acc_bits} is too narrow, one phase of "
+            f"layer {base['name']}: acc_bits={acc_bits} is too narrow, one phase of "
             f"input can add {max_phase_input(syns)} to a potential; raise acc_bits"
         )
     s_b = scale.reshape(-1, *([1] * (bias.ndim - 1)))
@@ -123,7 +128,7 @@ def quantize_layer(
         if tq.max() > limit:
             raise ValueError(
                 f"layer {base['name']}: a threshold needs {int(np.ceil(np.log2(tq.max()))) + 1} "
-                f"bits, more than acc_bits={config.acc_bits}; raise acc_bits or lower T_w"
+                f"bits, more than acc_bits={acc_bits}; raise acc_bits or lower T_w"
             )
         threshold_q = np.maximum(tq, 1).astype(np.int64)
     return Layer(

@@ -7,7 +7,7 @@ import torch
 
 from converter.model import Layer, SnnModel, Synapse
 from converter.quantize import fixed_base, threshold_table
-from golden.engine import _Engine, _encode_hidden
+from golden.engine import _encode_hidden, _Engine
 
 Q, C_Q = 1.3, (1 + 1 / 1.3) / 2
 WEIGHTS = np.array([[40, 25, -10, 90]], dtype=np.int8)

@@ -1,0 +1,258 @@
+"""End-to-end flows behind the command line: evaluate an SNN against its ANN, the demo."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import golden
+from converter import ConversionConfig, SnnModel, convert
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(
+    snn: SnnModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    modes: list[str],
+    *,
+    ann: nn.Module | None = None,
+    batch_size: int = 256,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy, spikes, additions and Eq. 6 energy ratios of ``snn`` in each mode.
+
+    The first row is the ANN: the given ``ann`` module if any, else golden's ``ann`` mode
+    (the folded network, equal to the ANN up to float rounding).
+    """
+    rows = []
+    ann_acc = None
+    if ann is not None:
+        t = time.perf_counter()
+        with torch.no_grad():
+            preds = torch.cat([ann(xb).argmax(1) for xb in x.split(batch_size)])
+        ann_acc = 100.0 * (preds == y).double().mean().item()
+        rows.append(_row("ANN (PyTorch)", ann_acc, None, time.perf_counter() - t, len(x)))
+    for mode in modes:
+        t = time.perf_counter()
+        r = golden.run(snn, x, mode, batch_size=batch_size, device=device, keep_spikes=False)
+        dt = time.perf_counter() - t
+        acc = r.accuracy(y)
+        if ann_acc is None and mode == "ann":
+            ann_acc = acc
+        rows.append(_row(mode, acc, r if mode != "ann" else None, dt, len(x)))
+    for row in rows:
+        row["delta"] = None if ann_acc is None else row["accuracy"] - ann_acc
+    return rows
+
+
+def _row(mode: str, acc: float, r, seconds: float, n: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "mode": mode,
+        "accuracy": acc,
+        "seconds": seconds,
+        "images_per_s": n / seconds if seconds > 0 else None,
+    }
+    if r is not None:
+        row["spikes_per_neuron"] = r.spikes_per_neuron()
+        row["adds_per_image"] = float(sum(r.counts["adds"])) / n
+        row["macs_per_image"] = float(sum(r.counts["ann_macs"])) / n
+        row["energy_ratio_fp32"] = golden.energy_ratio(r.counts, "fp32")
+        row["energy_ratio_int8"] = golden.energy_ratio(r.counts, "int8")
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`evaluate` rows."""
+    head = (
+        "| mode | accuracy % | Δ vs ANN | spikes/neuron | adds/image | E_ANN/E_SNN FP32 "
+        "| INT8 | images/s |"
+    )
+    lines = [head, "|" + "---|" * 8]
+
+    def f(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['accuracy']:.2f} | {f(r.get('delta'), '+.2f')} | "
+            f"{f(r.get('spikes_per_neuron'), '.3f')} | {f(r.get('adds_per_image'), ',.0f')} | "
+            f"{f(r.get('energy_ratio_fp32'), '.2f')} | {f(r.get('energy_ratio_int8'), '.2f')} | "
+            f"{f(r.get('images_per_s'), ',.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def sweep_wait(
+    snn: SnnModel, x, y, values: list[int], modes=("pipelined", "int"), batch_size: int = 256
+) -> dict[str, list[float]]:
+    """Accuracy against the wait timestep T_w (same weights, thresholds re-derived)."""
+    from converter.requantize import with_wait
+
+    out: dict[str, list[float]] = {m: [] for m in modes}
+    for tw in values:
+        s = with_wait(snn, tw)
+        for m in modes:
+            out[m].append(golden.run(s, x, m, batch_size=batch_size, keep_spikes=False).accuracy(y))
+    return out
+
+
+# --------------------------------------------------------------------------- user models
+def load_user_model(spec: str, checkpoint: str | None) -> nn.Module:
+    """``MODULE:FACTORY`` (a dotted module or a .py file) and an optional checkpoint.
+
+    Checkpoints: ``.safetensors`` (a state dict), or a torch file read with
+    ``weights_only=True`` (plain tensors and dicts only: nothing is unpickled), whose state
+    dict may sit under ``state_dict`` and carry DataParallel's ``module.`` prefix.
+    """
+    if ":" not in spec:
+        raise ValueError(f"model must be MODULE:FACTORY (e.g. mypkg.nets:resnet20), got {spec!r}")
+    mod_name, factory_name = spec.rsplit(":", 1)
+    if mod_name.endswith(".py"):
+        path = Path(mod_name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such model file: {path}")
+        sp = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(sp)
+        sp.loader.exec_module(module)
+    else:
+        module = importlib.import_module(mod_name)
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ValueError(f"{mod_name} has no callable {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    if checkpoint:
+        model.load_state_dict(_read_state_dict(Path(checkpoint)), strict=True)
+    return model.eval()
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{path} cannot be read with weights_only=True (it needs unpickling, which "
+                f"one-spike refuses for safety; save a state_dict or .safetensors): {exc}"
+            ) from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def normalise_for(snn_or_config, x: torch.Tensor) -> torch.Tensor:
+    """Raw [0, 1] data → the model's input, with the conversion's input_mean/std if any."""
+    cfg = snn_or_config.config if isinstance(snn_or_config, SnnModel) else None
+    mean = cfg.get("input_mean") if cfg else snn_or_config.input_mean
+    std = cfg.get("input_std") if cfg else snn_or_config.input_std
+    if mean is None:
+        return x
+    from onespike.data import normalize
+
+    return normalize(x, tuple(mean), tuple(std))
+
+
+# --------------------------------------------------------------------------- demo
+def demo(out_dir: Path, config: ConversionConfig | None = None, seed: int = 0) -> dict:
+    """The built-in example: digits CNN trained here, converted, evaluated, reported."""
+    from onespike.data import load_digits
+    from onespike.models import train_digits_cnn
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = config or ConversionConfig()
+    t0 = time.perf_counter()
+    model, _ = train_digits_cnn(seed=seed)
+    t_train = time.perf_counter() - t0
+    x_tr, _, x_te, y_te = load_digits(seed=seed)
+    snn = convert(model, list(x_tr.split(256)), config, name="DigitsCNN")
+    path = snn.save(out_dir / "digits_snn.safetensors")
+    rows = evaluate(snn, x_te, y_te, ["exact", "pipelined", "int"], ann=model)
+    t_ws = list(range(0, config.T + 1, 2))
+    sweep = sweep_wait(snn, x_te, y_te, t_ws)
+    _plot_sweep(out_dir / "accuracy_vs_tw.png", t_ws, sweep, rows[0]["accuracy"], config)
+    result = {
+        "example": "scikit-learn digits (8x8), DigitsCNN trained in-process",
+        "train_seconds": t_train,
+        "test_images": len(x_te),
+        "config": snn.config,
+        "table": rows,
+        "wait_sweep": {"T_w": t_ws, **sweep},
+        "artifact": str(path),
+        "layers": snn.summary().splitlines(),
+    }
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "report.md").write_text(_demo_markdown(result))
+    return result
+
+
+def _demo_markdown(res: dict) -> str:
+    tw = res["wait_sweep"]
+    sweep = ["| T_w | " + " | ".join(map(str, tw["T_w"])) + " |", "|---|" + "---|" * len(tw["T_w"])]
+    for m in ("pipelined", "int"):
+        sweep.append(f"| {m} | " + " | ".join(f"{a:.2f}" for a in tw[m]) + " |")
+    cfg = res["config"]
+    return "\n".join(
+        [
+            "# one-spike demo report",
+            "",
+            f"{res['example']}; {res['test_images']} test images; T={cfg['T']}, "
+            f"Q={cfg['Q_resolved']}, T_w={cfg['T_w_resolved']}, T_in={cfg['T_in']}, "
+            f"weights {cfg['weight_bits']} bit.",
+            "",
+            format_table(res["table"]),
+            "",
+            "## Accuracy against the wait timestep T_w",
+            "",
+            *sweep,
+            "",
+            "![accuracy vs T_w](accuracy_vs_tw.png)",
+            "",
+            "## Layers",
+            "",
+            "```",
+            *res["layers"],
+            "```",
+            "",
+        ]
+    )
+
+
+def _plot_sweep(path: Path, t_ws, sweep, ann_acc: float, config: ConversionConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for m, acc in sweep.items():
+        ax.plot(t_ws, acc, marker="o", label=f"SNN {m}")
+    ax.axhline(ann_acc, color="k", ls="--", lw=1, label="ANN")
+    ax.set_xlabel("wait timestep T_w")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"T={config.T}, Q={config.q}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def with_config(config: ConversionConfig, **changes) -> ConversionConfig:
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
