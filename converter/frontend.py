@@ -339,7 +339,7 @@ def _relu(ctx: Lowering, node, args, kwargs, mod=None):
     idx = ctx.add_layer(layer)
     out = Spikes(idx, layer.shape)
     if pool is not None:
-        out = _maxpool_layer(ctx, node, out, *pool)
+        out = _maxpool_layer(ctx, node, out, *pool, name=node.name + "_pool")
     return out
 
 
@@ -360,12 +360,14 @@ def _neuron_layer(ctx: Lowering, node, p: PreAct) -> RawLayer:
     return RawLayer(node.name, "neuron", p.shape, groups, bias, 1.0 / safe)
 
 
-def _maxpool_layer(ctx: Lowering, node, v: Spikes, kernel, stride, padding) -> Spikes:
+def _maxpool_layer(
+    ctx: Lowering, node, v: Spikes, kernel, stride, padding, name: str | None = None
+) -> Spikes:
     if ctx.layers[v.layer].kind == "input":
         raise _unsupported(node, "max pooling of the multi-spike input layer is not supported")
-    shape = ctx.shape(node) if not isinstance(node, tuple) else node
+    shape = ctx.shape(node)
     lay = RawLayer(
-        node.name + "_pool" if not v.flat else node.name,
+        name or node.name,
         "maxpool",
         shape,
         source=v.layer,

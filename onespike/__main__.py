@@ -1,0 +1,5 @@
+import sys
+
+from onespike.cli import main
+
+sys.exit(main())

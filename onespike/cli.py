@@ -1,0 +1,262 @@
+"""The `onespike` command line: demo, convert, eval, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULTS_HELP = "(default: %(default)s)"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _q(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Q must be a number in (1, 2] or 'auto', got {text!r}"
+        ) from None
+
+
+def _add_conversion_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("conversion (DESIGN Section 2)")
+    g.add_argument(
+        "--T", type=int, default=16, help="phases of every hidden layer " + DEFAULTS_HELP
+    )
+    g.add_argument(
+        "--Q",
+        type=_q,
+        default=1.3,
+        help="base in (1, 2], or 'auto' for the argmin of Eq. 5 " + DEFAULTS_HELP,
+    )
+    g.add_argument(
+        "--T-w",
+        dest="T_w",
+        type=int,
+        default=None,
+        help="wait timestep: phase t is decided after input phase t + T_w "
+        "(default: T, every decision sees all inputs)",
+    )
+    g.add_argument(
+        "--T-in",
+        dest="T_in",
+        type=int,
+        default=8,
+        help="bits (phases) of the binary input coding " + DEFAULTS_HELP,
+    )
+    g.add_argument(
+        "--no-threshold-shift",
+        action="store_true",
+        help="floor instead of round when coding an activation (ablation)",
+    )
+    g.add_argument(
+        "--percentile",
+        type=float,
+        default=99.99,
+        help="activation percentile for λ; 100 = maximum " + DEFAULTS_HELP,
+    )
+    g.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="one λ per layer instead of per channel for convolutions",
+    )
+    g.add_argument(
+        "--weight-bits",
+        type=int,
+        default=8,
+        help="integer weight width; 0 keeps float weights (no int mode) " + DEFAULTS_HELP,
+    )
+    g.add_argument(
+        "--acc-bits",
+        type=int,
+        default=32,
+        help="signed membrane potential width of the integer datapath " + DEFAULTS_HELP,
+    )
+    g.add_argument(
+        "--input-mean",
+        type=_floats,
+        default=None,
+        help="per-channel mean the model's inputs are normalised with, e.g. "
+        "0.485,0.456,0.406 (raw data in [0, 1] are normalised before use and "
+        "the normalisation is folded into the first layer)",
+    )
+    g.add_argument(
+        "--input-std", type=_floats, default=None, help="per-channel std matching --input-mean"
+    )
+    g.add_argument(
+        "--input-scale",
+        type=float,
+        default=None,
+        help="input range λ_in (default: calibration max × 2^T_in/(2^T_in − 1))",
+    )
+
+
+def _config(args):
+    from converter import ConversionConfig
+
+    return ConversionConfig(
+        T=args.T,
+        Q=args.Q,
+        T_w=args.T_w,
+        T_in=args.T_in,
+        threshold_shift=not args.no_threshold_shift,
+        percentile=args.percentile,
+        per_channel=not args.per_layer,
+        weight_bits=args.weight_bits or None,
+        acc_bits=args.acc_bits,
+        input_mean=args.input_mean,
+        input_std=args.input_std,
+        input_scale=args.input_scale,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onespike",
+        description="Convert a pretrained ReLU network into a one-spike SNN (single-spike "
+        "phase coding with base manipulation) and evaluate it.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "demo",
+        help="the built-in example: train a digits CNN, convert, evaluate, write a report folder",
+    )
+    d.add_argument(
+        "-o", "--out", type=Path, default=Path("demo-report"), help="report folder " + DEFAULTS_HELP
+    )
+    d.add_argument("--seed", type=int, default=0, help="training seed " + DEFAULTS_HELP)
+    _add_conversion_options(d)
+
+    c = sub.add_parser(
+        "convert",
+        help="convert your own model into an SnnModel artifact",
+        description="Convert MODULE:FACTORY (a dotted module or a .py file "
+        "and a function returning the nn.Module) with CHECKPOINT "
+        "into a one-spike artifact.",
+    )
+    c.add_argument("model", help="MODULE:FACTORY, e.g. mynets.py:resnet20")
+    c.add_argument(
+        "checkpoint",
+        help="state dict: .safetensors, or a torch file readable "
+        "with weights_only=True; 'none' if the factory loads it",
+    )
+    c.add_argument(
+        "--calib",
+        required=True,
+        help="calibration data: digits | mnist | cifar10 (train split, raw [0, 1]) "
+        "or a .npz with x (and y), optionally with :N for the first N",
+    )
+    c.add_argument(
+        "--calib-batch", type=int, default=256, help="calibration batch size " + DEFAULTS_HELP
+    )
+    c.add_argument("-o", "--out", type=Path, required=True, help="artifact path (.safetensors)")
+    _add_conversion_options(c)
+
+    e = sub.add_parser("eval", help="accuracy, spikes and Eq. 6 energy of an artifact")
+    e.add_argument("artifact", type=Path)
+    e.add_argument(
+        "--data",
+        required=True,
+        help="test data: digits | mnist | cifar10 (test split) or a .npz, with :N "
+        "for the first N; raw [0, 1] data are normalised with the artifact's "
+        "input mean/std",
+    )
+    e.add_argument(
+        "--mode",
+        default="all",
+        help="ann | exact | pipelined | int | all (comma-separated allowed) " + DEFAULTS_HELP,
+    )
+    e.add_argument("--model", help="MODULE:FACTORY of the ANN, to report its own accuracy")
+    e.add_argument("--checkpoint", help="checkpoint for --model")
+    e.add_argument("--batch-size", type=int, default=256, help=DEFAULTS_HELP)
+    e.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    e.add_argument("--json", type=Path, help="also write the table as JSON here")
+
+    i = sub.add_parser("info", help="print an artifact's layers and configuration")
+    i.add_argument("artifact", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"demo": _demo, "convert": _convert, "eval": _eval, "info": _info}[args.command](
+            args
+        )
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"onespike {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _demo(args) -> int:
+    from onespike.flows import demo, format_table
+
+    res = demo(args.out, _config(args), seed=args.seed)
+    print(f"one-spike demo: {res['example']}, {res['test_images']} test images")
+    print(format_table(res["table"]))
+    print(f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png)")
+    return 0
+
+
+def _convert(args) -> int:
+    from converter import convert
+    from onespike.data import load_dataset
+    from onespike.flows import load_user_model, normalise_for
+
+    cfg = _config(args)
+    ckpt = None if args.checkpoint.lower() == "none" else args.checkpoint
+    model = load_user_model(args.model, ckpt)
+    x, _ = load_dataset(args.calib, "train")
+    x = normalise_for(cfg, x)
+    snn = convert(model, list(x.split(args.calib_batch)), cfg, name=args.model)
+    path = snn.save(args.out)
+    print(snn.summary())
+    print(f"wrote {path} ({len(snn.layers)} layers, T={cfg.T}, Q={cfg.q}, T_w={cfg.t_w})")
+    return 0
+
+
+def _eval(args) -> int:
+    import golden
+    from converter import load
+    from onespike.data import load_dataset
+    from onespike.flows import evaluate, format_table, load_user_model, normalise_for
+
+    snn = load(args.artifact)
+    modes = list(golden.MODES) if args.mode == "all" else args.mode.split(",")
+    if not snn.is_quantized and "int" in modes and args.mode == "all":
+        modes.remove("int")
+    x, y = load_dataset(args.data, "test")
+    x = normalise_for(snn, x)
+    ann = load_user_model(args.model, args.checkpoint) if args.model else None
+    rows = evaluate(snn, x, y, modes, ann=ann, batch_size=args.batch_size, device=args.device)
+    print(f"{args.artifact}: {len(x)} images of {args.data}")
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _info(args) -> int:
+    from converter import load
+
+    snn = load(args.artifact)
+    print(snn.summary())
+    print(json.dumps(snn.config, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
