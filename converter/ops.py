@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -50,10 +52,10 @@ def count_adds(counts: torch.Tensor, syn: Synapse, out: Layer) -> torch.Tensor:
     """
     n = counts.shape[0]
     if syn.op == "conv":
-        per_pos = counts.sum(1, keepdim=True)
-        ones = per_pos.new_ones((1, 1, *syn.kernel))
-        hits = F.conv2d(per_pos, ones, stride=syn.stride, padding=syn.padding)
-        return hits.reshape(n, -1).sum(1) * out.channels
+        cover = conv_cover(
+            tuple(counts.shape[2:]), syn.kernel, syn.stride, syn.padding, tuple(out.shape[1:])
+        ).to(counts.device, counts.dtype)
+        return (counts.sum(1) * cover).reshape(n, -1).sum(1) * out.channels
     if syn.op == "linear":
         return counts.reshape(n, -1).sum(1) * out.size
     ones = counts.new_ones(out.channels)
@@ -63,6 +65,19 @@ def count_adds(counts: torch.Tensor, syn: Synapse, out: Layer) -> torch.Tensor:
         )
         ones = ones.to(counts.dtype)
     return synapse_forward(counts, syn, ones, out).reshape(n, -1).sum(1)
+
+
+@functools.lru_cache(maxsize=256)
+def conv_cover(in_hw, kernel, stride, padding, out_hw) -> torch.Tensor:
+    """For each input pixel, how many output positions of a convolution read it.
+
+    Separable: cover[y, x] = rows(y) · cols(x), with rows(y) = #{oy : 0 ≤ y + p − oy·s < k}.
+    """
+    axes = []
+    for size, k, s, p, o in zip(in_hw, kernel, stride, padding, out_hw, strict=True):
+        pos = torch.arange(size).reshape(-1, 1) + p - torch.arange(o).reshape(1, -1) * s
+        axes.append(((pos >= 0) & (pos < k)).sum(1).to(torch.float64))
+    return axes[0].reshape(-1, 1) * axes[1].reshape(1, -1)
 
 
 def ann_ops(syn: Synapse, src: Layer, out: Layer) -> tuple[int, int]:

@@ -221,10 +221,11 @@ class _Engine:
 
     def _preact_float(self, lay: Layer, xs: list[torch.Tensor]) -> torch.Tensor:
         i = self.snn.layers.index(lay)
-        z = self.bias[i].to(self.f).unsqueeze(0).expand(xs[0].shape[0], *lay.shape).clone()
+        z = None
         for s, w, x in zip(lay.synapses, self.w[i], xs, strict=True):
-            z += synapse_forward(x.to(self.f), s, w, lay)
-        return z
+            y = synapse_forward(x.to(self.f), s, w, lay)
+            z = y if z is None else z.add_(y)
+        return z.add_(self.bias[i].to(self.f))
 
     # ---------------------------------------------------------------- spiking layers
     def _spiking_layer(self, lay: Layer, spikes):
@@ -261,20 +262,37 @@ class _Engine:
         V(k) = B + Σ_{t≤k} Q_in^-t S(t) is U(k) / Q_in^k; the threshold in this form is
         c · θ · Q_out^-t_o. Once k ≥ T_src − 1 every input is in and V is the exact potential.
         """
-        s = self._phase_inputs(lay, src, spikes, integer=False)
         t_src = src.T
-        w = torch.tensor([src.Q**-t for t in range(t_src)], device=self.dev, dtype=self.f)
-        v = torch.cumsum(s * w.reshape(-1, *([1] * (s.dim() - 1))), dim=0)
-        v = v + self.bias[self.snn.layers.index(lay)].to(self.f)
+        needed = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(t_src - 1)))
         th = _thresholds(lay, self.f, self.dev)
         r_full = z_full / theta
+        partial = self._partial_potentials(lay, spikes, needed)
         phase = torch.full(z_full.shape, -1, dtype=torch.int16, device=self.dev)
         for t_o in range(lay.T):
             k = t_o + lay.T_w
-            rk = r_full if k >= t_src - 1 else v[k] / theta  # all inputs seen: exact potential
+            rk = partial[k] / theta if k in partial else r_full  # k ≥ T_src − 1: all inputs in
             fire = (phase < 0) & (rk >= th[t_o])
             phase[fire] = t_o
         return phase
+
+    def _partial_potentials(self, lay: Layer, spikes, ks: list[int]) -> dict[int, torch.Tensor]:
+        """V(k) for each k in ``ks``: the layer applied to the inputs of phases ≤ k.
+
+        V(k) = B + Σ_{t≤k} Q_in^-t S(t) is linear in the inputs, so one synapse pass over the
+        decoded inputs truncated at phase k gives it: len(ks) passes instead of T_src.
+        """
+        if not ks:
+            return {}
+        i = self.snn.layers.index(lay)
+        n = spikes[lay.synapses[0].source].shape[0]
+        v = None
+        for s, w in zip(lay.synapses, self.w[i], strict=True):
+            src = self.snn.layers[s.source]
+            xs = torch.cat([_decode(spikes[s.source], src, self.f, upto=k) for k in ks])
+            y = synapse_forward(xs, s, w, lay)
+            v = y if v is None else v + y
+        v = v.reshape(len(ks), n, *lay.shape) + self.bias[i].to(self.f)
+        return {k: v[j] for j, k in enumerate(ks)}
 
     def _int_layer(self, lay: Layer, src: Layer, spikes):
         """docs/semantics.md: integer leak, saturating A-bit potential, threshold table."""
@@ -314,13 +332,24 @@ def _phase_masks(sp: torch.Tensor, src: Layer, dtype) -> torch.Tensor:
     return (sp.unsqueeze(0) == t).to(dtype)
 
 
-def _decode(sp: torch.Tensor, src: Layer, dtype) -> torch.Tensor:
-    """Normalised values of a source's spikes: Σ sign · Q^-t (in units of its λ)."""
+def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> torch.Tensor:
+    """Normalised values of a source's spikes: Σ sign · Q^-t (in units of its λ).
+
+    ``upto``: only the spikes of phases ≤ upto (the input seen by phase ``upto``).
+    """
+    last = src.T - 1 if upto is None else upto
     if src.kind == "input":
-        w = torch.tensor([2.0**-t for t in range(src.T)], device=sp.device, dtype=dtype)
+        w = torch.tensor(
+            [2.0**-t if t <= last else 0.0 for t in range(src.T)], device=sp.device, dtype=dtype
+        )
         return (sp.to(dtype) * w.reshape(1, -1, *([1] * (sp.dim() - 2)))).sum(1)
-    val = torch.pow(torch.tensor(src.Q, dtype=dtype, device=sp.device), -sp.to(dtype))
-    return torch.where(sp >= 0, val, torch.zeros_like(val))
+    # a table lookup: entry 0 is "no spike" (phase −1) and every phase after ``last``
+    table = torch.tensor(
+        [0.0] + [src.Q**-t if t <= last else 0.0 for t in range(src.T)],
+        device=sp.device,
+        dtype=dtype,
+    )
+    return table[(sp + 1).long()]
 
 
 def _spike_counts(sp: torch.Tensor, lay: Layer) -> torch.Tensor:
@@ -332,9 +361,10 @@ def _spike_counts(sp: torch.Tensor, lay: Layer) -> torch.Tensor:
 def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:
     """Eq. 4: t* = min{t : v ≥ c · Q^-t}; −1 when no phase fits (underflow)."""
     th = _thresholds(lay, v.dtype, v.device)
-    idx = torch.searchsorted(th.flip(0).contiguous(), v.contiguous(), right=True)
-    phase = lay.T - idx
-    return torch.where(idx > 0, phase, torch.full_like(phase, -1)).to(torch.int16)
+    # idx = how many thresholds are ≤ v; the phase is T − idx, and idx = 0 means no spike
+    idx = torch.searchsorted(th.flip(0).contiguous(), v.contiguous(), right=True, out_int32=True)
+    lut = torch.tensor([-1, *range(lay.T - 1, -1, -1)], dtype=torch.int16, device=v.device)
+    return lut[idx]
 
 
 def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
