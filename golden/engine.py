@@ -243,18 +243,20 @@ class _Engine:
             return _encode_hidden(z / theta, lay), None
         return self._pipelined(lay, src, spikes, z, theta), None
 
-    def _phase_inputs(self, lay: Layer, src: Layer, spikes, integer: bool) -> torch.Tensor:
-        """S(t) for every input phase t: (T_src, N, *shape), each synapse group summed."""
+    def _phase_input(self, lay: Layer, spikes, k: int) -> torch.Tensor:
+        """S(k) of every neuron (integer values in the engine's float dtype)."""
         i = self.snn.layers.index(lay)
         out = None
         for s, w in zip(lay.synapses, self.w[i], strict=True):
             sp = spikes[s.source]
-            masks = _phase_masks(sp, self.snn.layers[s.source], self.f)  # (T, N, ...)
-            t, n = masks.shape[:2]
-            y = synapse_forward(masks.reshape(t * n, *masks.shape[2:]), s, w, lay)
-            y = y.reshape(t, n, *lay.shape)
-            out = y if out is None else out + y
-        return torch.round(out).to(torch.int64) if integer else out
+            if self.snn.layers[s.source].kind == "input":
+                mask = sp[:, k].to(self.f)
+            else:
+                mask = (sp == k).to(self.f)
+            y = synapse_forward(mask, s, w, lay)
+            out = y if out is None else out.add_(y)
+        # exact integers already unless a transform-based convolution added tiny errors
+        return out.round_()
 
     def _pipelined(self, lay, src, spikes, z_full, theta) -> torch.Tensor:
         """DESIGN 2.6 in value form: t_o is decided on V(t_o + T_w).
@@ -295,43 +297,62 @@ class _Engine:
         return {k: v[j] for j, k in enumerate(ks)}
 
     def _int_layer(self, lay: Layer, src: Layer, spikes):
-        """docs/semantics.md: integer leak, saturating A-bit potential, threshold table."""
-        s = self._phase_inputs(lay, src, spikes, integer=True)
-        lim = lay.sat_limit  # |U| ≤ L after each scaling: a phase of adds cannot overflow
-        half = 1 << (Q_FRAC_BITS - 1)
-        m_in, m_out = fixed_base(src.Q), fixed_base(lay.Q)
+        """docs/semantics.md §3: integer leak, clamped A-bit potential, threshold table.
+
+        The integers are held in float64, which represents every value of the datapath
+        exactly (|U · M| < 2^49): ⌊(U·M + 2^15) / 2^16⌋ is the arithmetic shift of §3.
+        """
+        lim = float(lay.sat_limit)  # |U| ≤ L after each scaling: a phase of adds cannot overflow
+        half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+        m_in, m_out = float(fixed_base(src.Q)), float(fixed_base(lay.Q))
         i = self.snn.layers.index(lay)
-        u = self.bias[i].to(torch.int64).unsqueeze(0).expand(s.shape[1:]).clone()
-        last = src.T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
-        theta = None if lay.kind == "output" else torch.as_tensor(lay.threshold_q, device=self.dev)
-        phase = torch.full(u.shape, -1, dtype=torch.int16, device=self.dev)
-        for k in range(last + 1):
-            if k > 0:  # leak: round half up, arithmetic shift, saturate
-                m = m_in if k <= src.T - 1 else m_out
-                u = ((u * m + half) >> Q_FRAC_BITS).clamp(-lim, lim)
-            if k < src.T:
-                u = u + s[k]
-            if theta is not None and k >= lay.T_w:
-                t_o = k - lay.T_w
-                th = theta[:, t_o].reshape(-1, *([1] * (len(lay.shape) - 1)))
-                fire = (phase < 0) & (u >= th)
-                phase[fire] = t_o
+        n = spikes[lay.synapses[0].source].shape[0]
+        u = self.bias[i].to(torch.float64).unsqueeze(0).expand(n, *lay.shape).clone()
+
+        def leak(v: torch.Tensor, m: float) -> torch.Tensor:  # round half up, then clamp
+            return v.mul_(m).add_(half).mul_(inv).floor_().clamp_(-lim, lim)
+
         if lay.kind == "output":
+            for k in range(src.T):
+                u = leak(u, m_in) if k else u
+                u.add_(self._phase_input(lay, spikes, k))
             g = gain(src.T - 1, src.T, quantized_base(src.Q), quantized_base(src.Q))
             scale = self._chan(lay.scale, lay).to(torch.float64)
-            return None, ((u.double() * scale / g).float(), u)
+            return None, ((u * scale / g).float(), u.to(torch.int64))
+        theta = torch.as_tensor(lay.threshold_q, device=self.dev, dtype=torch.float64)
+        view = (-1, *([1] * (len(lay.shape) - 1)))
+        phase = torch.full(u.shape, -1, dtype=torch.int16, device=self.dev)
+        for k in range(src.T):  # phases with input: every neuron
+            u = leak(u, m_in) if k else u
+            u.add_(self._phase_input(lay, spikes, k))
+            if k >= lay.T_w:
+                fire = (u >= theta[:, k - lay.T_w].reshape(view)) & (phase < 0)
+                phase.masked_fill_(fire, k - lay.T_w)
+        self._int_tail(lay, src, u, phase, theta, leak, m_out)
         return phase, None
+
+    def _int_tail(self, lay, src, u, phase, theta, leak, m_out) -> None:
+        """Phases after the last input: only unfired neurons with U > 0 can still fire (a
+        non-positive potential never grows under the leak), so only those are iterated."""
+        first = max(src.T, lay.T_w)
+        last = lay.T - 1 + lay.T_w
+        if last < src.T:
+            return
+        flat_u, flat_p = u.reshape(-1), phase.reshape(-1)
+        idx = torch.nonzero((flat_p < 0) & (flat_u > 0)).squeeze(1)
+        cu = flat_u[idx]
+        chan = (idx // (lay.size // lay.channels)) % lay.channels
+        cp = torch.full_like(cu, -1.0)
+        for k in range(src.T, last + 1):
+            cu = leak(cu, m_out)
+            if k >= first:
+                t_o = k - lay.T_w
+                fire = (cu >= theta[chan, t_o]) & (cp < 0)
+                cp.masked_fill_(fire, float(t_o))
+        flat_p[idx] = cp.to(torch.int16)
 
 
 # --------------------------------------------------------------------------- helpers
-def _phase_masks(sp: torch.Tensor, src: Layer, dtype) -> torch.Tensor:
-    """(T, N, *shape) signed spike masks of a source layer, one per phase."""
-    if src.kind == "input":
-        return sp.transpose(0, 1).to(dtype)
-    t = torch.arange(src.T, device=sp.device, dtype=sp.dtype).reshape(-1, *([1] * sp.dim()))
-    return (sp.unsqueeze(0) == t).to(dtype)
-
-
 def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> torch.Tensor:
     """Normalised values of a source's spikes: Σ sign · Q^-t (in units of its λ).
 

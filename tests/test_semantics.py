@@ -80,3 +80,78 @@ def test_value_form_gives_the_same_phase_in_exact_mode() -> None:
 def test_a_lower_bias_delays_the_spike() -> None:
     # With B = 0: U(3) = 203 < 224, U(4) = 264 ≥ 224: fires at t_o = 2.
     assert int_phase(example_model(bias_q=0)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# int mode against a plain, slow reading of docs/semantics.md §3–§5 (numpy int64, one layer at a
+# time, fed with golden's own spikes of the source layers).
+def reference_int_layer(snn: SnnModel, i: int, spikes: list) -> np.ndarray:
+    import torch.nn.functional as F
+
+    from converter.ops import synapse_forward
+
+    lay = snn.layers[i]
+    src = snn.source_of(lay)
+    n = spikes[lay.synapses[0].source].shape[0]
+    s_k = np.zeros((src.T, n, *lay.shape), dtype=np.int64)
+    for syn in lay.synapses:
+        sp = spikes[syn.source]
+        w = torch.as_tensor(syn.weight_q.astype(np.float64))
+        for k in range(src.T):
+            mask = sp[:, k] if snn.layers[syn.source].kind == "input" else (sp == k)
+            y = synapse_forward(mask.to(torch.float64), syn, w, lay)
+            s_k[k] += np.rint(y.numpy()).astype(np.int64)
+    del F
+    m_in, m_out, lim = fixed_base(src.Q), fixed_base(lay.Q), lay.sat_limit
+    u = np.broadcast_to(lay.bias_q, (n, *lay.shape)).astype(np.int64).copy()
+    phase = np.full(u.shape, -1, dtype=np.int64)
+    last = src.T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
+    chan = (slice(None), *([None] * (len(lay.shape) - 1)))
+    for k in range(last + 1):
+        if k > 0:
+            m = m_in if k <= src.T - 1 else m_out
+            u = np.clip((u * m + (1 << 15)) >> 16, -lim, lim)
+        if k < src.T:
+            u = u + s_k[k]
+        if lay.kind == "neuron" and k >= lay.T_w:
+            t_o = k - lay.T_w
+            fire = (phase < 0) & (u >= lay.threshold_q[:, t_o][chan])
+            phase[fire] = t_o
+    return u if lay.kind == "output" else phase
+
+
+def test_int_mode_equals_the_reference_reading_of_the_spec() -> None:
+    import torch.nn as nn
+
+    from converter import ConversionConfig, convert
+    from golden import run
+
+    torch.manual_seed(3)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6)
+            self.c2, self.b2 = nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+            self.pool = nn.AvgPool2d(2)
+            self.fc = nn.Linear(6 * 3 * 3, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.b1(self.c1(x)))
+            h = torch.relu(self.b2(self.c2(h)) + h)
+            return self.fc(self.pool(h).flatten(1))
+
+    net = Net().eval()
+    for b in (net.b1, net.b2):
+        b.running_var.uniform_(0.5, 2.0)
+        b.weight.data.uniform_(-0.5, 1.5)
+    x = torch.randn(12, 2, 6, 6)
+    for t_w in (0, 3, 8, 12):
+        snn = convert(net, x, ConversionConfig(T=8, Q=1.4, T_w=t_w, T_in=6), progress=False)
+        res = run(snn, x, "int", device="cpu")
+        for i, lay in enumerate(snn.layers):
+            if lay.kind == "neuron":
+                ref = reference_int_layer(snn, i, res.spikes)
+                assert np.array_equal(ref, res.spikes[i].numpy()), (t_w, lay.name)
+        ref_out = reference_int_layer(snn, len(snn.layers) - 1, res.spikes)
+        assert np.array_equal(ref_out, res.logits_int.numpy()), t_w
