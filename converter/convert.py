@@ -16,6 +16,9 @@ from converter.frontend import Group, RawLayer, lower
 from converter.model import Layer, SnnModel, Synapse, canonical, validate
 from converter.ops import maxpool_phase, synapse_forward  # noqa: F401  (re-exported kernels)
 
+#: Relative amount by which λ is set below the calibration statistic (see _lambdas).
+LAMBDA_MARGIN = 2.0**-14
+
 
 class CalibrationError(ValueError):
     """The calibration data is empty, of the wrong shape or not finite."""
@@ -244,7 +247,11 @@ def _lambdas(raw, stats, config) -> list[np.ndarray | None]:
             continue
         # a channel that never fired in calibration: any positive λ keeps it consistent
         fallback = s.max() if s.max() > 0 else 1.0
-        lams.append(np.where(s > 0, s, fallback))
+        # Spike inputs are discrete, so activations repeat exactly and the calibration maximum
+        # recurs on test data, where a/λ = 1 sits exactly on the floor-mode threshold (and
+        # halves, quarters... on the next ones when Q = 2). A λ a hair below the statistic
+        # puts those ties on the firing side, so float rounding cannot split them.
+        lams.append(np.where(s > 0, s, fallback) * (1 - LAMBDA_MARGIN))
     return lams
 
 
