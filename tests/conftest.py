@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ def _require(subpath: str) -> Path:
     root = _data_root()
     path = root / subpath
     if not path.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must run the real-data tests, but {path} is missing")
         pytest.skip(
             f"real data not available: {path} is missing (set ONESPIKE_DATA to the shared data "
             "folder, normally <repo>/../shared/data)"
