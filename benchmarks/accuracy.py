@@ -143,7 +143,7 @@ def bench(name: str, args) -> dict:
         out["configs"].append(entry)
         _print_entry(name, entry, ann)
         if T == 16:
-            out["wait_sweep"] = sweep(snn, b, args.sweep, args.sweep_int)
+            out["wait_sweep"] = sweep(snn, b, args.sweep, name in args.sweep_int)
             print(f"[{name}] T_w sweep {out['wait_sweep']}", flush=True)
     out["ablations"] = []
     for label, kw in (
@@ -249,10 +249,15 @@ def _md_row(T, Q, T_w, r, ann) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nets", nargs="+", default=["digits", "mnist", "resnet20", "resnet32"])
+    p.add_argument("--nets", nargs="+", default=["digits", "resnet20", "mnist", "resnet32"])
     p.add_argument("--calib-images", type=int, default=1024)
     p.add_argument("--sweep", type=int, nargs="+", default=[4, 6, 8, 10, 12, 14, 16])
-    p.add_argument("--sweep-int", action="store_true", help="also sweep T_w in int mode")
+    p.add_argument(
+        "--sweep-int",
+        nargs="*",
+        default=["digits", "resnet20"],
+        help="nets whose T_w sweep also runs int mode (slow)",
+    )
     args = p.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.nets:
