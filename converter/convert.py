@@ -157,7 +157,7 @@ def calibrate(
     """Per-layer activation statistic (max or percentile) per channel, and the input range."""
     stats: list[torch.Tensor | None] = [None] * len(raw)
     seen = 0
-    for x in tqdm(batches, desc="calibrating", disable=not progress, leave=False):
+    for x in tqdm(batches, desc="calibrating", disable=None if progress else True, leave=False):
         acts = _forward_raw(raw, _raw_input(x, config))
         n = x.shape[0]
         for i, (lay, a) in enumerate(zip(raw, acts, strict=True)):

@@ -1,1 +1,15 @@
-"""hwsim."""
+"""hwsim: the Numba cycle-level model of the one-spike reference accelerator."""
+
+from hwsim.config import ACTIONS, ArchConfig, EnergyTable
+from hwsim.sim import ArchFitError, SimResult, check_fits, simulate, stall_pattern
+
+__all__ = [
+    "ACTIONS",
+    "ArchConfig",
+    "ArchFitError",
+    "EnergyTable",
+    "SimResult",
+    "check_fits",
+    "simulate",
+    "stall_pattern",
+]
