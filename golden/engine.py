@@ -167,10 +167,13 @@ class _Engine:
                 spikes[i], out = self._spiking_layer(lay, spikes)
                 if lay.kind == "output":
                     vals[i], logits_int = out
+                # a hidden layer's last decision is at phase T − 1 + T_w: inputs after it are
+                # never added (docs/semantics.md §3, §6)
+                upto = None if lay.kind == "output" else lay.T - 1 + lay.T_w
                 counts["adds"][i] = sum(
                     int(
                         count_adds(
-                            _spike_counts(spikes[s.source], snn.layers[s.source]), s, lay
+                            _spike_counts(spikes[s.source], snn.layers[s.source], upto), s, lay
                         ).sum()
                     )
                     for s in lay.synapses
@@ -325,7 +328,7 @@ class _Engine:
         for k in range(src.T):  # phases with input: every neuron
             u = leak(u, m_in) if k else u
             u.add_(self._phase_input(lay, spikes, k))
-            if k >= lay.T_w:
+            if lay.T_w <= k < lay.T_w + lay.T:
                 fire = (u >= theta[:, k - lay.T_w].reshape(view)) & (phase < 0)
                 phase.masked_fill_(fire, k - lay.T_w)
         self._int_tail(lay, src, u, phase, theta, leak, m_out)
@@ -373,10 +376,12 @@ def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> tor
     return table[(sp + 1).long()]
 
 
-def _spike_counts(sp: torch.Tensor, lay: Layer) -> torch.Tensor:
+def _spike_counts(sp: torch.Tensor, lay: Layer, upto: int | None = None) -> torch.Tensor:
+    """Spikes per neuron of ``lay`` (only those of phases ≤ ``upto`` when given)."""
     if lay.kind == "input":
-        return sp.abs().sum(1).to(torch.float32)
-    return (sp >= 0).to(torch.float32)
+        return sp[:, : None if upto is None else upto + 1].abs().sum(1).to(torch.float32)
+    fired = sp >= 0 if upto is None else (sp >= 0) & (sp <= upto)
+    return fired.to(torch.float32)
 
 
 def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:

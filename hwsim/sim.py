@@ -1,0 +1,457 @@
+"""simulate(): run an SnnModel on the cycle-level model of the reference accelerator."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from converter.model import Layer, SnnModel
+from converter.quantize import fixed_base
+from hwsim import kernels as K
+from hwsim.config import ACTIONS, COSTED_ACTIONS, ArchConfig
+from hwsim.fanout import FanOut, ceil_div, maxpool_fanout, synapse_fanout
+
+MODES = ("layer", "pipelined")
+CYCLE_KINDS = ("busy", "stalled", "waiting")
+
+
+class ArchFitError(ValueError):
+    """A network that the configured accelerator cannot hold (memories, widths)."""
+
+
+@dataclass
+class SimResult:
+    """What one simulation produced (totals over the N images unless said otherwise).
+
+    Attributes
+    ----------
+    names, kinds : list of str
+        Per layer.
+    cycles : dict of int64 [layers]
+        ``busy`` (issue, adder, scan and pipeline cycles), ``stalled`` (output queue full, and
+        the final drain of the output queue) and ``waiting`` (scans of phases with no input
+        and no decision yet, T_src ≤ k < T_w).
+    cycles_per_image : int64 [N, layers]
+        busy + stalled + waiting of each image in each layer.
+    counts : dict of int64 [layers]
+        Every action of ``hwsim.config.ACTIONS``.
+    queue_peak : int64 [layers]
+        Largest output-queue occupancy seen (events).
+    queue_mean : float64 [layers]
+        Output-queue occupancy averaged over the layer's cycles.
+    lane_utilisation : float64 [layers]
+        adds / (P · adder cycles); 0 where the layer has no adds.
+    spikes : list
+        As golden's: input layer (N, T_in, *shape) int8 signed trains; spiking and max-pool
+        layers (N, *shape) int16 phases, −1 for none; the output layer None.
+    predictions : int64 [N]
+        argmax of the output potentials, lowest index on ties.
+    logits_int : int64 [N, classes]
+        The output layer's integer potentials.
+    arch : ArchConfig
+        The configuration simulated.
+    images : int
+        N.
+    adder_cycles : int64 [layers]
+        Cycles the PE array spent adding (the event phases without issue and pipeline cycles).
+    mode : str
+        ``"layer"`` or ``"pipelined"``.
+    stream_end_cycles : int64 [N]
+        The cycle at which each image's prediction is out, images streamed back to back.
+    """
+
+    names: list[str]
+    kinds: list[str]
+    cycles: dict[str, np.ndarray]
+    cycles_per_image: np.ndarray
+    counts: dict[str, np.ndarray]
+    queue_peak: np.ndarray
+    queue_mean: np.ndarray
+    lane_utilisation: np.ndarray
+    spikes: list
+    predictions: np.ndarray
+    logits_int: np.ndarray
+    arch: ArchConfig
+    images: int = 0
+    adder_cycles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mode: str = "layer"
+    stream_end_cycles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def first_image_latency_us(self) -> float:
+        """Time until the first image's prediction, in µs (either mode)."""
+        return float(self.stream_end_cycles[0]) / self.arch.clock_mhz
+
+    def stream_time_us(self) -> float:
+        """Time until the last image's prediction, in µs (images back to back)."""
+        return float(self.stream_end_cycles[-1]) / self.arch.clock_mhz
+
+    def images_per_s(self) -> float:
+        """Steady-state throughput: images after the first per second (all images per second
+        for a single image)."""
+        end = self.stream_end_cycles
+        span, count = (end[-1] - end[0], end.size - 1) if end.size > 1 else (end[0], 1)
+        return float(count / span * self.arch.clock_mhz * 1e6) if span > 0 else float("inf")
+
+    @property
+    def total_cycles(self) -> np.ndarray:
+        """busy + stalled + waiting per layer (all images)."""
+        return sum(self.cycles[k] for k in CYCLE_KINDS)
+
+    def energy_pj(self) -> dict[str, np.ndarray]:
+        """Energy per action and layer: counts × the config's table, in pJ."""
+        return {
+            a: self.counts[a].astype(np.float64) * self.arch.energy.cost_pj(a)
+            for a in COSTED_ACTIONS
+        }
+
+    def total_energy_pj(self) -> np.ndarray:
+        """Energy per layer summed over the actions, in pJ."""
+        return sum(self.energy_pj().values())
+
+    def latency_us(self) -> np.ndarray:
+        """Time per layer at ``arch.clock_mhz`` (all images, one engine), in µs."""
+        return self.total_cycles / self.arch.clock_mhz
+
+    def latency_per_image_us(self) -> np.ndarray:
+        """Time of each image through the whole network (layer mode), in µs."""
+        return self.cycles_per_image.sum(1) / self.arch.clock_mhz
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per layer plus a ``total`` row, per image (totals ÷ N): the report table."""
+        n = max(self.images, 1)
+        energy = self.energy_pj()
+        out = []
+        for i, (name, kind) in enumerate(zip(self.names, self.kinds, strict=True)):
+            row: dict[str, object] = {"layer": name, "kind": kind}
+            row.update({f"{k}_cycles": self.cycles[k][i] / n for k in CYCLE_KINDS})
+            row["latency_us"] = self.latency_us()[i] / n
+            row.update({a: self.counts[a][i] / n for a in ACTIONS})
+            row.update({f"{a}_pj": energy[a][i] / n for a in COSTED_ACTIONS})
+            row["energy_pj"] = self.total_energy_pj()[i] / n
+            row["lane_utilisation"] = float(self.lane_utilisation[i])
+            row["queue_peak"] = int(self.queue_peak[i])
+            row["queue_mean"] = float(self.queue_mean[i])
+            out.append(row)
+        total: dict[str, object] = {"layer": "total", "kind": ""}
+        for key in out[0]:
+            if key not in ("layer", "kind", "lane_utilisation", "queue_peak", "queue_mean"):
+                total[key] = sum(r[key] for r in out)
+        total["queue_peak"] = int(self.queue_peak.max()) if self.queue_peak.size else 0
+        return [*out, total]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one layer needs on the engine: fan-out table, groups, scan geometry."""
+
+    fan: FanOut
+    offsets: tuple[int, ...]  # first fan-out row of each synapse group
+    rows: int
+    row: np.ndarray
+    chan: np.ndarray
+
+
+# --------------------------------------------------------------------------- checks
+def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
+    """Raise ArchFitError naming the layer and sizes if ``snn`` does not fit ``arch``."""
+    if not snn.is_quantized:
+        raise ArchFitError("hwsim needs integer weights: convert with weight_bits=8")
+    if snn.weight_bits > arch.weight_bits:
+        raise ArchFitError(
+            f"the network has {snn.weight_bits}-bit weights, the accelerator takes "
+            f"weight_bits = {arch.weight_bits}"
+        )
+    if snn.acc_bits > arch.potential_bits:
+        raise ArchFitError(
+            f"the network needs {snn.acc_bits}-bit potentials (acc_bits), the accelerator has "
+            f"potential_bits = {arch.potential_bits}"
+        )
+    for i, lay in enumerate(snn.layers):
+        if lay.kind == "input":
+            continue
+        wbits, pbits = memory_bits(snn, lay, arch)
+        if wbits > arch.weight_sram_bits:
+            raise ArchFitError(
+                f"layer {i} ({lay.name}) needs {wbits / 8192:.2f} KiB of parameter memory, "
+                f"weight_sram_kib = {arch.weight_sram_kib:g}"
+            )
+        if pbits > arch.potential_sram_bits:
+            raise ArchFitError(
+                f"layer {i} ({lay.name}) needs {pbits / 8192:.2f} KiB of potential memory, "
+                f"potential_sram_kib = {arch.potential_sram_kib:g}"
+            )
+
+
+def memory_bits(snn: SnnModel, lay: Layer, arch: ArchConfig) -> tuple[int, int]:
+    """(parameter SRAM bits, potential SRAM bits) of one layer (docs/architecture.md)."""
+    p, wb, ab = arch.lanes, arch.weight_bits, arch.potential_bits
+    rows = scan_rows(lay, p)
+    if lay.kind == "maxpool":
+        return 0, rows * p  # fired flags only
+    words = 0
+    for s in lay.synapses:
+        if s.op == "conv":
+            cout, cin, kh, kw = s.weight_q.shape
+            words += cin * kh * kw * ceil_div(cout, p)
+        elif s.op == "linear":
+            words += snn.layers[s.source].size * ceil_div(lay.size, p)
+        else:
+            words += ceil_div(lay.channels, p)
+    thresholds = 0 if lay.kind == "output" else lay.channels * lay.T * ab
+    return words * p * wb + rows * p * ab + thresholds, rows * p * (ab + 1)
+
+
+def scan_rows(lay: Layer, lanes: int) -> int:
+    """Words of P potentials: pixel-major, channels padded to a multiple of P."""
+    pixels = lay.size // lay.channels if len(lay.shape) == 3 else 1
+    per = ceil_div(lay.channels if len(lay.shape) == 3 else lay.size, lanes)
+    return pixels * per
+
+
+# --------------------------------------------------------------------------- simulate
+def simulate(
+    snn: SnnModel,
+    inputs: torch.Tensor | np.ndarray,
+    arch: ArchConfig | None = None,
+    *,
+    mode: str = "layer",
+    stalls: np.ndarray | None = None,
+) -> SimResult:
+    """Simulate ``inputs`` (N, *input shape), taken as the ANN takes them, on ``arch``.
+
+    Parameters
+    ----------
+    snn : SnnModel
+        A quantised network (``weight_bits`` set).
+    inputs : Tensor or ndarray
+        The images, as for ``golden.run``.
+    arch : ArchConfig, optional
+        The accelerator (default: ``ArchConfig()``, the same as ``configs/default.toml``).
+    mode : str
+        ``"layer"``: one engine runs the layers in turn (image after image);
+        ``"pipelined"``: one engine per layer (DESIGN 2.9, Fig. 10): a layer's phase k starts
+        once its source has decided its phase-k spikes (docs/architecture.md §7). Spikes,
+        counts and per-layer engine cycles are the same in both modes; the stream timing
+        (``stream_end_cycles``) differs.
+    stalls : bool ndarray, optional
+        Output-queue back-pressure: in cycle t of a layer the queue cannot pop if
+        ``stalls[t % len(stalls)]`` (see :func:`stall_pattern`).
+    """
+    arch = ArchConfig() if arch is None else arch
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    inputs = torch.as_tensor(inputs)
+    if tuple(inputs.shape[1:]) != snn.input_shape:
+        raise ValueError(
+            f"inputs have shape {tuple(inputs.shape)}, the SNN takes (N, "
+            f"{', '.join(map(str, snn.input_shape))})"
+        )
+    check_fits(snn, arch)
+    blocked = np.zeros(0, np.bool_) if stalls is None else np.asarray(stalls, np.bool_).ravel()
+    if stalls is not None and (blocked.size == 0 or blocked.all()):
+        raise ValueError("stalls must leave the output queue at least one unblocked cycle")
+    n = inputs.shape[0]
+    nl = len(snn.layers)
+    lat = np.array(
+        [
+            arch.event_issue_cycles,
+            arch.adder_pipeline_cycles,
+            arch.neuron_pipeline_cycles,
+            arch.lanes,
+            arch.output_queue_depth,
+        ],
+        np.int64,
+    )
+    counts = np.zeros((nl, n, K.N_ACTIONS), np.int64)
+    stats = np.zeros((nl, n, K.N_STATS), np.int64)
+    ph_cyc: list[np.ndarray | None] = [None] * nl
+    adder_cycles = np.zeros(nl, np.int64)
+    spikes: list = [None] * nl
+    logits = np.zeros((n, snn.num_classes), np.int64)
+    for i, lay in enumerate(snn.layers):
+        if lay.kind == "input":
+            spikes[i] = encode_input(inputs, lay)
+            continue
+        phase = np.zeros((n, lay.size), np.int16)
+        if lay.kind == "maxpool":
+            t_src = snn.layers[lay.source].T
+            ph_cyc[i] = np.zeros((n, t_src, 2), np.int64)
+            fan = _maxpool_plan(snn, lay)
+            ptr, ids, _ = _events(snn, spikes, [(lay.source, 0)], n)
+            K.maxpool_layer(
+                ptr, ids, fan.ptr, fan.tgt, t_src, lat, blocked, phase, counts[i], stats[i],
+                ph_cyc[i],
+            )  # fmt: skip
+        else:
+            last = snn.source_of(lay).T if lay.kind == "output" else lay.T + lay.T_w
+            ph_cyc[i] = np.zeros((n, last, 2), np.int64)
+            u, adder_cycles[i] = _run_neuron_layer(
+                snn, lay, spikes, arch, lat, blocked, phase, counts[i], stats[i], ph_cyc[i]
+            )
+            if lay.kind == "output":
+                logits = u
+        spikes[i] = None if lay.kind == "output" else phase.reshape(n, *lay.shape)
+    res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
+    res.mode = mode
+    if mode == "layer":
+        res.stream_end_cycles = np.cumsum(res.cycles_per_image.sum(1))
+    else:
+        res.stream_end_cycles = _pipeline(snn, arch, stats, ph_cyc, n)
+    return res
+
+
+def _pipeline(snn: SnnModel, arch: ArchConfig, stats, ph_cyc, n: int) -> np.ndarray:
+    """Compose the engines' phase durations into the stream timing of pipelined mode."""
+    ready: list[np.ndarray] = [np.zeros((n, snn.layers[0].T), np.int64)]
+    end = np.zeros(n, np.int64)
+    for i, lay in enumerate(snn.layers[1:], start=1):
+        srcs = [lay.source] if lay.kind == "maxpool" else [s.source for s in lay.synapses]
+        ready_src = np.max(np.stack([ready[s] for s in srcs]), axis=0)
+        if lay.kind == "maxpool":
+            init, t_w, t_out = 0, 0, lay.T
+        else:
+            init = scan_rows(lay, arch.lanes) + arch.neuron_pipeline_cycles
+            t_w, t_out = (0, 0) if lay.kind == "output" else (lay.T_w, lay.T)
+        end, r = K.schedule_layer(
+            ready_src, init, ph_cyc[i], stats[i, :, K.DRAIN].copy(), ready_src.shape[1], t_w,
+            t_out,
+        )  # fmt: skip
+        ready.append(r)
+    return end
+
+
+def _run_neuron_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats, ph_cyc):
+    n = phase.shape[0]
+    src = snn.source_of(lay)
+    plan = _plan(snn, lay, arch.lanes)
+    ptr, ids, sign = _events(
+        snn, spikes, [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)], n
+    )
+    out = lay.kind == "output"
+    theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
+    u = np.zeros((n, lay.size), np.int64)
+    K.neuron_layer(
+        ptr, ids, sign, plan.fan.ptr, plan.fan.tgt, plan.fan.w, plan.fan.cycles,
+        np.asarray(lay.bias_q, np.int64).reshape(-1), theta, plan.chan, plan.row, plan.rows,
+        src.T, lay.T, lay.T_w, fixed_base(src.Q), fixed_base(lay.Q), int(lay.sat_limit), out,
+        bool(out or theta.min() >= 1), lat, blocked, phase, u, counts, stats, ph_cyc,
+    )  # fmt: skip
+    adder = int(plan.fan.cycles[ids].sum()) if ids.size else 0
+    return u, adder
+
+
+# Fan-out tables per (network, layer, P): a network is immutable, so its tables are built once
+# and dropped with it.
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan(snn: SnnModel, lay: Layer, lanes: int) -> _Plan:
+    cache = _PLANS.setdefault(snn, {})
+    key = (snn.layers.index(lay), lanes)
+    if key not in cache:
+        cache[key] = _build_plan(snn, lay, lanes)
+    return cache[key]
+
+
+def _maxpool_plan(snn: SnnModel, lay: Layer) -> FanOut:
+    cache = _PLANS.setdefault(snn, {})
+    key = (snn.layers.index(lay), 0)
+    if key not in cache:
+        cache[key] = maxpool_fanout(lay, snn.layers[lay.source])
+    return cache[key]
+
+
+def _build_plan(snn: SnnModel, lay: Layer, lanes: int) -> _Plan:
+    fans = [synapse_fanout(s, snn.layers[s.source], lay, lanes) for s in lay.synapses]
+    offsets, start = [], 0
+    for f in fans:
+        offsets.append(start)
+        start += f.cycles.size
+    fan = FanOut(
+        ptr=np.concatenate(
+            [[0]] + [f.ptr[1:] + sum(g.tgt.size for g in fans[:j]) for j, f in enumerate(fans)]
+        ).astype(np.int64),
+        tgt=np.concatenate([f.tgt for f in fans]),
+        w=np.concatenate([f.w for f in fans]),
+        cycles=np.concatenate([f.cycles for f in fans]),
+    )
+    j = np.arange(lay.size)
+    per_chan = lay.size // lay.channels
+    chan = (j // per_chan).astype(np.int64)
+    if len(lay.shape) == 3:
+        row = (j % per_chan) * ceil_div(lay.channels, lanes) + chan // lanes
+    else:
+        row = j // lanes
+    return _Plan(fan, tuple(offsets), scan_rows(lay, lanes), row.astype(np.int64), chan)
+
+
+def _events(snn, spikes, groups, n):
+    """Events of the sources of a layer, bucketed by image · T_src + phase (CSR), each bucket
+    in group order, then neuron order. ``groups``: (source layer, id offset) per synapse
+    group. Returns (ptr, ids, signs)."""
+    out = None
+    for src, off in groups:
+        sp = spikes[src]
+        if snn.layers[src].kind == "input":
+            ev = K.events_from_trains(sp.reshape(n, sp.shape[1], -1), off)
+        else:
+            ev = K.events_from_phases(sp.reshape(n, -1), snn.layers[src].T, off)
+        out = ev if out is None else K.merge_events(*out, *ev)
+    return out
+
+
+def encode_input(x: torch.Tensor, lay: Layer) -> np.ndarray:
+    """docs/semantics.md §2: the signed T_in-bit binary trains (N, T_in, *shape), int8."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    g = torch.as_tensor(lay.input_gain).reshape(shape)
+    o = torch.as_tensor(lay.input_offset).reshape(shape)
+    v = x.to(torch.float32).double() * g + o
+    v = v if lay.signed else v.clamp(min=0)
+    top = 2**lay.T - 1
+    # round half to even (torch.round), saturate at the largest T_in-bit code
+    code = torch.round(v.abs() * 2**lay.T).clamp(max=top).to(torch.int64).numpy()
+    sign = np.sign(v.numpy()).astype(np.int8) if lay.signed else np.ones(code.shape, np.int8)
+    bits = [((code >> (lay.T - 1 - t)) & 1).astype(np.int8) * sign for t in range(lay.T)]
+    return np.stack(bits, axis=1)
+
+
+def _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n) -> SimResult:
+    tot = counts.sum(1)  # [layers, actions]
+    st = stats.sum(1)
+    cyc = {
+        "busy": st[:, K.BUSY],
+        "stalled": st[:, K.STALLED],
+        "waiting": st[:, K.WAITING],
+    }
+    per_image = stats[:, :, K.BUSY] + stats[:, :, K.STALLED] + stats[:, :, K.WAITING]
+    total = cyc["busy"] + cyc["stalled"] + cyc["waiting"]
+    adds = tot[:, K.ADDS]
+    util = np.where(adder_cycles > 0, adds / np.maximum(adder_cycles * arch.lanes, 1), 0.0)
+    return SimResult(
+        names=[lay.name for lay in snn.layers],
+        kinds=[lay.kind for lay in snn.layers],
+        cycles=cyc,
+        cycles_per_image=per_image.T.copy(),
+        counts={a: tot[:, j].copy() for j, a in enumerate(ACTIONS)},
+        queue_peak=stats[:, :, K.PEAK].max(1) if n else np.zeros(len(snn.layers), np.int64),
+        queue_mean=np.where(total > 0, st[:, K.OCC_SUM] / np.maximum(total, 1), 0.0),
+        lane_utilisation=util,
+        spikes=spikes,
+        predictions=logits.argmax(1) if n else np.zeros(0, np.int64),
+        logits_int=logits,
+        arch=arch,
+        images=n,
+        adder_cycles=adder_cycles,
+    )
+
+
+def stall_pattern(seed: int, rate: float, length: int = 4096) -> np.ndarray:
+    """A reproducible back-pressure pattern: each cycle blocked with probability ``rate``."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+    if length < 1:
+        raise ValueError(f"length must be positive, got {length!r}")
+    return np.random.default_rng(seed).random(length) < rate
