@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,6 +220,7 @@ def simulate(
     *,
     mode: str = "layer",
     stalls: np.ndarray | None = None,
+    progress: Callable[[int, str], None] | None = None,
 ) -> SimResult:
     """Simulate ``inputs`` (N, *input shape), taken as the ANN takes them, on ``arch``.
 
@@ -239,6 +241,9 @@ def simulate(
     stalls : bool ndarray, optional
         Output-queue back-pressure: in cycle t of a layer the queue cannot pop if
         ``stalls[t % len(stalls)]`` (see :func:`stall_pattern`).
+    progress : callable, optional
+        Called as ``progress(i, name)`` after layer ``i`` has been simulated (for a progress
+        bar); it does not change the result.
     """
     arch = ArchConfig() if arch is None else arch
     if mode not in MODES:
@@ -274,6 +279,8 @@ def simulate(
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
             spikes[i] = encode_input(inputs, lay)
+            if progress is not None:
+                progress(i, lay.name)
             continue
         phase = np.zeros((n, lay.size), np.int16)
         if lay.kind == "maxpool":
@@ -294,6 +301,8 @@ def simulate(
             if lay.kind == "output":
                 logits = u
         spikes[i] = None if lay.kind == "output" else phase.reshape(n, *lay.shape)
+        if progress is not None:
+            progress(i, lay.name)
     res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
     res.mode = mode
     if mode == "layer":
@@ -386,6 +395,40 @@ def _build_plan(snn: SnnModel, lay: Layer, lanes: int) -> _Plan:
     else:
         row = j // lanes
     return _Plan(fan, tuple(offsets), scan_rows(lay, lanes), row.astype(np.int64), chan)
+
+
+def layer_events(
+    snn: SnnModel, spikes: list, index: int, lanes: int
+) -> tuple[FanOut, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The data the PE array of a neuron or output layer works on: its fan-out table and the
+    events of its sources, bucketed by image · T_src + phase.
+
+    For the speed benchmark's bare gather-add reference (``kernels.gather_add``).
+
+    Parameters
+    ----------
+    snn : SnnModel
+        The simulated network.
+    spikes : list
+        ``SimResult.spikes`` (or golden's, in the same layout).
+    index : int
+        A neuron or output layer.
+    lanes : int
+        P.
+
+    Returns
+    -------
+    fan, ev_ptr, ev_id, ev_sign, t_src
+        The fan-out table, the events (CSR over image · T_src + phase) and T_src.
+    """
+    lay = snn.layers[index]
+    if lay.kind not in ("neuron", "output"):
+        raise ValueError(f"layer {index} ({lay.name}) is a {lay.kind} layer, it has no adds")
+    plan = _plan(snn, lay, lanes)
+    groups = [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)]
+    n = spikes[0].shape[0]
+    ptr, ids, sign = _events(snn, spikes, groups, n)
+    return plan.fan, ptr, ids, sign, snn.source_of(lay).T
 
 
 def _events(snn, spikes, groups, n):

@@ -1,4 +1,4 @@
-"""The `onespike` command line: demo, convert, eval, info."""
+"""The `onespike` command line: demo, convert, eval, info, simulate."""
 
 from __future__ import annotations
 
@@ -187,15 +187,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print an artifact's layers and configuration")
     i.add_argument("artifact", type=Path)
+
+    s = sub.add_parser(
+        "simulate",
+        help="cycles, queues and energy per layer on the hwsim accelerator model",
+        description="Run an artifact on the cycle-level model of the one-spike accelerator "
+        "(docs/architecture.md) and write a per-layer report: layers.csv, summary.json, "
+        "report.md and PNG charts, with the Eq. 6 estimate and the ANN on an equally sized "
+        "MAC array beside the detailed energy.",
+    )
+    s.add_argument("artifact", type=Path)
+    arch = s.add_mutually_exclusive_group()
+    arch.add_argument("--arch", type=Path, help="accelerator configuration (.toml)")
+    arch.add_argument(
+        "--preset",
+        default=None,
+        help="a shipped configuration: default | p4 | p16 | p64 (default: default)",
+    )
+    s.add_argument("--images", type=int, default=10, help="images to simulate " + DEFAULTS_HELP)
+    s.add_argument(
+        "--data",
+        default=None,
+        help="digits | mnist | cifar10 (test split) or a .npz; default: inferred from the "
+        "input shape (1x8x8 digits, 1x28x28 mnist, 3x32x32 cifar10); raw [0, 1] data are "
+        "normalised with the artifact's input mean/std",
+    )
+    s.add_argument(
+        "--mode",
+        choices=("layer", "pipelined"),
+        default="layer",
+        help="one engine for all layers, or one per layer " + DEFAULTS_HELP,
+    )
+    s.add_argument(
+        "--stall-rate",
+        type=float,
+        default=0.0,
+        help="output-queue back-pressure: probability that a cycle cannot pop " + DEFAULTS_HELP,
+    )
+    s.add_argument("--stall-seed", type=int, default=0, help=DEFAULTS_HELP)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("-o", "--out", type=Path, required=True, help="report folder")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": _demo, "convert": _convert, "eval": _eval, "info": _info}[args.command](
-            args
-        )
+        return {
+            "demo": _demo,
+            "convert": _convert,
+            "eval": _eval,
+            "info": _info,
+            "simulate": _simulate,
+        }[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"onespike {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -256,6 +300,12 @@ def _info(args) -> int:
     print(snn.summary())
     print(json.dumps(snn.config, indent=2))
     return 0
+
+
+def _simulate(args) -> int:
+    from onespike.simreport import run_simulate
+
+    return run_simulate(args)
 
 
 if __name__ == "__main__":
