@@ -4,6 +4,14 @@
 # their own build); everything else comes from pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Icarus Verilog runs the cocotb benches of rtl/ (Debian package; needs root on a fresh machine).
+if ! command -v iverilog >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq iverilog >/dev/null
+    else
+        echo "setup.sh: run 'apt-get install -y iverilog' as root for the rtl benches" >&2
+    fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

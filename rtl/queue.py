@@ -1,0 +1,95 @@
+"""The output spike queue: a P-wide push port, a 1-wide valid/ready pop stream."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.events import SpikeEvent
+
+
+class OutputQueue(wiring.Component):
+    """FIFO of ``depth`` events (docs/architecture.md §4, "Output queue and stalls").
+
+    A push of the lanes in ``push_mask`` is accepted in a cycle that starts with
+    level + popcount(mask) ≤ depth (``push_ok``: a registered level, so a pop in the same
+    cycle frees space only for the next cycle). The events are stored in lane order. The
+    head pops whenever the stream's ``ready`` is high.
+
+    Parameters
+    ----------
+    lanes : int
+        P, the push width.
+    depth : int
+        D_out ≥ P.
+
+    Ports
+    -----
+    push_data : In(ArrayLayout(SpikeEvent, P))
+        One event per lane (P · 32 bits).
+    push_mask : In(P)
+        Lanes that carry an event.
+    push_en : In(1)
+        Push this cycle if ``push_ok``.
+    push_ok : Out(1)
+        level + popcount(push_mask) ≤ depth.
+    level : Out(bits_for(depth))
+        Occupancy at the start of the cycle.
+    o : Out(stream.Signature(SpikeEvent))
+        The queue head (32-bit payload, valid, ready in).
+    """
+
+    def __init__(self, lanes: int, depth: int) -> None:
+        if depth < lanes:
+            raise ValueError(f"depth must be at least lanes ({lanes}), got {depth!r}")
+        self.lanes, self.depth = lanes, depth
+        super().__init__(
+            {
+                "push_data": In(data.ArrayLayout(SpikeEvent, lanes)),
+                "push_mask": In(lanes),
+                "push_en": In(1),
+                "push_ok": Out(1),
+                "level": Out(range(depth + 1)),
+                "o": Out(stream.Signature(SpikeEvent)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        d = self.depth
+        # a register file with P write ports: the simulators execute its indexed writes
+        # natively (a decoded Array of D slots grows as P · D and runs ~20× slower in Icarus)
+        m.submodules.store = store = memory.Memory(shape=SpikeEvent, depth=d, init=[])
+        head = store.read_port(domain="comb")
+        rp, wp = Signal(range(d)), Signal(range(d))
+        # prefix[l]: events in lanes below l, i.e. lane l's offset from the write pointer
+        prefix = [0]
+        for lane in range(self.lanes):
+            prefix.append(prefix[-1] + self.push_mask[lane])
+        count = Signal(range(self.lanes + 1))
+        m.d.comb += count.eq(prefix[-1])
+        m.d.comb += self.push_ok.eq(self.level + count <= d)
+        push = self.push_en & self.push_ok
+        pop = self.o.valid & self.o.ready
+        for lane in range(self.lanes):
+            # wp + offset < 2·D: one conditional subtraction wraps it
+            slot = wp + prefix[lane]
+            port = store.write_port()
+            m.d.comb += [
+                port.addr.eq(Mux(slot >= d, slot - d, slot)),
+                port.data.eq(self.push_data[lane]),
+                port.en.eq(push & self.push_mask[lane]),
+            ]
+        m.d.comb += [
+            head.addr.eq(rp),
+            self.o.valid.eq(self.level != 0),
+            self.o.payload.eq(head.data),
+        ]
+        with m.If(push):
+            nxt = wp + count
+            m.d.sync += wp.eq(Mux(nxt >= d, nxt - d, nxt))
+        with m.If(pop):
+            m.d.sync += rp.eq(Mux(rp == d - 1, 0, rp + 1))
+        m.d.sync += self.level.eq(self.level + Mux(push, count, 0) - pop)
+        return m
