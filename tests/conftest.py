@@ -45,3 +45,14 @@ def cifar_subset() -> Path:
 def resnet_dir() -> Path:
     """The folder with the pretrained CIFAR-10 ResNet checkpoints; skips if absent."""
     return _require("cifar10-resnet")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is many times faster than several on a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,14 +13,7 @@ import torch.nn.functional as F
 import golden
 from converter import CalibrationError, ConversionConfig, UnsupportedModelError, convert
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than several on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,14 +19,7 @@ from converter import ConversionConfig, Layer, SnnModel, Synapse, convert
 from converter.model import validate
 from hwsim.config import ACTIONS, CONFIG_DIR, COSTED_ACTIONS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than several on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------
