@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -59,10 +60,10 @@ def convert(
         with torch.no_grad():
             norm = (config.input_mean, config.input_std) if config.input_mean else None
             raw = lower(model, batches[0][:1].float().cpu(), norm)
-            stats = calibrate(raw, batches, config, progress)
+            stats, means = calibrate(raw, batches, config, progress)
     finally:
         model.train(was_training)
-    snn = canonical(build(raw, stats, config, name or type(model).__name__))
+    snn = canonical(build(raw, stats, means, config, name or type(model).__name__))
     validate(snn)
     return snn
 
@@ -156,11 +157,16 @@ def calibrate(
 ) -> list[torch.Tensor | None]:
     """Per-layer activation statistic (max or percentile) per channel, and the input range."""
     stats: list[torch.Tensor | None] = [None] * len(raw)
+    sums: list[torch.Tensor | None] = [None] * len(raw)
     seen = 0
     for x in tqdm(batches, desc="calibrating", disable=None if progress else True, leave=False):
         acts = _forward_raw(raw, _raw_input(x, config))
         n = x.shape[0]
         for i, (lay, a) in enumerate(zip(raw, acts, strict=True)):
+            if lay.kind == "output":
+                continue
+            per_image = a.reshape(n, lay.shape[0], -1).mean(2).sum(0).double()
+            sums[i] = per_image if sums[i] is None else sums[i] + per_image
             if lay.kind not in ("input", "neuron"):
                 continue
             s = _statistic(a.abs() if lay.kind == "input" else a, lay, config)
@@ -175,7 +181,8 @@ def calibrate(
             raw[0].signed = True  # signed inputs: every input spike carries a sign
     if config.percentile < 100:
         stats = [s / seen if s is not None else None for s in stats]
-    return stats
+    means = [m / seen if m is not None else None for m in sums]
+    return stats, means
 
 
 # Average pooling of a conv map keeps its channels, so it gets a λ per channel too (the paper
@@ -201,13 +208,18 @@ def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torc
 
 
 # --------------------------------------------------------------------------- building
-def build(raw: list[RawLayer], stats, config: ConversionConfig, name: str) -> SnnModel:
-    """Normalise by λ, fold λ into the weights, quantise, and assemble the SnnModel."""
+def build(raw: list[RawLayer], stats, means, config: ConversionConfig, name: str) -> SnnModel:
+    """Normalise by λ, fold λ into the weights, quantise, and assemble the SnnModel.
+
+    ``means``: the mean activation per channel of every layer over the calibration data; as a
+    fraction of λ it is stored (``act_mean``) and used to correct the quantisation bias.
+    """
     lams = _lambdas(raw, stats, config)
     layers = []
     for i, lay in enumerate(raw):
         if lay.kind == "input":
             layers.append(_input_layer(lay, lams[i], config))
+            layers[-1] = replace(layers[-1], act_mean=_mean_fraction(means[i], layers[-1]))
         elif lay.kind == "maxpool":
             src = layers[lay.source]
             layers.append(
@@ -222,10 +234,13 @@ def build(raw: list[RawLayer], stats, config: ConversionConfig, name: str) -> Sn
                     kernel=lay.kernel,
                     stride=lay.stride,
                     padding=lay.padding,
+                    act_mean=_mean_fraction(means[i], src),
                 )
             )
         else:
             layers.append(_neuron_layer(lay, layers, lams[i], config))
+            if lay.kind == "neuron":
+                layers[-1] = replace(layers[-1], act_mean=_mean_fraction(means[i], layers[-1]))
     cfg = {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("_")}
     cfg["Q_resolved"] = config.q
     cfg["T_w_resolved"] = config.t_w
@@ -307,7 +322,10 @@ def _neuron_layer(lay: RawLayer, layers: list[Layer], lam, config: ConversionCon
         return Layer(synapses=syns, **base)
     from converter.quantize import quantize_layer
 
-    return quantize_layer(base, lay.groups, weights, src, config.weight_bits, config.acc_bits)
+    src_means = [layers[g.source].act_mean for g in lay.groups]
+    return quantize_layer(
+        base, lay.groups, weights, src, config.weight_bits, config.acc_bits, src_means
+    )
 
 
 def _effective_weight(g: Group, src: Layer) -> np.ndarray:
@@ -323,6 +341,13 @@ def _effective_weight(g: Group, src: Layer) -> np.ndarray:
         return w * lam
     idx = np.clip(np.arange(w.shape[0]) - g.channel_offset, 0, src.channels - 1)
     return w * lam[idx]
+
+
+def _mean_fraction(mean: torch.Tensor | None, lay: Layer) -> np.ndarray | None:
+    """The mean activation per channel in units of the layer's λ (its spikes' scale)."""
+    if mean is None:
+        return None
+    return (mean.numpy() / lay.lam.astype(np.float64)).astype(np.float32)
 
 
 def q_fixed(q: float) -> int:

@@ -27,6 +27,7 @@ _LAYER_ARRAYS = {
     "threshold_q": "int64",
     "input_gain": "float32",
     "input_offset": "float32",
+    "act_mean": "float32",
 }
 _SYNAPSE_ARRAYS = {"weight": "float32", "weight_q": None}  # weight_q: int8 or int16
 _INT_WEIGHT_DTYPES = ("int8", "int16")
@@ -88,6 +89,7 @@ class Layer:
     input_gain: np.ndarray | None = None
     input_offset: np.ndarray | None = None
     signed: bool = False
+    act_mean: np.ndarray | None = None
 
     @property
     def channels(self) -> int:

@@ -8,6 +8,9 @@ from converter.config import Q_FRAC_BITS
 from converter.frontend import Group
 from converter.model import Layer, Synapse
 
+#: Width of a residual shortcut group's per-channel weights (docs/semantics.md §1).
+SHORTCUT_WEIGHT_BITS = 16
+
 
 def fixed_base(q: float) -> int:
     """M = round(Q · 2^F): the base as the neuron unit's fixed-point multiplier."""
@@ -60,6 +63,32 @@ def max_phase_input(synapses) -> int:
     return int(total.max())
 
 
+def _bias_correction(syns, weights, scale, src_means) -> np.ndarray:
+    """Expected error that weight rounding adds to each output channel's potential.
+
+    Rounding many small weights of one sign to zero shifts every potential the same way; with
+    the mean input m_i of each source channel (in spike units, from calibration) the expected
+    shift is Σ_i (weight_q · scale − weight)[j, i] · m_i, which is taken off the initial
+    potential (bias correction, Nagel et al., ICCV 2019).
+    """
+    corr = np.zeros(scale.shape[0])
+    for syn, w, m in zip(syns, weights, src_means, strict=True):
+        err = syn.weight_q.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1))) - w
+        m = m.astype(np.float64)
+        if syn.op == "conv":
+            corr += (err.sum(axis=(2, 3)) * m.reshape(1, -1)).sum(1)
+        elif syn.op == "linear":
+            per = np.repeat(m, err.shape[1] // m.shape[0])
+            corr += err @ per
+        elif syn.op == "avgpool":
+            corr += err * syn.kernel[0] * syn.kernel[1] * m
+        else:
+            idx = np.arange(err.shape[0]) - syn.channel_offset
+            ok = (idx >= 0) & (idx < m.shape[0])
+            corr += np.where(ok, err * m[np.clip(idx, 0, m.shape[0] - 1)], 0.0)
+    return corr
+
+
 def _row_max(w: np.ndarray, op: str) -> np.ndarray:
     a = np.abs(w)
     return a.reshape(a.shape[0], -1).max(axis=1) if op in ("conv", "linear") else a
@@ -72,11 +101,17 @@ def quantize_layer(
     src: Layer,
     weight_bits: int,
     acc_bits: int,
+    src_means: list[np.ndarray | None] | None = None,
 ) -> Layer:
     """Integer weights with one scale per output channel (per tensor for the output layer)."""
     qmax = 2 ** (weight_bits - 1) - 1
     acc_max = 2 ** (acc_bits - 1) - 1
-    m = np.max(np.stack([_row_max(w, g.op) for g, w in zip(groups, weights, strict=True)]), 0)
+    # The scale follows the weight arrays (conv, linear, pooling). A residual shortcut group
+    # has one weight per channel (λ of the block input) that often dwarfs the conv weights; it
+    # is stored with SHORTCUT_WEIGHT_BITS instead, so that it does not coarsen the conv row.
+    sized = [(g, w) for g, w in zip(groups, weights, strict=True) if g.op != "shortcut"]
+    sized = sized or list(zip(groups, weights, strict=True))
+    m = np.max(np.stack([_row_max(w, g.op) for g, w in sized]), 0)
     out = base["kind"] == "output"
     if out:  # one scale, so that argmax over the integer potentials is the prediction
         m = np.full_like(m, m.max())
@@ -86,6 +121,10 @@ def quantize_layer(
     if base["threshold"] is not None:
         fallback = np.maximum(fallback, base["threshold"])
     scale = np.where(m > 0, m / qmax, np.where(fallback > 0, fallback / qmax, 1.0))
+    top = 2 ** (SHORTCUT_WEIGHT_BITS - 1) - 1
+    for g, w in zip(groups, weights, strict=True):
+        if g.op == "shortcut" and len(sized) < len(groups):  # never clip a shortcut weight
+            scale = np.maximum(scale, np.abs(w) / top)
     if not out:
         # A channel whose threshold dwarfs its weights (a tiny BN γ) would need a threshold
         # wider than the accumulator: coarsen that channel's scale until its largest threshold
@@ -99,7 +138,10 @@ def quantize_layer(
     syns = []
     for g, w in zip(groups, weights, strict=True):
         s = scale.reshape(-1, *([1] * (w.ndim - 1)))
-        wq = np.clip(np.rint(w / s), -qmax, qmax).astype(dtype)
+        if g.op == "shortcut" and len(sized) < len(groups):
+            wq = np.clip(np.rint(w / s), -top, top).astype(np.int16)
+        else:
+            wq = np.clip(np.rint(w / s), -qmax, qmax).astype(dtype)
         syns.append(
             Synapse(
                 g.source,
@@ -119,6 +161,8 @@ def quantize_layer(
             f"input can add {max_phase_input(syns)} to a potential; raise acc_bits"
         )
     s_b = scale.reshape(-1, *([1] * (bias.ndim - 1)))
+    if src_means is not None and all(m is not None for m in src_means):
+        bias = bias - _bias_correction(syns, weights, scale, src_means).reshape(s_b.shape)
     bias_q = np.clip(np.rint(bias / s_b), -limit, limit).astype(np.int64)
     threshold_q = None
     if not out:

@@ -57,6 +57,8 @@ def _requantize(lay: Layer, done: list[Layer], snn: SnnModel) -> Layer:
         threshold=lay.threshold.astype(np.float64),
         shift=lay.shift,
         T_w=lay.T_w,
+        act_mean=lay.act_mean,
     )
     src = done[lay.synapses[0].source]
-    return quantize_layer(base, groups, weights, src, snn.weight_bits, snn.acc_bits)
+    means = [done[s.source].act_mean for s in lay.synapses]
+    return quantize_layer(base, groups, weights, src, snn.weight_bits, snn.acc_bits, means)
