@@ -251,7 +251,15 @@ def _demo(args) -> int:
     res = demo(args.out, _config(args), seed=args.seed)
     print(f"one-spike demo: {res['example']}, {res['test_images']} test images")
     print(format_table(res["table"]))
-    print(f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png)")
+    from hwsim.report import format_layer_table
+    from onespike.flows import _hwsim_line
+
+    print("\nOn the reference accelerator (hwsim, P = 16), 10 test images:")
+    print(format_layer_table(res["hwsim"]["layers"]))
+    print(_hwsim_line(res["hwsim"]))
+    print(
+        f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png, hwsim/)"
+    )
     return 0
 
 

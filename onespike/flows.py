@@ -198,9 +198,21 @@ def demo(out_dir: Path, config: ConversionConfig | None = None, seed: int = 0) -
         "artifact": str(path),
         "layers": snn.summary().splitlines(),
     }
+    result["hwsim"] = simulate_demo(snn, x_te[:10], y_te[:10], out_dir / "hwsim")
     (out_dir / "results.json").write_text(json.dumps(result, indent=2))
     (out_dir / "report.md").write_text(_demo_markdown(result))
     return result
+
+
+def simulate_demo(snn: SnnModel, x: torch.Tensor, y: torch.Tensor, out_dir: Path) -> dict:
+    """The cost on the reference accelerator (hwsim, default P = 16 preset): the report folder
+    of ``onespike simulate`` for these images."""
+    import hwsim
+    from hwsim.report import write_report
+
+    arch = hwsim.ArchConfig()
+    res = hwsim.simulate(snn, x, arch)
+    return write_report(res, snn, out_dir, labels=y.numpy())
 
 
 def _demo_markdown(res: dict) -> str:
@@ -225,6 +237,12 @@ def _demo_markdown(res: dict) -> str:
             "",
             "![accuracy vs T_w](accuracy_vs_tw.png)",
             "",
+            "## On the reference accelerator (hwsim, P = 16, 10 images)",
+            "",
+            _hwsim_line(res["hwsim"]),
+            "",
+            "Per layer: [hwsim/report.md](hwsim/report.md).",
+            "",
             "## Layers",
             "",
             "```",
@@ -232,6 +250,16 @@ def _demo_markdown(res: dict) -> str:
             "```",
             "",
         ]
+    )
+
+
+def _hwsim_line(summ: dict) -> str:
+    pi, ann = summ["per_image"], summ["ann_mac_array"]
+    return (
+        f"Per image: {pi['latency_us']:,.2f} µs, {pi['energy_pj'] / 1e3:,.2f} nJ; the ANN on a "
+        f"MAC array of the same width: {ann['latency_us']:,.2f} µs, "
+        f"{ann['energy_pj'] / 1e3:,.2f} nJ (E_ANN/E_SNN = {ann['e_ann_over_e_snn']:.2f}; Eq. 6: "
+        f"FP32 {summ['eq6']['fp32']['ratio']:.2f}, INT8 {summ['eq6']['int8']['ratio']:.2f})."
     )
 
 
