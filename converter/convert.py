@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from converter.config import Q_FRAC_BITS, ConversionConfig
+from converter.config import ConversionConfig
 from converter.frontend import Group, RawLayer, lower
 from converter.model import Layer, SnnModel, Synapse, canonical, validate
-from converter.ops import maxpool_phase, synapse_forward  # noqa: F401  (re-exported kernels)
+from converter.ops import synapse_forward
 
 #: Relative amount by which λ is set below the calibration statistic (see _lambdas).
 LAMBDA_MARGIN = 2.0**-14
@@ -348,7 +348,3 @@ def _mean_fraction(mean: torch.Tensor | None, lay: Layer) -> np.ndarray | None:
     if mean is None:
         return None
     return (mean.numpy() / lay.lam.astype(np.float64)).astype(np.float32)
-
-
-def q_fixed(q: float) -> int:
-    return round(q * (1 << Q_FRAC_BITS))

@@ -99,11 +99,6 @@ class Layer:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
-    @property
-    def q_fixed(self) -> int:
-        """The base as the fixed-point constant M = round(Q · 2^F) of docs/semantics.md."""
-        return round(self.Q * (1 << Q_FRAC_BITS))
-
 
 @dataclass(frozen=True, eq=False)
 class SnnModel:

@@ -6,7 +6,6 @@ import importlib
 import importlib.util
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +279,3 @@ def _plot_sweep(path: Path, t_ws, sweep, ann_acc: float, config: ConversionConfi
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def with_config(config: ConversionConfig, **changes) -> ConversionConfig:
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
