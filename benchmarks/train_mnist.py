@@ -14,11 +14,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from onespike.data import load_mnist  # noqa: E402
-from onespike.models import MNIST_CHECKPOINT, MnistCNN, evaluate  # noqa: E402
+from onespike.models import MNIST_CHECKPOINT, MnistCNN, evaluate, fit_one_cycle  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "benchmarks" / "results" / "mnist_training.json"
 
@@ -53,32 +52,26 @@ def train(
     x_te, y_te = load_mnist("test")
     torch.manual_seed(seed)
     model = MnistCNN()
-    steps_per_epoch = (x_tr.shape[0] + batch_size - 1) // batch_size
-    opt = torch.optim.Adam(model.parameters(), lr=max_lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch
-    )
-    gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(x_tr.shape[0], generator=gen)
-        total = 0.0
-        for i in range(0, x_tr.shape[0], batch_size):
-            idx = perm[i : i + batch_size]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * idx.shape[0]
+
+    def report(epoch: int, loss: float) -> None:
         print(
-            f"epoch {epoch + 1}/{epochs}: train loss {total / x_tr.shape[0]:.4f} "
+            f"epoch {epoch + 1}/{epochs}: train loss {loss:.4f} "
             f"({time.perf_counter() - start:.1f} s)",
             flush=True,
         )
+
+    fit_one_cycle(
+        model,
+        x_tr,
+        y_tr,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_lr=max_lr,
+        seed=seed,
+        on_epoch=report,
+    )
     seconds = time.perf_counter() - start
-    model.eval()
     return model, evaluate(model, x_te, y_te), seconds
 
 

@@ -105,27 +105,51 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30) -> tuple[DigitsCNN, float]
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     x_tr, y_tr, x_te, y_te = load_digits(seed=seed)
     batch_size = 32
-    steps_per_epoch = (x_tr.shape[0] + batch_size - 1) // batch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DigitsCNN()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=1e-2, epochs=epochs, steps_per_epoch=steps_per_epoch
+        fit_one_cycle(
+            model, x_tr, y_tr, epochs=epochs, batch_size=batch_size, max_lr=1e-2, seed=seed
         )
-        gen = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            perm = torch.randperm(x_tr.shape[0], generator=gen)
-            for i in range(0, x_tr.shape[0], batch_size):
-                idx = perm[i : i + batch_size]
-                loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-    model.eval()
     return model, evaluate(model, x_te, y_te)
+
+
+def fit_one_cycle(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    max_lr: float,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train with cross-entropy, Adam and a one-cycle schedule; deterministic batch order.
+
+    ``on_epoch(epoch, mean_loss)`` is called after each pass. Returns the model in eval mode.
+    """
+    steps_per_epoch = (x.shape[0] + batch_size - 1) // batch_size
+    opt = torch.optim.Adam(model.parameters(), lr=max_lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+    )
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        total = 0.0
+        for i in range(0, x.shape[0], batch_size):
+            idx = perm[i : i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * idx.shape[0]
+        if on_epoch is not None:
+            on_epoch(epoch, total / x.shape[0])
+    return model.eval()
 
 
 class MnistCNN(nn.Module):
