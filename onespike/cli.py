@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stall-seed", type=int, default=0, help=DEFAULTS_HELP)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("-o", "--out", type=Path, required=True, help="report folder")
+
+    from onespike.rtlcli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             "eval": _eval,
             "info": _info,
             "simulate": _simulate,
+            "verilog": _verilog,
+            "cosim": _cosim,
         }[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"onespike {args.command}: error: {exc}", file=sys.stderr)
@@ -257,10 +263,19 @@ def _demo(args) -> int:
     print("\nOn the reference accelerator (hwsim, P = 16), 10 test images:")
     print(format_layer_table(res["hwsim"]["layers"]))
     print(_hwsim_line(res["hwsim"]))
+    rtl = res["rtl"]
+    print(f"\nVerilog (P = 16): {len(rtl['verilog'])} modules in {Path(rtl['verilog'][0]).parent}")
+    if "skipped" in rtl:
+        print(f"co-simulation skipped: {rtl['skipped']}")
+    else:
+        print(rtl["table"])
+        verdict = "every layer matches golden int and hwsim" if rtl["ok"] else "MISMATCH"
+        print(f"co-simulation of {rtl['images']} image: {rtl['seconds']:.0f} s, {verdict}")
     print(
-        f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png, hwsim/)"
+        f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png, "
+        "hwsim/, rtl/)"
     )
-    return 0
+    return 0 if res["rtl"].get("ok", True) else 1
 
 
 def _convert(args) -> int:
@@ -314,6 +329,18 @@ def _simulate(args) -> int:
     from onespike.simreport import run_simulate
 
     return run_simulate(args)
+
+
+def _verilog(args) -> int:
+    from onespike.rtlcli import run_verilog
+
+    return run_verilog(args)
+
+
+def _cosim(args) -> int:
+    from onespike.rtlcli import run_cosim
+
+    return run_cosim(args)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,7 @@ def demo(out_dir: Path, config: ConversionConfig | None = None, seed: int = 0) -
         "layers": snn.summary().splitlines(),
     }
     result["hwsim"] = simulate_demo(snn, x_te[:10], y_te[:10], out_dir / "hwsim")
+    result["rtl"] = rtl_demo(snn, x_te[:1], out_dir / "rtl")
     (out_dir / "results.json").write_text(json.dumps(result, indent=2))
     (out_dir / "report.md").write_text(_demo_markdown(result))
     return result
@@ -212,6 +213,35 @@ def simulate_demo(snn: SnnModel, x: torch.Tensor, y: torch.Tensor, out_dir: Path
     arch = hwsim.ArchConfig()
     res = hwsim.simulate(snn, x, arch)
     return write_report(res, snn, out_dir, labels=y.numpy())
+
+
+def rtl_demo(snn: SnnModel, x: torch.Tensor, out_dir: Path) -> dict:
+    """The hardware: Verilog of every layer's engine (default accelerator, P = 16) and a
+    short co-simulation of ``x`` against golden int and hwsim (Icarus, or ``$SIM``)."""
+    import os
+
+    import hwsim
+    from rtl.cosim import CosimError, cosim, format_reports
+    from rtl.generate import generate_verilog
+
+    arch = hwsim.ArchConfig()
+    files = generate_verilog(snn, arch, out_dir / "verilog")
+    sim = os.environ.get("SIM", "icarus")
+    res: dict[str, Any] = {"verilog": [str(f) for f in files], "simulator": sim,
+                           "images": int(x.shape[0])}  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        reports = cosim(snn, x, arch, sim=sim, out_dir=out_dir / "cosim")
+    except CosimError as exc:  # no simulator: the Verilog is still there
+        res["skipped"] = str(exc)
+        return res
+    res["seconds"] = time.perf_counter() - t0
+    res["ok"] = all(r.ok for r in reports)
+    res["table"] = format_reports(reports, arch, sim)
+    res["layers"] = [{"layer": r.index, "name": r.name, "ok": r.ok, "errors": r.errors[:3],
+                      "rtl_cycles": sum(r.rtl_cycles), "hwsim_cycles": sum(r.hwsim_cycles)}
+                     for r in reports]  # fmt: skip
+    return res
 
 
 def _demo_markdown(res: dict) -> str:
@@ -242,6 +272,10 @@ def _demo_markdown(res: dict) -> str:
             "",
             "Per layer: [hwsim/report.md](hwsim/report.md).",
             "",
+            "## The hardware (Verilog, P = 16) and its co-simulation",
+            "",
+            *_rtl_lines(res["rtl"]),
+            "",
             "## Layers",
             "",
             "```",
@@ -250,6 +284,14 @@ def _demo_markdown(res: dict) -> str:
             "",
         ]
     )
+
+
+def _rtl_lines(rtl: dict) -> list[str]:
+    lines = [f"Verilog of {len(rtl['verilog'])} engines: `rtl/verilog/` (with `.hex` memory "
+             "images, a JSON of ports per layer and the Verilator lint waivers)."]  # fmt: skip
+    if "skipped" in rtl:
+        return [*lines, "", f"Co-simulation skipped: {rtl['skipped']}."]
+    return [*lines, "", "```", rtl["table"], "```"]
 
 
 def _hwsim_line(summ: dict) -> str:

@@ -1,21 +1,32 @@
-"""rtl: the one-spike layer engine in Amaranth, emitted as Verilog (docs/architecture.md)."""
+"""rtl: the one-spike accelerator's engines in Amaranth, emitted as Verilog (docs/architecture.md).
+
+The names below are imported on first use: the cocotb bench (:mod:`rtl.bench`) runs inside
+the simulator, and importing this package must not pull in Amaranth, torch or Numba there.
+"""
 
 from __future__ import annotations
 
-from rtl.engine import LayerEngine, LayerImage
-from rtl.events import SpikeEvent, pack_event, unpack_event
-from rtl.generate import generate_verilog
-from rtl.neuron import AdderArray, NeuronUnit
-from rtl.queue import OutputQueue
+import importlib
 
-__all__ = [
-    "AdderArray",
-    "LayerEngine",
-    "LayerImage",
-    "NeuronUnit",
-    "OutputQueue",
-    "SpikeEvent",
-    "generate_verilog",
-    "pack_event",
-    "unpack_event",
-]
+_EXPORTS = {
+    "AdderArray": "rtl.neuron",
+    "NeuronUnit": "rtl.neuron",
+    "LayerEngine": "rtl.engine",
+    "LayerImage": "rtl.engine",
+    "MaxPoolEngine": "rtl.maxpool",
+    "OutputQueue": "rtl.queue",
+    "SpikeEvent": "rtl.events",
+    "pack_event": "rtl.events",
+    "unpack_event": "rtl.events",
+    "generate_verilog": "rtl.generate",
+    "supported_layers": "rtl.generate",
+    "cosim": "rtl.cosim",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rtl' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 # No `from __future__ import annotations` here: Amaranth's data.Struct builds its layout from
 # the class annotations, which must be shape objects, not strings.
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Cat, Const, Value, signed, unsigned
 from amaranth.lib import data
 
 #: Field widths of the 32-bit event word (docs/architecture.md §1, "Event format").
@@ -37,6 +37,16 @@ class SpikeEvent(data.Struct):
     group: unsigned(1)
     end: unsigned(1)
     spare: unsigned(3)
+
+
+def event_word(index, phase) -> Value:
+    """A :class:`SpikeEvent` as one 32-bit value (index and phase zero-extended to their field
+    widths, the other fields 0), for whole-vector assignments (see rtl/engine.py)."""
+    index, phase = Value.cast(index), Value.cast(phase)
+    fields = []
+    for v, bits in ((index, INDEX_BITS), (phase, PHASE_BITS)):
+        fields.append(v[:bits] if len(v) >= bits else Cat(v, Const(0, bits - len(v))))
+    return Cat(*fields, Const(0, 32 - INDEX_BITS - PHASE_BITS))
 
 
 def pot_word(acc_bits: int) -> data.StructLayout:

