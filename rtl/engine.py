@@ -16,7 +16,7 @@ from hwsim.config import ArchConfig
 from hwsim.fanout import ceil_div
 from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent, event_word, pot_word
 from rtl.neuron import AdderArray, NeuronUnit
-from rtl.queue import OutputQueue
+from rtl.queue import InputQueue, OutputQueue
 
 #: Width of the activity counters.
 COUNTER_BITS = 32
@@ -498,7 +498,11 @@ class LayerEngine(wiring.Component):
                                 arch.event_issue_cycles) + 1))  # fmt: skip
         neg = Signal()
         had = Signal()  # the current phase had events (its scan waits L_a for the adders)
-        head = self.i_events.payload
+        # the input queue (D_in events) between the event buffer and the issue stage
+        m.submodules.iq = iq = InputQueue(arch.input_queue_depth)
+        wiring.connect(m, wiring.flipped(self.i_events), iq.i)
+        src = iq.o
+        head = src.payload
         # the event being added: group, source channel and pixel, taps still to do (each
         # group has its own source shape; the registers are as wide as the widest)
         ev_g = Signal()
@@ -631,8 +635,8 @@ class LayerEngine(wiring.Component):
             """The phase kx's next event, its end (L_a drain, then the scan or, after the
             output layer's last phase, the readout), or a wait for the input stream; phases
             past the source's last have no event phase."""
-            more = self.i_events.valid & ~head.end & (head.phase == kx)
-            with m.If((kx < img.t_src) & ~self.i_events.valid):
+            more = src.valid & ~head.end & (head.phase == kx)
+            with m.If((kx < img.t_src) & ~src.valid):
                 m.next = "WAIT_IN"
             with m.Elif((kx < img.t_src) & more):
                 m.next = "ISSUE"
@@ -701,9 +705,9 @@ class LayerEngine(wiring.Component):
                 after_events(k, had)
             with m.State("ISSUE"):  # pop the event, latch its source pixel and valid taps
                 m.d.comb += self.busy.eq(1)
-                more = self.i_events.valid & ~head.end & (head.phase == k)
+                more = src.valid & ~head.end & (head.phase == k)
                 with m.If(more):
-                    m.d.comb += self.i_events.ready.eq(1)
+                    m.d.comb += src.ready.eq(1)
                     m.d.sync += [
                         ev_g.eq(head_g), ev_c.eq(head_c), ev_y.eq(head_y), ev_x.eq(head_x),
                         todo.eq(head_mask), neg.eq(head.sign), cb.eq(0), had.eq(1),
@@ -720,7 +724,7 @@ class LayerEngine(wiring.Component):
                 if no_fanout and arch.event_issue_cycles == 1:
                     # after an event without fan-out (I = 1): the stream ran dry (wait here,
                     # as in WAIT_IN) or the phase is over: this is the first L_a cycle
-                    with m.Elif(self.i_events.valid):
+                    with m.Elif(src.valid):
                         m.d.sync += [r.eq(0), cb.eq(0), pix.eq(0)]
                         if arch.adder_pipeline_cycles > 1:
                             wait_then(arch.adder_pipeline_cycles - 1, "ADDER_TAIL", "SCAN")
@@ -781,7 +785,7 @@ class LayerEngine(wiring.Component):
                     m.d.sync += self.stalled.eq(self.stalled + 1)
                 with m.Else():
                     # consume the end-of-layer marker
-                    m.d.comb += self.i_events.ready.eq(self.i_events.valid & head.end)
+                    m.d.comb += src.ready.eq(src.valid & head.end)
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         with m.If(self.busy):

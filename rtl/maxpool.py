@@ -12,7 +12,7 @@ from converter.model import SnnModel
 from hwsim.config import ArchConfig
 from rtl.engine import COUNTER_BITS, COUNTERS, LayerImage, _and, _axis, _chw
 from rtl.events import INDEX_BITS, SpikeEvent, event_word
-from rtl.queue import OutputQueue
+from rtl.queue import InputQueue, OutputQueue
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,11 @@ class MaxPoolEngine(wiring.Component):
         wiring.connect(m, oq.o, wiring.flipped(self.o_spikes))
 
         flags = Signal(img.n_out)
-        head = self.i_events.payload
+        # the input queue (D_in events) between the event buffer and the issue stage
+        m.submodules.iq = iq = InputQueue(arch.input_queue_depth)
+        wiring.connect(m, wiring.flipped(self.i_events), iq.i)
+        src = iq.o
+        head = src.payload
         ev_c = Signal(range(max(c_in, 2)))
         ev_y, ev_x = Signal(range(max(h_in, 2))), Signal(range(max(w_in, 2)))
         ev_k = Signal.like(head.phase)
@@ -133,7 +137,7 @@ class MaxPoolEngine(wiring.Component):
 
         def next_event() -> None:
             """Issue the next event, or (a peek at the head) end the layer without a cycle."""
-            with m.If(self.i_events.valid & head.end):
+            with m.If(src.valid & head.end):
                 m.next = "DRAIN"
             with m.Else():
                 m.next = "NEXT"
@@ -145,10 +149,10 @@ class MaxPoolEngine(wiring.Component):
                 next_event()
             with m.State("NEXT"):  # issue: pop the next event (or wait for the stream)
                 m.d.comb += self.busy.eq(1)
-                with m.If(self.i_events.valid & head.end):  # only after the stream ran dry
+                with m.If(src.valid & head.end):  # only after the stream ran dry
                     m.next = "DRAIN"
-                with m.Elif(self.i_events.valid):
-                    m.d.comb += self.i_events.ready.eq(1)
+                with m.Elif(src.valid):
+                    m.d.comb += src.ready.eq(1)
                     m.d.sync += [
                         ev_c.eq(head.index // hw), ev_y.eq(head_y), ev_x.eq(head_x),
                         ev_k.eq(head.phase), todo.eq(head_mask),
@@ -189,7 +193,7 @@ class MaxPoolEngine(wiring.Component):
                     m.d.comb += self.busy.eq(1)
                     m.d.sync += self.stalled.eq(self.stalled + 1)
                 with m.Else():
-                    m.d.comb += self.i_events.ready.eq(1)  # consume the end marker
+                    m.d.comb += src.ready.eq(1)  # consume the end marker
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         with m.If(self.busy):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.events import SpikeEvent
@@ -97,4 +97,44 @@ class OutputQueue(wiring.Component):
         with m.If(pop):
             m.d.sync += rp.eq(Mux(rp == d - 1, 0, rp + 1))
         m.d.sync += self.level.eq(self.level + Mux(push, count, 0) - pop)
+        return m
+
+
+class InputQueue(wiring.Component):
+    """The input spike queue: a FIFO of ``depth`` events between the event buffer and the
+    issue stage (docs/architecture.md §1). Valid/ready on both sides; the head is shown as
+    soon as it is stored (first word fall-through), so the issue stage can peek at it.
+
+    Parameters
+    ----------
+    depth : int
+        D_in ≥ 1.
+
+    Ports
+    -----
+    i : In(stream.Signature(SpikeEvent))
+        From the event buffer; ``ready`` low while the queue is full.
+    o : Out(stream.Signature(SpikeEvent))
+        To the issue stage.
+    """
+
+    def __init__(self, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"the input queue needs a depth ≥ 1, got {depth!r}")
+        self.depth = depth
+        super().__init__(
+            {"i": In(stream.Signature(SpikeEvent)), "o": Out(stream.Signature(SpikeEvent))}
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.fifo = q = fifo.SyncFIFO(width=32, depth=self.depth)
+        m.d.comb += [
+            q.w_data.eq(self.i.payload),
+            q.w_en.eq(self.i.valid),
+            self.i.ready.eq(q.w_rdy),
+            self.o.payload.eq(q.r_data),
+            self.o.valid.eq(q.r_rdy),
+            q.r_en.eq(self.o.ready),
+        ]
         return m
