@@ -281,9 +281,9 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
 
 def format_reports(reports: list[LayerReport], arch: ArchConfig, sim: str) -> str:
     """A per-layer table: spikes matched, RTL cycles next to hwsim's, speed."""
+    n = reports[0].images if reports else 0
     lines = [
-        f"co-simulation under {sim}, P = {arch.lanes}, {reports[0].images if reports else 0} "
-        "images",
+        f"co-simulation under {sim}, P = {arch.lanes}, {n} image{'' if n == 1 else 's'}",
         f"{'layer':<22}{'kind':<8}{'spikes RTL/golden':>19}{'RTL cycles':>12}"
         f"{'hwsim cycles':>14}{'cycles/s':>10}  result",
     ]
