@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -459,20 +460,9 @@ class LayerEngine(wiring.Component):
         )
 
     def _tap_geometry(self, group: GroupImage, y, x):
-        """Per kernel tap (ky-major): (valid, oy, ox) of a source pixel (y, x) of ``group`` (§3).
-
-        Conditions that are constant for the layer's shapes are folded here, so that the
-        Verilog holds no constant comparisons (Verilator's UNSIGNED/CMPCONST lint)."""
-        (kh, kw), (sy, sx), (py, px) = group.kernel, group.stride, group.padding
-        _, h_in, w_in = group.src_shape
-        _, h_out, w_out = self.image.out_shape
-        taps = []
-        for ky in range(kh):
-            for kx in range(kw):
-                ok_y, oy = _axis(y, py - ky, sy, h_in, h_out)
-                ok_x, ox = _axis(x, px - kx, sx, w_in, w_out)
-                taps.append((_and(ok_y, ok_x), oy, ox))
-        return taps
+        """Per kernel tap of ``group`` (ky-major): (valid, oy, ox) of a source pixel (y, x)."""
+        return window_taps(y, x, group.src_shape, self.image.out_shape, group.kernel,
+                           group.stride, group.padding)  # fmt: skip
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -695,11 +685,8 @@ class LayerEngine(wiring.Component):
                 with m.If(r == rows - 1):
                     m.d.sync += wait.eq(arch.neuron_pipeline_cycles - 1)
                     m.next = "INIT_TAIL"
-            with m.State("INIT_TAIL"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    after_events(k, 0)
+            with countdown(m, "INIT_TAIL", wait, self.busy):
+                after_events(k, 0)
             with m.State("WAIT_IN"):  # the input stream ran dry: not in hwsim's count
                 m.d.comb += self.busy.eq(1)
                 after_events(k, had)
@@ -730,17 +717,14 @@ class LayerEngine(wiring.Component):
                             wait_then(arch.adder_pipeline_cycles - 1, "ADDER_TAIL", "SCAN")
                         else:
                             to_scan()
-            with m.State("ISSUE_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    if no_fanout:  # an event without fan-out costs its issue cycles only
-                        with m.If(todo == 0):
-                            after_events(k, 1)
-                        with m.Else():
-                            m.next = "ADD"
-                    else:
+            with countdown(m, "ISSUE_WAIT", wait, self.busy):
+                if no_fanout:  # an event without fan-out costs its issue cycles only
+                    with m.If(todo == 0):
+                        after_events(k, 1)
+                    with m.Else():
                         m.next = "ADD"
+                else:
+                    m.next = "ADD"
             with m.State("ADD"):  # one channel block of one tap: read, add the word, write
                 m.d.comb += [self.busy.eq(1), in_add.eq(1), pot_w.en.eq(1),
                              pot_w.data.eq(pe.row_out)]  # fmt: skip
@@ -750,11 +734,8 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [cb.eq(0), todo.eq(rest)]
                     with m.If(rest == 0):
                         after_events(k, 1)
-            with m.State("ADDER_TAIL"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    to_scan()
+            with countdown(m, "ADDER_TAIL", wait, self.busy):
+                to_scan()
             with m.State("SCAN"):  # boundary k → k + 1: compare, fire, leak; one row a cycle
                 m.d.comb += [self.busy.eq(1), oq.push_en.eq(1)]
                 with m.If(oq.push_ok):
@@ -771,12 +752,9 @@ class LayerEngine(wiring.Component):
                         m.next = "SCAN_TAIL"
                 with m.Else():  # the queue cannot take this row's spikes yet
                     m.d.sync += self.stalled.eq(self.stalled + 1)
-            with m.State("SCAN_TAIL"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.d.sync += had.eq(0)
-                    self._next_phase(m, k, k_last, after_events)
+            with countdown(m, "SCAN_TAIL", wait, self.busy):
+                m.d.sync += had.eq(0)
+                self._next_phase(m, k, k_last, after_events)
             if img.is_output:
                 self._readout(m, r, cb, pix, next_row, pot_r, wait)
             with m.State("DRAIN"):  # the layer ends when the output queue is empty
@@ -829,11 +807,37 @@ class LayerEngine(wiring.Component):
             with m.If(r == self.rows - 1):
                 m.d.sync += wait.eq(arch.neuron_pipeline_cycles - 1)
                 m.next = "READOUT_TAIL"
-        with m.State("READOUT_TAIL"):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += wait.eq(wait - 1)
-            with m.If(wait == 0):
-                m.next = "DRAIN"
+        with countdown(m, "READOUT_TAIL", wait, self.busy):
+            m.next = "DRAIN"
+
+
+def window_taps(y, x, src_shape, out_shape, kernel, stride, padding) -> list:
+    """Per kernel tap (ky-major): (valid, oy, ox) of source pixel (y, x), Values (§3).
+
+    Conditions that are constant for the layer's shapes are folded here, so that the
+    Verilog holds no constant comparisons (Verilator's UNSIGNED/CMPCONST lint)."""
+    (kh, kw), (sy, sx), (py, px) = kernel, stride, padding
+    _, h_in, w_in = src_shape
+    _, h_out, w_out = out_shape
+    taps = []
+    for ky in range(kh):
+        for kx in range(kw):
+            ok_y, oy = _axis(y, py - ky, sy, h_in, h_out)
+            ok_x, ox = _axis(x, px - kx, sx, w_in, w_out)
+            taps.append((_and(ok_y, ok_x), oy, ox))
+    return taps
+
+
+@contextmanager
+def countdown(m: Module, state: str, wait: Signal, busy: Signal):
+    """An FSM state that lasts until ``wait`` (loaded on entry) has counted down to 0, busy
+    in every cycle; the body of the ``with`` runs in its last cycle (the pipeline tails and
+    the issue cycles of docs/architecture.md §4)."""
+    with m.State(state):
+        m.d.comb += busy.eq(1)
+        m.d.sync += wait.eq(wait - 1)
+        with m.If(wait == 0):
+            yield
 
 
 def _popcount(bits) -> Value:

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
-from rtl.engine import COUNTER_BITS, COUNTERS, LayerImage, _and, _axis, _chw
+from rtl.engine import COUNTER_BITS, COUNTERS, LayerImage, _chw, countdown, window_taps
 from rtl.events import INDEX_BITS, SpikeEvent, event_word
 from rtl.queue import InputQueue, OutputQueue
 
@@ -87,7 +87,7 @@ class MaxPoolEngine(wiring.Component):
         arch, img = self.arch, self.image
         c_in, h_in, w_in = img.src_shape
         _, h_out, w_out = img.out_shape
-        (kh, kw), (sy, sx), (py, px) = img.kernel, img.stride, img.padding
+        kh, kw = img.kernel
         n_taps = kh * kw
         m.submodules.oq = oq = OutputQueue(1, arch.output_queue_depth)
         wiring.connect(m, oq.o, wiring.flipped(self.o_spikes))
@@ -105,13 +105,8 @@ class MaxPoolEngine(wiring.Component):
         wait = Signal(range(arch.event_issue_cycles + 1))
 
         def geometry(y, x):
-            taps = []
-            for ky in range(kh):
-                for kx in range(kw):
-                    ok_y, oy = _axis(y, py - ky, sy, h_in, h_out)
-                    ok_x, ox = _axis(x, px - kx, sx, w_in, w_out)
-                    taps.append((_and(ok_y, ok_x), oy, ox))
-            return taps
+            return window_taps(y, x, img.src_shape, img.out_shape, img.kernel, img.stride,
+                               img.padding)  # fmt: skip
 
         hw = h_in * w_in
         head_rem = head.index % hw
@@ -163,11 +158,8 @@ class MaxPoolEngine(wiring.Component):
                         m.next = "ISSUE_WAIT"
                     else:
                         m.next = "TEST"
-            with m.State("ISSUE_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.next = "TEST"
+            with countdown(m, "ISSUE_WAIT", wait, self.busy):
+                m.next = "TEST"
             with m.State("TEST"):  # one window: test (and set) its flag, push if newly set
                 m.d.comb += self.busy.eq(1)
                 done_tap = Signal()
