@@ -201,6 +201,8 @@ def memory_bits(snn: SnnModel, lay: Layer, arch: ArchConfig) -> tuple[int, int]:
             words += snn.layers[s.source].size * ceil_div(lay.size, p)
         else:
             words += ceil_div(lay.channels, p)
+    # a residual layer's int16 shortcut weights widen all its weight lanes (rtl/engine.py)
+    wb = max(wb, *(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses))
     thresholds = 0 if lay.kind == "output" else lay.channels * lay.T * ab
     return words * p * wb + rows * p * ab + thresholds, rows * p * (ab + 1)
 

@@ -142,6 +142,7 @@ def test_residual_layer_image_and_refusal() -> None:
     """Two groups' weight words one after the other (group 1's int16 shortcut weights widen
     the lanes to 16 bits); with I = 1 and L_a = 0 an event without fan-out cannot cost only
     its issue cycle, so the engine refuses such a layer."""
+    from hwsim.sim import memory_bits
     from rtl.engine import LayerEngine, LayerImage
 
     snn, _ = tiny_resnet("optionA")
@@ -151,6 +152,11 @@ def test_residual_layer_image_and_refusal() -> None:
     assert (g0.op, g1.op, g1.stride, g1.channel_offset) == ("conv", "shortcut", (2, 2), 2)
     assert g1.base == g0.words == 8 * 9 * 2 and len(img.weights) == g0.words + g1.words
     assert img.weight_bits == 16 and img.has_events_without_fanout()
-    assert LayerEngine(hwsim.ArchConfig(lanes=4), img).weight_bits == 16
+    engine = LayerEngine(hwsim.ArchConfig(lanes=4), img)
+    assert engine.weight_bits == 16
+    # hwsim sizes the parameter memory as the engine holds it: 16-bit lanes, then B and Θq
+    lay = snn.layers[layer]
+    want = len(img.weights) * 4 * 16 + engine.rows * 4 * 32 + lay.channels * lay.T * 32
+    assert memory_bits(snn, lay, hwsim.ArchConfig(lanes=4))[0] == want
     with pytest.raises(ValueError, match="without fan-out"):
         LayerEngine(hwsim.ArchConfig(lanes=4, adder_pipeline_cycles=0), img)
