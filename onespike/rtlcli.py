@@ -86,7 +86,7 @@ def run_cosim(args: argparse.Namespace) -> int:
 
     import hwsim
     from converter import load
-    from rtl.cosim import cosim, format_reports
+    from rtl.cosim import CosimError, cosim, format_reports
 
     snn = load(args.artifact)
     arch = load_arch(args.arch, args.preset)
@@ -100,8 +100,13 @@ def run_cosim(args: argparse.Namespace) -> int:
         state = "ok" if r.ok else "MISMATCH"
         print(f"  layer {r.index} ({r.name}): {state}", file=sys.stderr, flush=True)
 
-    reports = cosim(snn, x, arch, layers=args.layer, sim=sim, out_dir=args.out, stalls=stalls,
-                    waves=bool(os.environ.get("WAVES")), progress=progress)  # fmt: skip
+    try:
+        reports = cosim(snn, x, arch, layers=args.layer, sim=sim, out_dir=args.out,
+                        stalls=stalls, waves=bool(os.environ.get("WAVES")),
+                        progress=progress)  # fmt: skip
+    except CosimError as exc:  # no simulator, or it could not build or run the bench
+        print(f"onespike cosim: error: {exc}", file=sys.stderr)
+        return 2
     print(format_reports(reports, arch, sim))
     for r in reports:
         for e in r.errors[:5]:

@@ -41,6 +41,30 @@ def test_demo_writes_report(tmp_path: Path, capsys) -> None:
     assert table["exact"]["accuracy"] > 90.0
     for name in ("report.md", "accuracy_vs_tw.png", "digits_snn.safetensors"):
         assert (tmp_path / "r" / name).stat().st_size > 0
+    # the demo ends with the Verilog of every layer and a co-simulation of one digit
+    assert "every layer matches golden int and hwsim" in out
+    assert len(list((tmp_path / "r" / "rtl" / "verilog").glob("layer*.v"))) == 5
+
+
+def test_verilog_and_cosim_commands(tmp_path: Path, capsys, monkeypatch) -> None:
+    from converter import ConversionConfig, convert
+    from onespike.data import load_digits
+
+    model, _ = train_digits_cnn(seed=0, epochs=5)
+    x_tr, _, _, _ = load_digits(seed=0)
+    art = convert(model, [x_tr[:256]], ConversionConfig(T=6), progress=False).save(
+        tmp_path / "a.safetensors"
+    )
+    out = tmp_path / "v"
+    assert main(["verilog", str(art), "--preset", "p4", "--layer", "5", "-o", str(out)]) == 0
+    meta = json.loads((out / "layer5.json").read_text())
+    assert meta["parameters"]["kind"] == "output" and meta["arch"]["lanes"] == 4
+    check_error(["verilog", str(art), "--layer", "0", "-o", str(out)], "(input, input)", capsys)
+    check_error(["verilog", str(art), "--layer", "9", "-o", str(out)], "does not exist", capsys)
+    check_error(["cosim", str(art), "--images", "0"], "--images must be a positive int", capsys)
+    monkeypatch.setenv("SIM", "modelsim")
+    check_error(["cosim", str(art), "-o", str(tmp_path / "c")], "simulator must be one of",
+                capsys)  # fmt: skip
 
 
 def test_convert_eval_info_round_trip(user_model, tmp_path: Path, capsys) -> None:
