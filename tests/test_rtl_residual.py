@@ -3,32 +3,16 @@ block's second convolution plus its shortcut) against golden and hwsim."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import check_layers
 from torch import nn
 
 import hwsim
 from converter import ConversionConfig, convert
 
-pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed")
-
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build-rtl"
-SIM = os.getenv("SIM", "icarus")
 CFG = ConversionConfig(T=5, Q=1.4, T_w=1, T_in=4)
-
-
-def _require_simulator() -> None:
-    """Skip without Icarus Verilog, except in CI, where its absence is a failure."""
-    if SIM == "icarus" and shutil.which("iverilog") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI must run the rtl benches, but iverilog is not on PATH")
-        pytest.skip("Icarus Verilog is not installed (scripts/setup.sh installs it)")
 
 
 class Block(nn.Module):
@@ -92,19 +76,6 @@ def tiny_resnet(down: str, seed: int = 0, n_test: int = 3):
 def residual_layers(snn) -> list[int]:
     """The neuron layers with two synapse groups."""
     return [i for i, lay in enumerate(snn.layers) if len(lay.synapses) == 2]
-
-
-def check_layers(snn, x, layers, arch, name: str, **kw) -> list:
-    """Co-simulate ``layers`` (each fed golden's spikes of its sources) and assert that every
-    check passed; return the per-layer reports."""
-    from rtl.cosim import cosim
-
-    _require_simulator()
-    kw.setdefault("chain", False)
-    reports = cosim(snn, x, arch, layers=layers, sim=SIM, out_dir=BUILD / name, **kw)
-    for r in reports:
-        assert r.errors == [], f"layer {r.index}: {r.errors[:3]}"
-    return reports
 
 
 @pytest.mark.slow
