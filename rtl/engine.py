@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, replace
 
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
@@ -67,8 +66,7 @@ class GroupImage:
 
     def tap_mask(self, y: int, x: int, out_shape) -> list[bool]:
         """Which taps (ky-major) of a source pixel hit an output pixel (§3)."""
-        window = _Window(self.kernel, self.stride, self.padding, tuple(out_shape))
-        return LayerImage.tap_mask(window, y, x)
+        return tap_mask(y, x, self.kernel, self.stride, self.padding, out_shape)
 
     def has_events_without_fanout(self, out_shape) -> bool:
         """Whether an event of this group can reach no target (0 adder cycles, §3): a pixel
@@ -79,13 +77,18 @@ class GroupImage:
         return any(not any(self.tap_mask(y, x, out_shape)) for y in range(h) for x in range(w))
 
 
-class _Window(NamedTuple):
-    """The fields :meth:`LayerImage.tap_mask` reads, for one group."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    out_shape: tuple[int, int, int]
+def tap_mask(y: int, x: int, kernel, stride, padding, out_shape) -> list[bool]:
+    """Which kernel taps (ky-major) of source pixel (y, x) hit an output pixel (§3)."""
+    (kh, kw), (sy, sx), (py, px) = kernel, stride, padding
+    _, h_out, w_out = out_shape
+    mask = []
+    for ky in range(kh):
+        for kx in range(kw):
+            ny, nx = y + py - ky, x + px - kx
+            ok_y = ny >= 0 and ny % sy == 0 and ny // sy < h_out
+            ok_x = nx >= 0 and nx % sx == 0 and nx // sx < w_out
+            mask.append(ok_y and ok_x)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -135,13 +138,8 @@ class LayerImage:
         words have lanes of max(W, weight_bits) bits.
     """
 
-    op: str
     is_output: bool
-    src_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
     t_src: int
     t: int
     t_w: int
@@ -151,8 +149,15 @@ class LayerImage:
     weights: np.ndarray
     bias: np.ndarray
     theta: np.ndarray
-    groups: tuple[GroupImage, ...] = ()
-    weight_bits: int = 8
+    groups: tuple[GroupImage, ...]
+    weight_bits: int
+
+    # group 0's window: the layer's for a single-group layer
+    op = property(lambda self: self.groups[0].op)
+    src_shape = property(lambda self: self.groups[0].src_shape)
+    kernel = property(lambda self: self.groups[0].kernel)
+    stride = property(lambda self: self.groups[0].stride)
+    padding = property(lambda self: self.groups[0].padding)
 
     @property
     def last_phase(self) -> int:
@@ -171,16 +176,9 @@ class LayerImage:
     def pixels(self) -> int:
         return self.out_shape[1] * self.out_shape[2]
 
-    def group_images(self) -> tuple[GroupImage, ...]:
-        """``groups``, or group 0 from the top-level fields for an image built without them."""
-        if self.groups:
-            return self.groups
-        return (GroupImage(self.op, self.src_shape, self.kernel, self.stride, self.padding, 0,
-                           0, len(self.weights)),)  # fmt: skip
-
     def has_events_without_fanout(self) -> bool:
         """Whether some event reaches no target (it costs its I issue cycles only, §3–§4)."""
-        return any(g.has_events_without_fanout(self.out_shape) for g in self.group_images())
+        return any(g.has_events_without_fanout(self.out_shape) for g in self.groups)
 
     @classmethod
     def from_snn(cls, snn: SnnModel, index: int, lanes: int) -> LayerImage:
@@ -207,10 +205,8 @@ class LayerImage:
         for syn, src in zip(lay.synapses, srcs, strict=True):
             g, words = _group_image(syn, src, lay, lanes, cb, pad)
             base = sum(len(b) for b in blocks)
-            groups.append(GroupImage(g.op, g.src_shape, g.kernel, g.stride, g.padding,
-                                     g.channel_offset, base, len(words)))  # fmt: skip
+            groups.append(replace(g, base=base, words=len(words)))
             blocks.append(words)
-        g0 = groups[0]
         out_shape = (lay.size, 1, 1) if lay.synapses[0].op == "linear" else _chw(lay.shape)
         bias = np.asarray(lay.bias_q, np.int64).reshape(c_out, -1)  # [C, pixels]
         bias = np.pad(bias, ((0, pad), (0, 0))).T.reshape(-1, lanes)  # pixel-major rows
@@ -220,38 +216,10 @@ class LayerImage:
             theta = np.pad(np.asarray(lay.threshold_q, np.int64), ((0, pad), (0, 0)))
             theta = theta.T.reshape(-1, lanes)
         return cls(
-            g0.op, is_output, g0.src_shape, out_shape, g0.kernel, g0.stride, g0.padding,
-            srcs[0].T, lay.T, lay.T_w, fixed_base(srcs[0].Q), fixed_base(lay.Q),
-            int(lay.sat_limit), np.concatenate(blocks), bias, theta, tuple(groups),
-            max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses),
+            is_output, out_shape, srcs[0].T, lay.T, lay.T_w, fixed_base(srcs[0].Q),
+            fixed_base(lay.Q), int(lay.sat_limit), np.concatenate(blocks), bias, theta,
+            tuple(groups), max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses),
         )  # fmt: skip
-
-    def tap_mask(self, y: int, x: int) -> list[bool]:
-        """Which kernel taps (ky-major) of a source pixel hit an output pixel (§3)."""
-        (kh, kw), (sy, sx), (py, px) = self.kernel, self.stride, self.padding
-        _, h_out, w_out = self.out_shape
-        mask = []
-        for ky in range(kh):
-            for kx in range(kw):
-                ny, nx = y + py - ky, x + px - kx
-                ok_y = ny >= 0 and ny % sy == 0 and ny // sy < h_out
-                ok_x = nx >= 0 and nx % sx == 0 and nx // sx < w_out
-                mask.append(ok_y and ok_x)
-        return mask
-
-    def check_taps(self) -> None:
-        """An event with no valid tap would need a two-deep look-ahead on the input stream
-        to cost only its issue cycles, as hwsim counts it; such layers are refused (the max
-        pooling engine uses this; :class:`LayerEngine` handles such events, see
-        :meth:`has_events_without_fanout`)."""
-        _, h, w = self.src_shape
-        for y in range(h):
-            for x in range(w):
-                if not any(self.tap_mask(y, x)):
-                    raise ValueError(
-                        f"source pixel ({y}, {x}) reaches no output pixel: the rtl engine "
-                        "does not yet support events without fan-out"
-                    )
 
 
 def _group_image(syn, src, lay, lanes: int, cb: int, pad: int):
@@ -379,7 +347,7 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, arch: ArchConfig, image: LayerImage) -> None:
-        groups = image.group_images()
+        groups = image.groups
         if image.n_out > 2**INDEX_BITS or any(np.prod(g.src_shape) > 2**INDEX_BITS for g in groups):
             raise ValueError(f"layers are limited to 2^{INDEX_BITS} neurons")
         if len(groups) > 2:
@@ -468,7 +436,7 @@ class LayerEngine(wiring.Component):
         m = Module()
         arch, img, rows, n_cb = self.arch, self.image, self.rows, self.cb
         p = arch.lanes
-        groups = img.group_images()
+        groups = img.groups
         two = len(groups) == 2
         c_out, _, w_out = img.out_shape
         n_taps = max(g.taps for g in groups)

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
-from rtl.engine import COUNTER_BITS, COUNTERS, LayerImage, _chw, countdown, window_taps
+from rtl.engine import COUNTER_BITS, COUNTERS, _chw, countdown, tap_mask, window_taps
 from rtl.events import INDEX_BITS, SpikeEvent, event_word
 from rtl.queue import InputQueue, OutputQueue
 
@@ -26,9 +26,19 @@ class PoolImage:
     padding: tuple[int, int]
     t_src: int
 
-    # the window geometry of an average-pooling group (docs/architecture.md §3)
-    tap_mask = LayerImage.tap_mask
-    check_taps = LayerImage.check_taps
+    def check_taps(self) -> None:
+        """An event in no window would need a two-deep look-ahead on the input stream to cost
+        only its issue cycles, as hwsim counts it; such layers are refused (the layer engine
+        handles such events, see :meth:`rtl.engine.LayerImage.has_events_without_fanout`)."""
+        _, h, w = self.src_shape
+        for y in range(h):
+            for x in range(w):
+                if not any(tap_mask(y, x, self.kernel, self.stride, self.padding,
+                                    self.out_shape)):  # fmt: skip
+                    raise ValueError(
+                        f"source pixel ({y}, {x}) reaches no output pixel: the rtl engine "
+                        "does not yet support events without fan-out"
+                    )
 
     @property
     def n_out(self) -> int:
