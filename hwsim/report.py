@@ -385,50 +385,46 @@ def _pyplot():
 
 def plot_energy(res: SimResult, snn: SnnModel, path: str | Path) -> None:
     """Energy per layer and image, stacked by action; the ANN baseline as black marks."""
-    plt = _pyplot()
     n = max(res.images, 1)
-    idx = [i for i, k in enumerate(res.kinds) if k != "input"]
-    names = [res.names[i] for i in idx]
     energy = res.energy_pj()
-    ann = ann_mac_array(snn, res.arch)["energy_pj"]
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(idx) + 3.5), 4.2))
-    x = np.arange(len(idx))
-    bottom = np.zeros(len(idx))
-    cmap = plt.get_cmap("tab20")
-    for j, a in enumerate(COSTED_ACTIONS):
-        v = energy[a][idx] / n / 1e3
-        if not v.any():
-            continue
-        ax.bar(x, v, bottom=bottom, color=cmap(j), label=a, width=0.8)
-        bottom += v
-    ax.scatter(x, ann[idx] / 1e3, color="k", marker="_", s=200, zorder=3, label="ANN, MAC array")
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("energy per image (nJ)")
-    ax.set_title(f"energy per layer, P = {res.arch.lanes}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    cmap = _pyplot().get_cmap("tab20")
+    series = [(a, energy[a] / n / 1e3, cmap(j)) for j, a in enumerate(COSTED_ACTIONS)]
+    ann = ann_mac_array(snn, res.arch)["energy_pj"] / 1e3
+    title = f"energy per layer, P = {res.arch.lanes}"
+    _layer_chart(res, series, ann, "energy per image (nJ)", title, path, skip_empty=True)
 
 
 def plot_cycles(res: SimResult, snn: SnnModel, path: str | Path) -> None:
     """Cycles per layer and image: busy / stalled / waiting; the ANN baseline as black marks."""
-    plt = _pyplot()
     n = max(res.images, 1)
-    idx = [i for i, k in enumerate(res.kinds) if k != "input"]
-    names = [res.names[i] for i in idx]
+    colours = ("tab:blue", "tab:red", "tab:gray")
+    series = [(k, res.cycles[k] / n, c) for k, c in zip(CYCLE_KINDS, colours, strict=True)]
     ann = ann_mac_array(snn, res.arch)["cycles"]
+    title = f"cycles per layer, P = {res.arch.lanes}, {res.arch.clock_mhz:g} MHz"
+    _layer_chart(res, series, ann, "cycles per image", title, path)
+
+
+def _layer_chart(res: SimResult, series, ann, ylabel: str, title: str, path, *,
+                 skip_empty: bool = False) -> None:  # fmt: skip
+    """Bars per layer (the input layer left out) stacked from ``series`` (label, per-layer
+    values, colour; with ``skip_empty``, all-zero series are left out of the chart and its
+    legend), the ANN baseline ``ann`` as black marks."""
+    plt = _pyplot()
+    idx = [i for i, k in enumerate(res.kinds) if k != "input"]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(idx) + 3.5), 4.2))
     x = np.arange(len(idx))
     bottom = np.zeros(len(idx))
-    for k, c in zip(CYCLE_KINDS, ("tab:blue", "tab:red", "tab:gray"), strict=True):
-        v = res.cycles[k][idx] / n
-        ax.bar(x, v, bottom=bottom, color=c, label=k, width=0.8)
+    for label, values, colour in series:
+        v = np.asarray(values)[idx]
+        if skip_empty and not v.any():
+            continue
+        ax.bar(x, v, bottom=bottom, color=colour, label=label, width=0.8)
         bottom += v
-    ax.scatter(x, ann[idx], color="k", marker="_", s=200, zorder=3, label="ANN, MAC array")
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("cycles per image")
-    ax.set_title(f"cycles per layer, P = {res.arch.lanes}, {res.arch.clock_mhz:g} MHz")
+    ax.scatter(x, np.asarray(ann)[idx], color="k", marker="_", s=200, zorder=3,
+               label="ANN, MAC array")  # fmt: skip
+    ax.set_xticks(x, [res.names[i] for i in idx], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
