@@ -54,16 +54,20 @@ def convert(
     if not isinstance(config, ConversionConfig):
         raise TypeError(f"config must be a ConversionConfig, got {type(config).__name__}")
     batches = _batches(calibration)
-    was_training = model.training
+    # every submodule's own flag: a model may mix train and eval submodules on purpose
+    modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad():
             norm = (config.input_mean, config.input_std) if config.input_mean else None
-            raw = lower(model, batches[0][:1].float().cpu(), norm)
+            raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
             stats, means = calibrate(raw, batches, config, progress)
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     snn = canonical(build(raw, stats, means, config, name or type(model).__name__))
+    if notes:
+        snn = dataclasses.replace(snn, meta={**snn.meta, "notes": notes})
     validate(snn)
     return snn
 
@@ -90,8 +94,11 @@ def _batches(calibration) -> list[torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- calibration
-def _raw_input(x: torch.Tensor, config: ConversionConfig) -> torch.Tensor:
-    """The input as the input layer codes it: raw = x · std + mean (or x itself)."""
+def _raw_input(x: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
+    """The input as the input layer codes it: raw = x · std + mean (or x itself); through a
+    ReLU of the model input, max(x, 0)."""
+    if lay.rectified:
+        return x.double().clamp(min=0)
     if config.input_mean is None:
         return x.double()
     c = x.shape[1]
@@ -160,7 +167,7 @@ def calibrate(
     sums: list[torch.Tensor | None] = [None] * len(raw)
     seen = 0
     for x in tqdm(batches, desc="calibrating", disable=None if progress else True, leave=False):
-        acts = _forward_raw(raw, _raw_input(x, config))
+        acts = _forward_raw(raw, _raw_input(x, raw[0], config))
         n = x.shape[0]
         for i, (lay, a) in enumerate(zip(raw, acts, strict=True)):
             if lay.kind == "output":
@@ -272,7 +279,7 @@ def _lambdas(raw, stats, config) -> list[np.ndarray | None]:
 
 def _input_layer(lay: RawLayer, lam_in: np.ndarray, config: ConversionConfig) -> Layer:
     c = lay.shape[0]
-    if config.input_mean is not None:
+    if config.input_mean is not None and not lay.rectified:
         gain = np.asarray(config.input_std) / lam_in
         offset = np.asarray(config.input_mean) / lam_in
     else:
@@ -288,7 +295,7 @@ def _input_layer(lay: RawLayer, lam_in: np.ndarray, config: ConversionConfig) ->
         lam=lam_in / 2,
         input_gain=gain,
         input_offset=offset,
-        signed=bool(lay.signed),
+        signed=bool(lay.signed) and not lay.rectified,
     )
 
 

@@ -6,6 +6,7 @@ the node's name, its op and the supported list.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ class Group:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     channel_offset: int = 0
+    #: an identity view of one spike tensor (shortcut of stride 1, or a diagonal linear
+    #: group for a 1-D tensor), possibly scaled per channel: BN on spikes, residual operands
+    identity: bool = False
 
 
 @dataclass
@@ -50,6 +54,8 @@ class RawLayer:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     signed: bool = False
+    #: input layer only: the model applies ReLU to its input, so the layer codes max(x, 0)
+    rectified: bool = False
 
     @property
     def size(self) -> int:
@@ -68,6 +74,7 @@ class Spikes:
     flat: bool = False
     stride: tuple[int, int] = (1, 1)
     channel_offset: int = 0
+    rectified: bool = False  # the input layer seen through a ReLU (see Lowering.note_input_use)
 
 
 @dataclass
@@ -80,6 +87,8 @@ class PreAct:
     shift: torch.Tensor
     shape: tuple[int, ...]
     pending_maxpool: tuple[Any, ...] | None = None
+    #: viewed as (N, C·H·W) by a flatten/view: the neurons keep ``shape``
+    flat: bool = False
 
     def folded(self) -> PreAct:
         """The same function with scale 1 and shift 0 (scale folded into the weights)."""
@@ -88,7 +97,7 @@ class PreAct:
             self.shift, self.shape
         )
         one = torch.ones_like(self.scale)
-        return PreAct(groups, bias, one, torch.zeros_like(self.shift), self.shape)
+        return PreAct(groups, bias, one, torch.zeros_like(self.shift), self.shape, flat=self.flat)
 
 
 @dataclass
@@ -102,7 +111,7 @@ def _per_channel(v: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def _scale_group(g: Group, scale: torch.Tensor) -> Group:
     w = g.weight * scale.reshape(-1, *([1] * (g.weight.dim() - 1)))
-    return Group(g.source, g.op, w, g.kernel, g.stride, g.padding, g.channel_offset)
+    return dataclasses.replace(g, weight=w)
 
 
 # --------------------------------------------------------------------------- context
@@ -116,6 +125,9 @@ class Lowering:
         self.values: dict[str, Any] = {}
         self.concrete = _concrete_values(gm, example)
         self.input_norm = input_norm
+        #: how the input tensor is used: True through a ReLU, False as it is (never both)
+        self.input_uses: dict[bool, str] = {}
+        self.notes: list[str] = []
 
     def shape(self, node: torch.fx.Node) -> tuple[int, ...]:
         return tuple(self.concrete[node.name].shape[1:])
@@ -124,22 +136,46 @@ class Lowering:
         self.layers.append(layer)
         return len(self.layers) - 1
 
+    def note_input_use(self, v: Spikes, node: torch.fx.Node) -> None:
+        """Record that ``node`` reads the input layer, through a ReLU (``v.rectified``) or not.
+
+        The input layer codes either x (signed when x is) or max(x, 0): a model that uses its
+        input both ways cannot be converted."""
+        self.input_uses.setdefault(v.rectified, node.name)
+        if len(self.input_uses) > 1:
+            raise _unsupported(
+                node,
+                f"the model input is used both through a ReLU (node "
+                f"'{self.input_uses[True]}') and without one (node '{self.input_uses[False]}'); "
+                "the input layer codes one of the two",
+            )
+
+    @property
+    def input_rectified(self) -> bool:
+        return True in self.input_uses
+
     def as_preact(self, v: Any, node: torch.fx.Node) -> PreAct:
-        """Lift a spike tensor to an identity synapse group (for BN on spikes, residual adds)."""
+        """Lift a spike tensor to an identity synapse group (for BN on spikes, residual adds):
+        a shortcut of the group's stride for (C, H, W) tensors, a diagonal linear group for
+        1-D ones."""
         if isinstance(v, PreAct):
             if v.pending_maxpool is not None:
                 raise _unsupported(node, "max pooling of a pre-activation must be followed by ReLU")
             return v
         if not isinstance(v, Spikes) or v.flat:
-            raise _unsupported(node, "operand is not a spatial spike tensor or pre-activation")
+            raise _unsupported(node, "operand is not a spike tensor or a pre-activation")
         c = v.shape[0]
-        g = Group(
-            v.layer,
-            "shortcut",
-            torch.ones(c, dtype=torch.float64),
-            stride=v.stride,
-            channel_offset=v.channel_offset,
-        )
+        if len(v.shape) == 1:
+            g = Group(v.layer, "linear", torch.eye(c, dtype=torch.float64), identity=True)
+        else:
+            g = Group(
+                v.layer,
+                "shortcut",
+                torch.ones(c, dtype=torch.float64),
+                stride=v.stride,
+                channel_offset=v.channel_offset,
+                identity=v.stride == (1, 1) and v.channel_offset == 0,
+            )
         g = self.fold_input_norm(g, v.shape)
         return _preact([g], g_bias(g), v.shape)
 
@@ -151,8 +187,8 @@ class Lowering:
         their exact, position-dependent initial potential (stored with the group until the
         layer is made).
         """
-        if g.source != 0 or self.input_norm is None:
-            return g
+        if g.source != 0 or self.input_norm is None or self.input_rectified:
+            return g  # through a ReLU, the input layer codes the model's own input
         mean, std = self.input_norm
         in_shape = self.layers[0].shape
         if len(mean) != in_shape[0]:
@@ -181,7 +217,7 @@ class Lowering:
                     torch.clamp(torch.arange(out_shape[0]) - g.channel_offset, 0, in_shape[0] - 1)
                 ]
             )
-        folded = Group(0, g.op, w, g.kernel, g.stride, g.padding, g.channel_offset)
+        folded = dataclasses.replace(g, weight=w)
         folded.const_bias = _apply_group(const, g, out_shape)[0]  # type: ignore[attr-defined]
         return folded
 
@@ -217,7 +253,14 @@ def _concrete_values(gm: torch.fx.GraphModule, example: torch.Tensor) -> dict[st
             return out
 
     with torch.no_grad():
-        Recorder(gm).run(example)
+        try:
+            Recorder(gm).run(example)
+        except Exception as exc:  # the user's model cannot run on this input
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedModelError(
+                f"the model fails on an input of shape (N, "
+                f"{', '.join(map(str, example.shape[1:]))}): {first}"
+            ) from exc
     return seen
 
 
@@ -264,34 +307,83 @@ def _conv(ctx: Lowering, node, args, kwargs, mod: nn.Conv2d):
             f"supported (got groups={mod.groups}, dilation={mod.dilation}, "
             f"padding_mode={mod.padding_mode!r})",
         )
-    if isinstance(mod.padding, str):
-        raise _unsupported(node, f"string padding {mod.padding!r} is not supported")
-    src = _spike_source(ctx, node, x, spatial=True)
+    kernel = _pair(mod.kernel_size)
+    padding = _conv_padding(node, mod.padding, kernel, _pair(mod.stride))
     g = Group(
-        src.layer,
+        -1,
         "conv",
         mod.weight.detach().double().clone(),
-        kernel=_pair(mod.kernel_size),
+        kernel=kernel,
         stride=_pair(mod.stride),
-        padding=_pair(mod.padding),
+        padding=padding,
     )
-    return _new_preact(ctx, node, g, mod.bias)
+    return _new_preact(ctx, node, x, g, mod.bias, spatial=True)
+
+
+def _conv_padding(node, padding, kernel, stride) -> tuple[int, int]:
+    """Numeric padding; 'valid' is 0, 'same' (stride 1) is (k − 1)/2 for odd kernels."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if any(k % 2 == 0 for k in kernel):
+            raise _unsupported(
+                node, f"padding='same' with an even kernel {kernel} pads unevenly (not supported)"
+            )
+        return (kernel[0] // 2, kernel[1] // 2)
+    return _pair(padding)
 
 
 @handles(nn.Linear)
 def _linear(ctx: Lowering, node, args, kwargs, mod: nn.Linear):
-    src = _spike_source(ctx, node, args[0], spatial=False)
-    g = Group(src.layer, "linear", mod.weight.detach().double().clone())
-    return _new_preact(ctx, node, g, mod.bias)
+    g = Group(-1, "linear", mod.weight.detach().double().clone())
+    return _new_preact(ctx, node, args[0], g, mod.bias, spatial=False)
 
 
-def _new_preact(ctx: Lowering, node, g: Group, bias: torch.Tensor | None) -> PreAct:
+def _new_preact(
+    ctx: Lowering, node, x: Any, g: Group, bias: torch.Tensor | None, spatial: bool
+) -> PreAct:
+    """The pre-activation of a conv/linear group ``g`` (source unset) applied to ``x``: spikes,
+    or a per-channel affine view of spikes (a BatchNorm after a ReLU or on the input), which
+    is folded into ``g``'s weights and bias."""
     shape = ctx.shape(node)
-    g = ctx.fold_input_norm(g, shape)
-    b = g_bias(g)
+    if isinstance(x, PreAct):
+        g, b = _fold_affine_source(ctx, node, x, g, shape, spatial)
+    else:
+        g = ctx.fold_input_norm(
+            dataclasses.replace(g, source=_spike_source(ctx, node, x, spatial).layer), shape
+        )
+        b = g_bias(g)
     if bias is not None:
         b = b + _per_channel(bias.detach().double(), shape)
     return _preact([g], b, shape)
+
+
+def _fold_affine_source(ctx: Lowering, node, p: PreAct, g: Group, shape, spatial: bool):
+    """W·(m ⊙ s + c) = (W·diag m)·s + W·c for an affine view y = m ⊙ s + c of the spikes s of
+    one layer (DESIGN 2.5's BN folding, applied to the layer after the ReLU). With zero
+    padding, W·c is computed on the constant image c padded with zeros, so border neurons get
+    their exact initial potential."""
+    if p.pending_maxpool is not None or len(p.groups) != 1 or not p.groups[0].identity:
+        raise _unsupported(
+            node,
+            "its input is a pre-activation: two linear layers without a "
+            "ReLU between them cannot be converted",
+        )
+    p = p.folded()
+    (ident,) = p.groups
+    src = ctx.layers[ident.source]
+    if spatial and (p.flat or len(src.shape) != 3):
+        raise _unsupported(node, "a convolution needs a (C, H, W) input")
+    if not spatial and not p.flat and len(src.shape) != 1:
+        raise _unsupported(node, "Linear on a multi-dimensional tensor needs flatten/view first")
+    m = ident.weight if ident.op == "shortcut" else torch.diagonal(ident.weight)
+    if g.op == "conv":
+        w = g.weight * m.reshape(1, -1, 1, 1)
+    else:
+        w = g.weight * m.repeat_interleave(src.size // src.shape[0]).reshape(1, -1)
+    const = p.bias.expand(src.shape).unsqueeze(0)
+    b = _apply_group(const, dataclasses.replace(g, source=ident.source), shape)[0]
+    return dataclasses.replace(g, source=ident.source, weight=w), b
 
 
 def _spike_source(ctx: Lowering, node, v: Any, spatial: bool) -> Spikes:
@@ -317,6 +409,8 @@ def _spike_source(ctx: Lowering, node, v: Any, spatial: bool) -> Spikes:
 def _batchnorm(ctx: Lowering, node, args, kwargs, mod):
     if mod.running_mean is None or mod.running_var is None:
         raise _unsupported(node, "BatchNorm without running statistics cannot be folded")
+    if isinstance(args[0], PreAct) and args[0].flat:
+        raise _unsupported(node, "BatchNorm of a flattened pre-activation is not supported")
     p = ctx.as_preact(args[0], node)
     var = mod.running_var.detach().double()
     g = (mod.weight.detach().double() if mod.affine else torch.ones_like(var)) / torch.sqrt(
@@ -324,14 +418,17 @@ def _batchnorm(ctx: Lowering, node, args, kwargs, mod):
     )
     b = mod.bias.detach().double() if mod.affine else torch.zeros_like(var)
     h = b - g * mod.running_mean.detach().double()
-    return PreAct(p.groups, p.bias, p.scale * g, p.shift * g + h, p.shape)
+    return dataclasses.replace(p, scale=p.scale * g, shift=p.shift * g + h)
 
 
 @handles(nn.ReLU, F.relu, torch.relu, "relu", "relu_")
 def _relu(ctx: Lowering, node, args, kwargs, mod=None):
     v = args[0]
     if isinstance(v, Spikes):
-        return v  # ReLU of spikes (non-negative values) is the identity
+        if ctx.layers[v.layer].kind == "input":
+            # the input layer may be signed: through a ReLU it codes max(x, 0) instead
+            return dataclasses.replace(v, rectified=True)
+        return v  # ReLU of hidden spikes (non-negative values) is the identity
     if not isinstance(v, PreAct):
         raise _unsupported(node, "ReLU of a non-tensor")
     pool = v.pending_maxpool
@@ -340,6 +437,8 @@ def _relu(ctx: Lowering, node, args, kwargs, mod=None):
     out = Spikes(idx, layer.shape)
     if pool is not None:
         out = _maxpool_layer(ctx, node, out, *pool, name=node.name + "_pool")
+    if v.flat:  # flatten then ReLU: the neurons keep their shape, the consumer sees them flat
+        out = Spikes(out.layer, (ctx.layers[out.layer].size,), flat=True)
     return out
 
 
@@ -378,12 +477,27 @@ def _maxpool_layer(
     return Spikes(ctx.add_layer(lay), shape)
 
 
-def _pool_args(node, kernel, stride, padding, ceil_mode=False, dilation=1):
-    if ceil_mode or _pair(dilation) != (1, 1):
-        raise _unsupported(node, "pooling with ceil_mode=True or dilation is not supported")
+def _pool_args(ctx: Lowering, node, kernel, stride, padding, ceil_mode=False, dilation=1):
+    """Kernel, stride and padding of a pooling; ``ceil_mode=True`` is accepted where it gives
+    the floor-mode output shape (then the two are the same op)."""
+    if _pair(dilation) != (1, 1):
+        raise _unsupported(node, "pooling with dilation is not supported")
     kernel = _pair(kernel)
     stride = kernel if stride is None or stride == [] or stride == () else _pair(stride)
-    return kernel, stride, _pair(padding)
+    padding = _pair(padding)
+    if ceil_mode:
+        in_hw, out_hw = ctx.shape(node.args[0])[1:], ctx.shape(node)[1:]
+        floor_hw = tuple(
+            (n + 2 * p - k) // s + 1
+            for n, k, s, p in zip(in_hw, kernel, stride, padding, strict=True)
+        )
+        if floor_hw != tuple(out_hw):
+            raise _unsupported(
+                node,
+                f"ceil_mode=True gives {tuple(out_hw)} where floor mode gives {floor_hw}: "
+                "partial windows at the border are not supported",
+            )
+    return kernel, stride, padding
 
 
 @handles(nn.MaxPool2d, F.max_pool2d)
@@ -392,7 +506,7 @@ def _maxpool(ctx: Lowering, node, args, kwargs, mod=None):
         if mod.return_indices:
             raise _unsupported(node, "return_indices=True is not supported")
         k, s, p = _pool_args(
-            node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.dilation
+            ctx, node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.dilation
         )
     else:
         names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
@@ -400,6 +514,7 @@ def _maxpool(ctx: Lowering, node, args, kwargs, mod=None):
         if kw.get("return_indices"):
             raise _unsupported(node, "return_indices=True is not supported")
         k, s, p = _pool_args(
+            ctx,
             node,
             kw["kernel_size"],
             kw.get("stride"),
@@ -409,8 +524,8 @@ def _maxpool(ctx: Lowering, node, args, kwargs, mod=None):
         )
     v = args[0]
     if isinstance(v, PreAct):
-        if v.pending_maxpool is not None:
-            raise _unsupported(node, "two max poolings of a pre-activation")
+        if v.pending_maxpool is not None or v.flat:
+            raise _unsupported(node, "max pooling needs a (C, H, W) pre-activation, pooled once")
         # ReLU(max(z)) = max(ReLU(z)): pool the spikes of the neurons once ReLU comes.
         out = PreAct(v.groups, v.bias, v.scale, v.shift, v.shape, (k, s, p))
         out.pool_shape = ctx.shape(node)  # type: ignore[attr-defined]
@@ -428,7 +543,7 @@ def _avgpool(ctx: Lowering, node, args, kwargs, mod=None):
     src = _spike_source(ctx, node, v, spatial=True)
     in_shape = ctx.layers[src.layer].shape
     out_shape = ctx.shape(node)
-    k, s, p = _avg_geometry(node, mod, args, kwargs, in_shape, out_shape)
+    k, s, p = _avg_geometry(ctx, node, mod, args, kwargs, in_shape, out_shape)
     if ctx.layers[src.layer].kind == "input":
         raise _unsupported(node, "average pooling of the input layer is not supported")
     c = in_shape[0]
@@ -445,7 +560,7 @@ def _avgpool(ctx: Lowering, node, args, kwargs, mod=None):
     return Spikes(ctx.add_layer(layer), out_shape)
 
 
-def _avg_geometry(node, mod, args, kwargs, in_shape, out_shape):
+def _avg_geometry(ctx, node, mod, args, kwargs, in_shape, out_shape):
     target = node.target if mod is None else type(mod)
     if target in (nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d):
         h, w = in_shape[1:]
@@ -475,7 +590,12 @@ def _avg_geometry(node, mod, args, kwargs, in_shape, out_shape):
         ]
         kw = dict(zip(names, args[1:], strict=False)) | kwargs
     k, s, p = _pool_args(
-        node, kw["kernel_size"], kw.get("stride"), kw.get("padding", 0), kw.get("ceil_mode", False)
+        ctx,
+        node,
+        kw["kernel_size"],
+        kw.get("stride"),
+        kw.get("padding", 0),
+        kw.get("ceil_mode", False),
     )
     if p != (0, 0) or kw.get("divisor_override"):
         raise _unsupported(
@@ -488,6 +608,8 @@ def _avg_geometry(node, mod, args, kwargs, in_shape, out_shape):
 def _add(ctx: Lowering, node, args, kwargs, mod=None):
     if "alpha" in kwargs or len(args) > 2:
         raise _unsupported(node, "add with alpha is not supported")
+    if any(isinstance(v, PreAct | Spikes) and v.flat for v in args[:2]):
+        raise _unsupported(node, "a residual add of flattened tensors is not supported")
     a, b = (ctx.as_preact(v, node).folded() for v in args[:2])
     if len({ctx.layers[g.source].kind == "input" for g in a.groups + b.groups}) > 1:
         raise _unsupported(
@@ -503,14 +625,49 @@ def _flatten(ctx: Lowering, node, args, kwargs, mod=None):
     v = args[0]
     out_shape = ctx.shape(node)
     if isinstance(v, Spikes) and v.stride == (1, 1) and v.channel_offset == 0:
-        if len(out_shape) == 1 and out_shape[0] == ctx.layers[v.layer].size:
-            return Spikes(v.layer, out_shape, flat=True)
         if out_shape == ctx.layers[v.layer].shape:
             return v
-    raise _unsupported(node, f"only flattening a spike tensor to (N, {out_shape}) is supported")
+        if len(out_shape) == 1 and out_shape[0] == ctx.layers[v.layer].size:
+            return dataclasses.replace(v, shape=out_shape, flat=True)
+    if isinstance(v, PreAct):
+        in_shape = ctx.shape(node.args[0])
+        if len(out_shape) == 1 and out_shape[0] == _size(in_shape):
+            # flatten commutes with the ReLU (or the output) that follows
+            return dataclasses.replace(v, flat=True)
+        if out_shape == in_shape:
+            return v
+    want = "(N, " + ", ".join(map(str, ctx.shape(node.args[0]))) + ")"
+    got = "(N, " + ", ".join(map(str, out_shape)) + ")"
+    raise _unsupported(
+        node,
+        f"reshapes {want} to {got}: only flattening to (N, features) or keeping the shape "
+        "is supported",
+    )
 
 
-@handles(nn.Dropout, nn.Identity, F.dropout, "contiguous")
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@handles(
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.Identity,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
+    "contiguous",
+    "detach",
+)
 def _identity(ctx: Lowering, node, args, kwargs, mod=None):
     return args[0]
 
@@ -553,49 +710,83 @@ def _pad(ctx: Lowering, node, args, kwargs, mod=None):
     )
 
 
-NON_RELU = (
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.GELU,
-    nn.SiLU,
-    nn.ELU,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ReLU6,
-    nn.Hardswish,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Mish,
-    nn.SELU,
-    nn.CELU,
-    nn.Softmax,
-    nn.LogSoftmax,
-    nn.Hardsigmoid,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.RReLU,
-    F.gelu,
-    F.silu,
-    F.elu,
-    F.leaky_relu,
-    F.relu6,
-    F.hardswish,
-    F.softplus,
-    F.mish,
-    F.selu,
-    F.softmax,
-    F.log_softmax,
-    F.hardtanh,
-    F.sigmoid,
-    F.tanh,
-    torch.sigmoid,
-    torch.tanh,
-    torch.softmax,
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
+@dataclass
+class Dropped:
+    """A softmax / log-softmax over the classes: monotonic per row, so the argmax of the
+    logits is kept; accepted only as the model's last op, and dropped (``note`` says so)."""
+
+    value: Any
+    note: str
+
+
+@handles(nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+         "softmax", "log_softmax")  # fmt: skip
+def _softmax(ctx: Lowering, node, args, kwargs, mod=None):
+    v = args[0]
+    dim = mod.dim if mod is not None else (args[1] if len(args) > 1 else kwargs.get("dim"))
+    if not isinstance(v, PreAct) or len(ctx.concrete[node.name].shape) != 2 or dim not in (1, -1):
+        raise _unsupported(
+            node,
+            "not a ReLU network: a softmax is accepted only over the classes of the final "
+            "(N, classes) logits, where it does not change the argmax",
+        )
+    return Dropped(v, f"node '{node.name}' ({_op_name(node)}): dropped; the SNN's logits are "
+                      "its input (same argmax)")  # fmt: skip
+
+
+@handles(torch.clamp, torch.clip, torch.clamp_min, "clamp", "clip", "clamp_min", "clamp_")
+def _clamp(ctx: Lowering, node, args, kwargs, mod=None):
+    names = ("min", "max")
+    kw = dict(zip(names, args[1:], strict=False)) | kwargs
+    if node.target in (torch.clamp_min, "clamp_min"):
+        kw = {"min": args[1] if len(args) > 1 else kwargs.get("min")}
+    if kw.get("min") == 0 and kw.get("max") is None:
+        return _relu(ctx, node, args[:1], {})  # clamp(min=0) is a ReLU
+    raise _unsupported(
+        node,
+        f"not a ReLU network: clamp(min={kw.get('min')}, max={kw.get('max')}) is not a ReLU; "
+        "one-spike neurons model ReLU only",
+    )
+
+
+#: Activation functions other than ReLU, by name (functions, tensor methods); activation
+#: modules are recognised as the classes of torch.nn.modules.activation.
+_ACTIVATION_NAMES = frozenset(
+    (
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "silu",
+        "elu",
+        "leaky_relu",
+        "relu6",
+        "hardswish",
+        "hardsigmoid",
+        "hardtanh",
+        "softplus",
+        "mish",
+        "selu",
+        "celu",
+        "prelu",
+        "rrelu",
+        "threshold",
+        "softsign",
+        "tanhshrink",
+        "logsigmoid",
+        "hardshrink",
+        "softshrink",
+        "softmin",
+        "glu",
+    )
 )
+
+
+def _is_activation(node: torch.fx.Node, mod: nn.Module | None) -> bool:
+    if mod is not None:
+        t = type(mod)
+        return t.__module__ == "torch.nn.modules.activation" and t is not nn.MultiheadAttention
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return name.strip("_") in _ACTIVATION_NAMES
 
 
 def supported_ops() -> list[str]:
@@ -617,8 +808,15 @@ def supported_ops() -> list[str]:
 
 
 # --------------------------------------------------------------------------- driver
-def lower(model: nn.Module, example: torch.Tensor, input_norm=None) -> list[RawLayer]:
-    """Trace ``model`` (in eval mode) and lower it to raw spiking layers."""
+def lower(
+    model: nn.Module, example: torch.Tensor, input_norm=None
+) -> tuple[list[RawLayer], list[str]]:
+    """Trace ``model`` (in eval mode) and lower it to raw spiking layers.
+
+    Returns the layers and notes on what the conversion changed (a dropped final softmax, an
+    identity readout after a final ReLU) for the artifact's metadata."""
+    if type(model) in HANDLERS:  # a bare leaf module: trace it as a one-layer network
+        model = nn.Sequential(model)
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:
@@ -634,7 +832,17 @@ def lower(model: nn.Module, example: torch.Tensor, input_norm=None) -> list[RawL
         )
     for node in gm.graph.nodes:
         ctx.values[node.name] = _lower_node(ctx, node)
-    return ctx.layers
+    if ctx.input_rectified:
+        ctx.layers[0].rectified = True
+        ctx.notes.append(
+            f"node '{ctx.input_uses[True]}': ReLU of the model input; the input layer codes "
+            "max(x, 0) of the model's own input (no input normalisation folded)"
+        )
+    return ctx.layers, ctx.notes
+
+
+#: Handlers that pass the input layer's spikes on as a view (its uses are their consumers').
+_VIEWS = ("_relu", "_clamp", "_flatten", "_identity")
 
 
 def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
@@ -661,14 +869,23 @@ def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
     else:
         handler, key = HANDLERS.get(node.target), None
     if handler is None:
-        what = type(key) if key is not None else node.target
-        if what in NON_RELU:
+        if _is_activation(node, key):
             raise _unsupported(
                 node,
                 "not a ReLU network: one-spike neurons model ReLU only, "
                 "other activations cannot be converted",
             )
+        if node.op == "call_module" and type(key).__name__ == "MultiheadAttention":
+            raise _unsupported(node, "attention cannot be converted (not a ReLU network)")
         raise _unsupported(node, "unsupported op; supported: " + ", ".join(supported_ops()))
+    for a in args:
+        if isinstance(a, Dropped):
+            raise _unsupported(
+                node,
+                "uses a softmax output: a softmax is accepted only as the model's last op",
+            )
+        if isinstance(a, Spikes) and a.layer == 0 and handler.__name__ not in _VIEWS:
+            ctx.note_input_use(a, node)
     if node.op == "call_module":
         return handler(ctx, node, args, kwargs, key)
     return handler(ctx, node, args, kwargs)
@@ -703,10 +920,16 @@ def _output(ctx: Lowering, node: torch.fx.Node) -> None:
             raise UnsupportedModelError("the model must return exactly one tensor (the logits)")
         out = out[0]
     v = ctx.values[out.name] if isinstance(out, torch.fx.Node) else None
+    if isinstance(v, Dropped):
+        ctx.notes.append(v.note)
+        v = v.value
+    if isinstance(v, Spikes):
+        v = _readout(ctx, out, v)
     if not isinstance(v, PreAct) or v.pending_maxpool is not None:
         raise UnsupportedModelError(
             f"the model output '{getattr(out, 'name', out)}' must be the pre-activation of a "
-            "final Linear/Conv2d layer (the logits), not spikes after a ReLU or pooling"
+            "final Linear/Conv2d layer (the logits) or the spikes of a ReLU, not a max pooling "
+            "of logits or a constant"
         )
     p = v.folded()
     bias = (
@@ -715,3 +938,19 @@ def _output(ctx: Lowering, node: torch.fx.Node) -> None:
         else p.bias.reshape(-1, *([1] * (len(p.shape) - 1))).expand(p.shape).clone()
     )
     ctx.add_layer(RawLayer("output", "output", p.shape, p.groups, bias, None))
+
+
+def _readout(ctx: Lowering, out: torch.fx.Node, v: Spikes) -> PreAct:
+    """A model that ends in a ReLU (or pooling of spikes): the output layer is an identity
+    readout that integrates the decoded value of every spike of that layer, so the logits are
+    the spikes' decoded values and the class is their argmax (ties: the lower index)."""
+    if v.stride != (1, 1) or v.channel_offset:
+        raise UnsupportedModelError(f"the model output '{out.name}' is a sliced spike tensor")
+    if v.layer == 0:
+        ctx.note_input_use(v, out)
+    shape = ctx.layers[v.layer].shape
+    ctx.notes.append(
+        f"output '{out.name}': the model ends in spikes (ReLU or pooling); an identity readout "
+        "layer decodes them (logits = decoded spike values, class = their argmax)"
+    )
+    return ctx.as_preact(Spikes(v.layer, shape, rectified=v.rectified), out)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.config import Q_FRAC_BITS
+from converter.config import Q_FRAC_BITS, SUPPORTED_WEIGHT_BITS
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "one-spike-snn"
@@ -255,6 +255,11 @@ def _from_tensors_and_manifest(
             f"{where}: q_frac_bits {manifest.get('q_frac_bits')!r} != {Q_FRAC_BITS}"
         )
     declared = manifest.get("tensors", {})
+    if not isinstance(declared, dict) or not all(
+        isinstance(s, dict) and isinstance(s.get("dtype"), str) and isinstance(s.get("shape"), list)
+        for s in declared.values()
+    ):
+        raise ArtifactError(f"{where}: manifest field 'tensors' must map names to dtype and shape")
     if set(declared) != set(tensors):
         missing = sorted(set(declared) - set(tensors))
         extra = sorted(set(tensors) - set(declared))
@@ -268,6 +273,7 @@ def _from_tensors_and_manifest(
             )
     if manifest.get("checksum") != _checksum(manifest, tensors):
         raise ArtifactError(f"{where}: checksum mismatch (the file was modified or corrupted)")
+    _check_layout(manifest, where)
     try:
         layers = tuple(_layer_from(i, e, tensors) for i, e in enumerate(manifest["layers"]))
         snn = SnnModel(
@@ -277,10 +283,59 @@ def _from_tensors_and_manifest(
             acc_bits=manifest["acc_bits"],
             meta=manifest.get("meta", {}),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{where}: malformed manifest ({exc!r})") from exc
+    unused = sorted(set(tensors) - _tensor_names(snn))
+    if unused:
+        raise ArtifactError(f"{where}: tensors {unused} are not fields of any layer or synapse")
     validate(snn, where)
+    _check_derived(snn, where)
     return snn
+
+
+_LAYER_KEYS = frozenset(f.name for f in fields(Layer) if f.name not in _LAYER_ARRAYS)
+_SYNAPSE_KEYS = frozenset(f.name for f in fields(Synapse) if f.name not in _SYNAPSE_ARRAYS)
+_TOP_KEYS = {"weight_bits": None, "acc_bits": None, "config": dict, "meta": dict, "layers": list}
+
+
+def _check_layout(manifest: dict[str, Any], where: str) -> None:
+    """Every manifest entry present, of the right container type and without unknown keys,
+    so that building the model cannot fail deep inside (values are checked by validate)."""
+    for key, kind in _TOP_KEYS.items():
+        if key not in manifest:
+            raise ArtifactError(f"{where}: manifest field {key!r} is missing")
+        if kind is not None and not isinstance(manifest[key], kind):
+            raise ArtifactError(
+                f"{where}: manifest field {key!r} must be a {kind.__name__}, "
+                f"got {type(manifest[key]).__name__}"
+            )
+    for i, entry in enumerate(manifest["layers"]):
+        _check_keys(entry, _LAYER_KEYS, f"layer {i}", where)
+        if not isinstance(entry["synapses"], list):
+            raise ArtifactError(f"{where}: layer {i} field 'synapses' must be a list")
+        for g, syn in enumerate(entry["synapses"]):
+            _check_keys(syn, _SYNAPSE_KEYS, f"layer {i} synapse {g}", where)
+
+
+def _check_keys(entry: Any, keys: frozenset[str], at: str, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where}: {at} must be a JSON object, got {type(entry).__name__}")
+    if keys - set(entry):
+        raise ArtifactError(f"{where}: {at} field {sorted(keys - set(entry))[0]!r} is missing")
+    if set(entry) - keys:
+        raise ArtifactError(f"{where}: {at} has unknown field {sorted(set(entry) - keys)[0]!r}")
+
+
+def _tensor_names(snn: SnnModel) -> set[str]:
+    """The tensor names :meth:`SnnModel.save` writes for ``snn``."""
+    names = set()
+    for i, lay in enumerate(snn.layers):
+        names |= {f"layers.{i}.{k}" for k in _LAYER_ARRAYS if getattr(lay, k) is not None}
+        for g, s in enumerate(lay.synapses):
+            names |= {
+                f"layers.{i}.syn.{g}.{k}" for k in _SYNAPSE_ARRAYS if getattr(s, k) is not None
+            }
+    return names
 
 
 def _layer_from(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray]) -> Layer:
@@ -311,59 +366,268 @@ def _synapse_from(entry: dict[str, Any], prefix: str, tensors: dict[str, np.ndar
 
 
 def validate(snn: SnnModel, where: str = "SnnModel") -> None:
-    """Check the structural invariants every consumer relies on; raise ArtifactError."""
+    """Check every field: types and ranges by layer kind (docs/semantics.md, the bounds of
+    converter/config.py), shapes, geometry and the structural invariants every consumer
+    relies on; raise ArtifactError naming the layer and the field."""
 
     def bad(msg: str) -> ArtifactError:
         return ArtifactError(f"{where}: {msg}")
 
+    _validate_model_fields(snn, bad)
     if not snn.layers or snn.layers[0].kind != "input" or snn.layers[-1].kind != "output":
         raise bad("the first layer must be the input and the last the output layer")
     for i, lay in enumerate(snn.layers):
         if lay.kind not in LAYER_KINDS:
             raise bad(f"layer {i} has unknown kind {lay.kind!r}")
-        if lay.lam is None or lay.lam.shape != (lay.channels,):
-            raise bad(f"layer {i} ({lay.name}) needs lam of shape ({lay.channels},)")
-        if lay.kind == "maxpool" and not 0 <= lay.source < i:
-            raise bad(f"layer {i} ({lay.name}) reads layer {lay.source}, not an earlier one")
-        if lay.kind in ("neuron", "output"):
-            _validate_neuron_layer(snn, i, lay, bad)
-
-
-def _validate_neuron_layer(snn: SnnModel, i: int, lay: Layer, bad) -> None:
-    if not lay.synapses:
-        raise bad(f"layer {i} ({lay.name}) has no synapses")
-    if lay.bias is None or lay.bias.shape != lay.shape:
-        raise bad(f"layer {i} ({lay.name}) bias must have shape {lay.shape}")
-    if lay.kind == "neuron" and (lay.threshold is None or lay.threshold.shape != (lay.channels,)):
-        raise bad(f"layer {i} ({lay.name}) threshold must have shape ({lay.channels},)")
-    srcs = {
-        (snn.layers[s.source].T, snn.layers[s.source].Q) for s in lay.synapses if 0 <= s.source < i
-    }
-    if len(srcs) != 1 or any(not 0 <= s.source < i for s in lay.synapses):
-        raise bad(f"layer {i} ({lay.name}) must read earlier layers sharing one (T, Q)")
-    for s in lay.synapses:
-        if s.op not in SYNAPSE_OPS:
-            raise bad(f"layer {i} ({lay.name}) has unknown synapse op {s.op!r}")
-        expect = _expected_weight_shape(snn.layers[s.source], lay, s)
-        if tuple(s.weight.shape) != expect:
-            raise bad(
-                f"layer {i} ({lay.name}) {s.op} weight has shape {tuple(s.weight.shape)}, "
-                f"expected {expect}"
-            )
-        if snn.is_quantized:
-            if s.weight_q is None or s.weight_q.shape != s.weight.shape:
-                raise bad(f"layer {i} ({lay.name}) lacks integer weights of shape {expect}")
-            if str(s.weight_q.dtype) not in _INT_WEIGHT_DTYPES:
-                raise bad(f"layer {i} ({lay.name}) integer weights have dtype {s.weight_q.dtype}")
-    if snn.is_quantized:
-        if lay.bias_q is None or lay.bias_q.shape != lay.shape:
-            raise bad(f"layer {i} ({lay.name}) lacks integer initial potentials")
-        if lay.kind == "neuron" and (
-            lay.threshold_q is None or lay.threshold_q.shape != (lay.channels, lay.T)
+        if (lay.kind == "input") != (i == 0) or (lay.kind == "output") != (
+            i == len(snn.layers) - 1
         ):
             raise bad(
-                f"layer {i} ({lay.name}) threshold_q must have shape ({lay.channels}, {lay.T})"
+                f"layer {i} is an {lay.kind} layer: only layer 0 is the input and only "
+                "the last layer the output"
             )
+        if not isinstance(lay.name, str) or not lay.name:
+            raise bad(f"layer {i} name must be a non-empty string, got {lay.name!r}")
+
+        def fail(msg: str, at: str = f"layer {i} ({lay.name})") -> ArtifactError:
+            return bad(f"{at} {msg}")
+
+        _validate_scalars(snn, i, lay, fail)
+        _validate_arrays(snn, lay, fail)
+        if lay.kind in ("neuron", "output"):
+            _validate_neuron_layer(snn, i, lay, fail)
+        elif lay.synapses != ():
+            raise fail(f"synapses must be empty in a {lay.kind} layer")
+    _validate_config(snn, bad)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _pair(v: Any, lo: int) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) and x >= lo for x in v)
+
+
+def _validate_model_fields(snn: SnnModel, bad) -> None:
+    wb, acc = snn.weight_bits, snn.acc_bits
+    if wb is not None and not (_is_int(wb) and wb in SUPPORTED_WEIGHT_BITS):
+        raise bad(f"weight_bits must be one of {SUPPORTED_WEIGHT_BITS} or None, got {wb!r}")
+    if not (_is_int(acc) and 8 <= acc <= 48):
+        raise bad(f"acc_bits must be an int in [8, 48], got {acc!r}")
+    for name in ("config", "meta"):
+        if not isinstance(getattr(snn, name), dict):
+            raise bad(f"{name} must be a dict, got {type(getattr(snn, name)).__name__}")
+    if not isinstance(snn.layers, tuple):
+        raise bad(f"layers must be a tuple, got {type(snn.layers).__name__}")
+
+
+#: Phases T by layer kind (T_in ∈ [1, 24], T ∈ [1, 64] as in ConversionConfig; maxpool: its
+#: source's T), and the largest wait timestep (T_w ∈ [0, 256]; 0 where there is no decision).
+_T_RANGE = {"input": (1, 24), "neuron": (1, 64), "output": (0, 0)}
+_T_W_MAX = {"neuron": 256}
+
+
+def _validate_scalars(snn: SnnModel, i: int, lay: Layer, fail) -> None:
+    if not (
+        isinstance(lay.shape, tuple) and lay.shape and all(_is_int(d) and d > 0 for d in lay.shape)
+    ):
+        raise fail(f"shape must be a tuple of positive ints, got {lay.shape!r}")
+    for name, lo in (("kernel", 1), ("stride", 1), ("padding", 0)):
+        if not _pair(getattr(lay, name), lo):
+            raise fail(f"{name} must be a pair of ints >= {lo}, got {getattr(lay, name)!r}")
+    if not isinstance(lay.signed, bool) or (lay.signed and lay.kind != "input"):
+        raise fail(f"signed must be a bool (True only for the input layer), got {lay.signed!r}")
+    if not _is_int(lay.sat_limit) or lay.sat_limit < 0:
+        raise fail(f"sat_limit must be an int >= 0, got {lay.sat_limit!r}")
+    top = _T_W_MAX.get(lay.kind, 0)
+    if not _is_int(lay.T_w) or not 0 <= lay.T_w <= top:
+        raise fail(f"T_w must be {f'an int in [0, {top}]' if top else '0'}, got {lay.T_w!r}")
+    if not _is_int(lay.source) or lay.source != -1 and lay.kind != "maxpool":
+        raise fail(f"source must be -1 (only a maxpool layer reads a source), got {lay.source!r}")
+    if not _is_int(lay.T):
+        raise fail(f"T must be an int, got {lay.T!r}")
+    if not _is_number(lay.Q):
+        raise fail(f"Q must be a number, got {lay.Q!r}")
+    if not _is_number(lay.shift) or not np.isfinite(lay.shift):
+        raise fail(f"shift must be a finite number, got {lay.shift!r}")
+    if lay.kind == "maxpool":
+        _validate_maxpool(snn, i, lay, fail)
+    else:
+        lo, hi = _T_RANGE[lay.kind]
+        if not lo <= lay.T <= hi:
+            raise fail(f"T must be {lo if lo == hi else f'in [{lo}, {hi}]'}, got {lay.T!r}")
+    if lay.kind == "input" and lay.Q != 2.0:
+        raise fail(f"Q must be 2 (binary input coding), got {lay.Q!r}")
+    if lay.kind == "neuron" and not 1.0 < lay.Q <= 2.0:
+        raise fail(f"Q must be in (1, 2], got {lay.Q!r}")
+    c_q = (1 + 1 / lay.Q) / 2 if lay.kind == "neuron" else 1.0
+    if lay.shift != 1.0 and not np.isclose(lay.shift, c_q, rtol=1e-12, atol=0):
+        allowed = f"1 or (1 + 1/Q)/2 = {c_q!r}" if lay.kind == "neuron" else "1"
+        raise fail(f"shift must be {allowed}, got {lay.shift!r}")
+
+
+def _validate_maxpool(snn: SnnModel, i: int, lay: Layer, fail) -> None:
+    if not 0 <= lay.source < i or snn.layers[lay.source].kind not in ("neuron", "maxpool"):
+        raise fail(f"source must be an earlier neuron or maxpool layer, got {lay.source!r}")
+    src = snn.layers[lay.source]
+    if (lay.T, lay.Q) != (src.T, src.Q):
+        raise fail(f"T, Q must be those of its source ({src.T}, {src.Q}), got ({lay.T}, {lay.Q})")
+    if any(2 * p > k for p, k in zip(lay.padding, lay.kernel, strict=True)):
+        raise fail(f"padding {lay.padding} must be at most half the kernel {lay.kernel}")
+    expect = _window_shape(src.shape, src.channels, lay.kernel, lay.stride, lay.padding)
+    if lay.shape != expect:
+        raise fail(f"shape {lay.shape} does not follow from its source and window: {expect}")
+
+
+def _window_shape(src: tuple[int, ...], c: int, kernel, stride, padding) -> tuple[int, ...]:
+    """(c, H', W') of a sliding window over a (C, H, W) source, floor mode; () if not 2-D."""
+    if len(src) != 3:
+        return ()
+    hw = tuple(
+        (n + 2 * p - k) // s + 1
+        for n, k, s, p in zip(src[1:], kernel, stride, padding, strict=True)
+    )
+    return (c, *hw)
+
+
+#: Array fields: the layer kinds that need them (others must leave them None; ``act_mean`` is
+#: optional), whether only integer models need them, the dtype kind, the shape, and whether
+#: every value must be positive.
+_ARRAY_RULES = {
+    "lam": (LAYER_KINDS, False, "f", lambda lay: (lay.channels,), True),
+    "bias": (("neuron", "output"), False, "f", lambda lay: lay.shape, False),
+    "threshold": (("neuron",), False, "f", lambda lay: (lay.channels,), True),
+    "scale": (("neuron", "output"), True, "f", lambda lay: (lay.channels,), True),
+    "bias_q": (("neuron", "output"), True, "i", lambda lay: lay.shape, False),
+    "threshold_q": (("neuron",), True, "i", lambda lay: (lay.channels, lay.T), True),
+    "input_gain": (("input",), False, "f", lambda lay: (lay.channels,), False),
+    "input_offset": (("input",), False, "f", lambda lay: (lay.channels,), False),
+    "act_mean": (None, False, "f", lambda lay: (lay.channels,), False),
+}
+
+
+def _validate_arrays(snn: SnnModel, lay: Layer, fail) -> None:
+    for name, (kinds, quant, dkind, shape_of, positive) in _ARRAY_RULES.items():
+        v = getattr(lay, name)
+        needed = kinds is not None and lay.kind in kinds and (snn.is_quantized or not quant)
+        if v is None:
+            if needed:
+                raise fail(f"{name} is missing")
+            continue
+        if kinds is not None and not needed:
+            weights = "integer" if snn.is_quantized else "float"
+            raise fail(f"{name} must be None here ({lay.kind} layer, {weights} weights)")
+        if not isinstance(v, np.ndarray) or v.dtype.kind != dkind:
+            what = f"{v.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
+            kind = "a float" if dkind == "f" else "an integer"
+            raise fail(f"{name} must be {kind} array, got {what}")
+        if v.shape != shape_of(lay):
+            raise fail(f"{name} must have shape {shape_of(lay)}, got {v.shape}")
+        if dkind == "f" and not np.isfinite(v).all():
+            raise fail(f"{name} must be finite")
+        if positive and not (v > 0).all():
+            raise fail(f"{name} must be > 0, got {v.min().item()!r}")
+    if lay.kind == "maxpool" and not np.array_equal(lay.lam, snn.layers[lay.source].lam):
+        raise fail("lam must be its source's lam")
+    if lay.kind == "output" and lay.scale is not None and np.ptp(lay.scale) != 0:
+        raise fail("scale must be one value for the whole output layer (integer argmax)")
+
+
+def _validate_neuron_layer(snn: SnnModel, i: int, lay: Layer, fail) -> None:
+    if not isinstance(lay.synapses, tuple) or not lay.synapses:
+        raise fail("has no synapses")
+    for g, s in enumerate(lay.synapses):
+        if not isinstance(s, Synapse):
+            raise fail(f"synapse {g} is a {type(s).__name__}, not a Synapse")
+        if not (_is_int(s.source) and 0 <= s.source < i) or snn.layers[s.source].kind == "output":
+            raise fail(f"synapse {g} source must be an earlier layer, got {s.source!r}")
+    srcs = {(snn.layers[s.source].T, snn.layers[s.source].Q) for s in lay.synapses}
+    if len(srcs) != 1:
+        raise fail(f"must read earlier layers sharing one (T, Q), got {sorted(srcs)}")
+    src = snn.source_of(lay)
+    if lay.kind == "output" and lay.Q != src.Q:
+        raise fail(f"Q must be the Q of its source ({src.Q!r}), got {lay.Q!r}")
+    residual = any(s.op != "shortcut" for s in lay.synapses)
+    for g, s in enumerate(lay.synapses):
+        _validate_synapse(snn, lay, s, residual, lambda m, g=g: fail(f"synapse {g} {m}"))
+    if snn.is_quantized:
+        top = 2 ** (snn.acc_bits - 1) - 1 - _max_phase_input(lay.synapses)
+        if not 1 <= lay.sat_limit <= top:
+            raise fail(
+                f"sat_limit must be in [1, {top}] (2^(acc_bits-1) - 1 - Smax), "
+                f"got {lay.sat_limit!r}"
+            )
+        if ((lay.bias_q < -lay.sat_limit) | (lay.bias_q > lay.sat_limit)).any():
+            raise fail(f"bias_q must be within ±sat_limit = ±{lay.sat_limit}")
+        if lay.threshold_q is not None and lay.threshold_q.max() > lay.sat_limit:
+            raise fail(f"threshold_q must be <= sat_limit = {lay.sat_limit}")
+
+
+def _validate_synapse(snn: SnnModel, lay: Layer, s: Synapse, residual: bool, fail) -> None:
+    if s.op not in SYNAPSE_OPS:
+        raise fail(f"has unknown op {s.op!r}")
+    for name, lo in (("kernel", 1), ("stride", 1), ("padding", 0)):
+        if not _pair(getattr(s, name), lo):
+            raise fail(f"{name} must be a pair of ints >= {lo}, got {getattr(s, name)!r}")
+    if not _is_int(s.channel_offset) or s.channel_offset < 0:
+        raise fail(f"channel_offset must be an int >= 0, got {s.channel_offset!r}")
+    src = snn.layers[s.source]
+    if s.op != "linear":
+        _validate_window(src, lay, s, fail)
+    expect = _expected_weight_shape(src, lay, s)
+    w = s.weight
+    if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
+        raise fail(f"{s.op} weight must be a float array")
+    if tuple(w.shape) != expect:
+        raise fail(f"{s.op} weight has shape {tuple(w.shape)}, expected {expect}")
+    if not np.isfinite(w).all():
+        raise fail(f"{s.op} weight must be finite")
+    if not snn.is_quantized:
+        if s.weight_q is not None:
+            raise fail("weight_q must be None in a float-weight model")
+        return
+    wq = s.weight_q
+    if not isinstance(wq, np.ndarray) or wq.shape != w.shape:
+        raise fail(f"weight_q: lacks integer weights of shape {expect}")
+    if str(wq.dtype) not in _INT_WEIGHT_DTYPES:
+        raise fail(f"weight_q has dtype {wq.dtype}, not one of {_INT_WEIGHT_DTYPES}")
+    bits = 16 if s.op == "shortcut" and residual else snn.weight_bits
+    top = 2 ** (bits - 1) - 1
+    if wq.size and np.abs(wq.astype(np.int64)).max() > top:
+        raise fail(f"weight_q must be within ±{top} ({bits}-bit weights)")
+
+
+def _validate_window(src: Layer, lay: Layer, s: Synapse, fail) -> None:
+    """conv, avgpool: floor-mode sliding window; shortcut: every stride-th pixel."""
+    if len(src.shape) != 3 or len(lay.shape) != 3:
+        raise fail(f"{s.op} needs (C, H, W) layers, got {src.shape} -> {lay.shape}")
+    if s.op == "shortcut":
+        hw = tuple(-(-n // st) for n, st in zip(src.shape[1:], s.stride, strict=True))
+        expect = (lay.channels, *hw)
+        if s.channel_offset >= lay.channels:
+            raise fail(f"channel_offset {s.channel_offset} >= {lay.channels} channels")
+    else:
+        c = lay.channels if s.op == "conv" else src.channels
+        expect = _window_shape(src.shape, c, s.kernel, s.stride, s.padding)
+    if lay.shape != expect:
+        raise fail(f"{s.op} from {src.shape} gives shape {expect}, the layer has {lay.shape}")
+
+
+def _max_phase_input(synapses) -> int:
+    """Smax (docs/semantics.md §4): the largest Σ |weight_q| of one output channel."""
+    per = []
+    for s in synapses:
+        w = np.abs(s.weight_q.astype(np.int64))
+        row = w.reshape(w.shape[0], -1).sum(1) if w.ndim > 1 else w
+        per.append(row * (s.kernel[0] * s.kernel[1] if s.op == "avgpool" else 1))
+    if len({p.shape for p in per}) == 1:
+        return int(np.sum(per, axis=0).max())
+    return int(sum(p.max() for p in per))
 
 
 def _expected_weight_shape(src: Layer, lay: Layer, s: Synapse) -> tuple[int, ...]:
@@ -372,6 +636,73 @@ def _expected_weight_shape(src: Layer, lay: Layer, s: Synapse) -> tuple[int, ...
     if s.op == "linear":
         return (lay.size, src.size)
     return (lay.channels,)
+
+
+def _validate_config(snn: SnnModel, bad) -> None:
+    """The conversion parameters the config records (when it does) are the layers' own."""
+    cfg = snn.config
+    hidden = [lay for lay in snn.layers if lay.kind == "neuron"]
+    checks = [
+        ("T_in", [("the input layer T", snn.layers[0].T)]),
+        ("T", [(f"layer {lay.name} T", lay.T) for lay in hidden]),
+        ("Q_resolved", [(f"layer {lay.name} Q", lay.Q) for lay in hidden]),
+        ("T_w_resolved", [(f"layer {lay.name} T_w", lay.T_w) for lay in hidden]),
+        ("weight_bits", [("weight_bits", snn.weight_bits)]),
+        ("acc_bits", [("acc_bits", snn.acc_bits)]),
+    ]
+    for key, values in checks:
+        for at, v in values:
+            if key in cfg and (v != cfg[key] or isinstance(cfg[key], bool)):
+                raise bad(f"config {key}={cfg[key]!r} disagrees with {at}: {v!r}")
+    if "threshold_shift" in cfg:
+        for lay in hidden:
+            want = (1 + 1 / lay.Q) / 2 if cfg["threshold_shift"] else 1.0
+            if not np.isclose(lay.shift, want, rtol=1e-12, atol=0):
+                raise bad(
+                    f"config threshold_shift={cfg['threshold_shift']!r} disagrees with "
+                    f"layer {lay.name} shift {lay.shift!r}"
+                )
+
+
+def _check_derived(snn: SnnModel, where: str) -> None:
+    """Load only: the integers a converter derives are those of the float parameters, so an
+    artifact whose T, T_w, Q, shift, threshold or scale was edited without them is rejected
+    (hand-built models in memory may choose other thresholds and saturation limits)."""
+    if not snn.is_quantized:
+        return
+    from converter.quantize import threshold_table
+
+    for i, lay in enumerate(snn.layers):
+        if lay.kind not in ("neuron", "output"):
+            continue
+        at = f"{where}: layer {i} ({lay.name})"
+        top = 2 ** (snn.acc_bits - 1) - 1 - _max_phase_input(lay.synapses)
+        if lay.sat_limit != top:
+            raise ArtifactError(
+                f"{at} sat_limit {lay.sat_limit} != 2^(acc_bits-1) - 1 - Smax = {top}"
+            )
+        if lay.kind == "output":
+            continue
+        src = snn.source_of(lay)
+        want = np.maximum(
+            threshold_table(
+                lay.threshold.astype(np.float64),
+                lay.shift,
+                lay.T,
+                lay.T_w,
+                src.T,
+                src.Q,
+                lay.Q,
+                lay.scale.astype(np.float64),
+            ),
+            1,
+        )
+        # stored float32 threshold and scale: a relative error of a few 2^-24
+        if (np.abs(lay.threshold_q - want) > 1 + 1e-6 * want).any():
+            raise ArtifactError(
+                f"{at} threshold_q is not the threshold table of its threshold, shift, T, "
+                "T_w, Q and scale (docs/semantics.md §3)"
+            )
 
 
 def canonical(snn: SnnModel) -> SnnModel:

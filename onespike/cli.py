@@ -1,4 +1,4 @@
-"""The `onespike` command line: demo, convert, eval, info, simulate."""
+"""The `onespike` command line: demo, convert, eval, info, simulate, verilog, cosim, export."""
 
 from __future__ import annotations
 
@@ -122,8 +122,16 @@ def _config(args):
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``onespike <command>: error: ...``,
+    exit status 2; ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="onespike",
         description="Convert a pretrained ReLU network into a one-spike SNN (single-spike "
         "phase coding with base manipulation) and evaluate it.",
@@ -231,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     from onespike.rtlcli import add_parsers
 
     add_parsers(sub)
+    from onespike.exportcli import add_parsers as add_export_parsers
+
+    add_export_parsers(sub)
     return p
 
 
@@ -245,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             "simulate": _simulate,
             "verilog": _verilog,
             "cosim": _cosim,
+            "export": _export,
         }[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"onespike {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        # a user error (bad file, model, parameter): one line, exit status 2
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"onespike {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 
@@ -265,9 +279,7 @@ def _demo(args) -> int:
     print(_hwsim_line(res["hwsim"]))
     rtl = res["rtl"]
     print(f"\nVerilog (P = 16): {len(rtl['verilog'])} modules in {Path(rtl['verilog'][0]).parent}")
-    if "skipped" in rtl:
-        print(f"co-simulation skipped: {rtl['skipped']}")
-    else:
+    if "error" not in rtl:
         print(rtl["table"])
         verdict = "every layer matches golden int and hwsim" if rtl["ok"] else "MISMATCH"
         print(f"co-simulation of {rtl['images']} image: {rtl['seconds']:.0f} s, {verdict}")
@@ -275,7 +287,13 @@ def _demo(args) -> int:
         f"\nreport: {args.out / 'report.md'} (artifact, results.json, accuracy_vs_tw.png, "
         "hwsim/, rtl/)"
     )
-    return 0 if res["rtl"].get("ok", True) else 1
+    if "error" in rtl:  # the proof step did not run: the demo failed
+        print(f"onespike demo: error: co-simulation failed: {rtl['error']}", file=sys.stderr)
+        return 1
+    if not rtl["ok"]:
+        print("onespike demo: error: the RTL does not match golden int / hwsim", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _convert(args) -> int:
@@ -321,6 +339,8 @@ def _info(args) -> int:
 
     snn = load(args.artifact)
     print(snn.summary())
+    for note in snn.meta.get("notes", []):  # what the conversion changed (converter.lower)
+        print(f"note: {note}")
     print(json.dumps(snn.config, indent=2))
     return 0
 
@@ -341,6 +361,12 @@ def _cosim(args) -> int:
     from onespike.rtlcli import run_cosim
 
     return run_cosim(args)
+
+
+def _export(args) -> int:
+    from onespike.exportcli import run_export
+
+    return run_export(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -106,33 +107,82 @@ def sweep_wait(
 
 # --------------------------------------------------------------------------- user models
 def load_user_model(spec: str, checkpoint: str | None) -> nn.Module:
-    """``MODULE:FACTORY`` (a dotted module or a .py file) and an optional checkpoint.
+    """``MODULE:FACTORY`` (a dotted module importable from the current folder, or a .py file),
+    or an ``.onnx`` file, and an optional checkpoint.
 
-    Checkpoints: ``.safetensors`` (a state dict), or a torch file read with
-    ``weights_only=True`` (plain tensors and dicts only: nothing is unpickled), whose state
-    dict may sit under ``state_dict`` and carry DataParallel's ``module.`` prefix.
+    A .py file may import modules beside it (its folder goes first on ``sys.path`` while it
+    loads). Checkpoints: ``.safetensors`` (a state dict), or a torch file read with
+    ``weights_only=True`` (plain tensors and dicts only: nothing is unpickled) in the usual
+    layouts: a bare state dict, or one under ``state_dict``, ``model_state_dict``, ``model``,
+    ``net``, ... beside training metadata; keys may carry DataParallel's ``module.`` or
+    torch.compile's ``_orig_mod.`` prefixes.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, TypeError, ImportError
+        One line naming the problem (bad spec, a factory that fails, a checkpoint that does not
+        fit the model).
     """
+    if spec.endswith(".onnx"):
+        from onespike.onnx_import import load_onnx_model
+
+        if checkpoint:
+            raise ValueError("an .onnx model holds its weights: give 'none' as the checkpoint")
+        return load_onnx_model(spec)
     if ":" not in spec:
-        raise ValueError(f"model must be MODULE:FACTORY (e.g. mypkg.nets:resnet20), got {spec!r}")
+        raise ValueError(
+            f"model must be MODULE:FACTORY (e.g. mypkg.nets:resnet20 or nets.py:resnet20) or "
+            f"an .onnx file, got {spec!r}"
+        )
     mod_name, factory_name = spec.rsplit(":", 1)
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such model file: {path}")
-        sp = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(sp)
-        sp.loader.exec_module(module)
-    else:
-        module = importlib.import_module(mod_name)
+    module = _import_user_module(mod_name)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise ValueError(f"{mod_name} has no callable {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ValueError(f"{spec}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     if checkpoint:
-        model.load_state_dict(_read_state_dict(Path(checkpoint)), strict=True)
+        _load_into(model, _read_state_dict(Path(checkpoint)), checkpoint)
     return model.eval()
+
+
+def _import_user_module(mod_name: str):
+    """Import a .py file (its folder first on sys.path) or a dotted module (the current folder
+    first on sys.path, as ``python -m`` does and a console script does not)."""
+    if mod_name.endswith(".py"):
+        path = Path(mod_name).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such model file: {mod_name}")
+        folder, name = str(path.parent), path.stem
+    else:
+        folder, name = str(Path.cwd()), mod_name
+    sys.path.insert(0, folder)
+    try:
+        if mod_name.endswith(".py"):
+            sp = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(sp)
+            sp.loader.exec_module(module)
+            return module
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"cannot import {mod_name}: {exc}") from exc
+    except SyntaxError as exc:
+        raise ValueError(f"{mod_name}: syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        raise ValueError(f"importing {mod_name} raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(folder)
+
+
+#: Where training scripts keep the state dict inside a checkpoint dict.
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state",
+               "state", "weights", "params", "ema")  # fmt: skip
+#: Key prefixes added by wrappers: DataParallel / DistributedDataParallel, torch.compile.
+_PREFIXES = ("module.", "_orig_mod.")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -141,20 +191,67 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise ValueError(f"{path} is not a readable .safetensors file: {exc}") from exc
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ValueError(
-                f"{path} cannot be read with weights_only=True (it needs unpickling, which "
-                f"one-spike refuses for safety; save a state_dict or .safetensors): {exc}"
+                f"{path} cannot be read with weights_only=True (not a torch file, or it needs "
+                f"unpickling, which one-spike refuses for safety; save a state_dict or "
+                f".safetensors): {type(exc).__name__}: {first}"
             ) from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    return _find_state_dict(state, path)
+
+
+def _find_state_dict(state, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: itself, or under one of ``_STATE_KEYS``; keys
+    stripped of wrapper prefixes."""
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = [k for k in _STATE_KEYS if isinstance(state.get(k), dict)]
+        if not inner:
+            raise ValueError(
+                f"{path} holds a dict with keys {sorted(state)[:8]} and none of them is a state "
+                f"dict (looked for {', '.join(_STATE_KEYS)})"
+            )
+        state = state[inner[0]]
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path}: '{inner[0]}' does not hold only tensors")
+    out = {}
+    for k, v in state.items():
+        while k.startswith(_PREFIXES):
+            k = k.removeprefix(_PREFIXES[0]) if k.startswith(_PREFIXES[0]) else k[10:]
+        out[k] = v
+    return out
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)``, its failures as one line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        missing, extra = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict()
+        if missing or extra:
+            raise ValueError(
+                f"checkpoint {where} does not fit the model: missing {sorted(missing)[:5]}"
+                f"{' …' if len(missing) > 5 else ''}, unexpected {sorted(extra)[:5]}"
+                f"{' …' if len(extra) > 5 else ''}"
+            ) from exc
+        sizes = [
+            f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in model.state_dict().items()
+            if k in state and state[k].shape != v.shape
+        ]
+        raise ValueError(
+            f"checkpoint {where} does not fit the model: shape mismatch "
+            + "; ".join(sizes[:3] or [str(exc).splitlines()[0]])
+        ) from exc
 
 
 def normalise_for(snn_or_config, x: torch.Tensor) -> torch.Tensor:
@@ -232,8 +329,8 @@ def rtl_demo(snn: SnnModel, x: torch.Tensor, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     try:
         reports = cosim(snn, x, arch, sim=sim, out_dir=out_dir / "cosim")
-    except CosimError as exc:  # no simulator: the Verilog is still there
-        res["skipped"] = str(exc)
+    except CosimError as exc:  # no simulator, or the bench could not run: a failed step
+        res["ok"], res["error"] = False, str(exc)
         return res
     res["seconds"] = time.perf_counter() - t0
     res["ok"] = all(r.ok for r in reports)
@@ -289,8 +386,8 @@ def _demo_markdown(res: dict) -> str:
 def _rtl_lines(rtl: dict) -> list[str]:
     lines = [f"Verilog of {len(rtl['verilog'])} engines: `rtl/verilog/` (with `.hex` memory "
              "images, a JSON of ports per layer and the Verilator lint waivers)."]  # fmt: skip
-    if "skipped" in rtl:
-        return [*lines, "", f"Co-simulation skipped: {rtl['skipped']}."]
+    if "error" in rtl:
+        return [*lines, "", f"Co-simulation FAILED: {rtl['error']}."]
     return [*lines, "", "```", rtl["table"], "```"]
 
 

@@ -169,7 +169,9 @@ def cosim(
     for i in layers:
         if i not in ok:
             layer_image(snn, i, arch.lanes)  # raises with the reason
-    out = Path(out_dir)
+    # absolute: the simulator and the bench run in folders of their own (cocotb's build and
+    # test folders), where a relative path would name something else
+    out = Path(out_dir).resolve()
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch, stalls=stalls)
     rtl_spikes: dict[int, list[list[tuple[int, int]]]] = {}

@@ -26,6 +26,12 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q "torch==2.13.0"
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    .venv/bin/python -m pip install -q -e ".[dev,onnx]"
+    # ONNX import: onnx2torch imports torchvision. PyPI's torchvision 0.17 and newer (0.28 pairs
+    # with torch 2.13) fails to import beside the CPU torch (its compiled ops link the CUDA
+    # torch); 0.16.2 imports with its compiled ops off, which onnx2torch needs only for NMS and
+    # RoiAlign (not convertible anyway). --no-deps keeps torch 2.13.0: either package would
+    # otherwise pull a CUDA torch. The CPU torchvision wheels are not on PyPI.
+    .venv/bin/python -m pip install -q --no-deps "torchvision==0.16.2" "onnx2torch==1.5.15"
     echo "$want" > "$stamp"
 fi

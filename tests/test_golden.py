@@ -47,17 +47,27 @@ class Block(nn.Module):
 class RandomNet(nn.Module):
     """conv(stride, padding) [BN] ReLU → [max/avg pool] → [residual block] → MLP head."""
 
-    def __init__(self, c: int, stride: int, pad: int, bn: bool, pool: str, residual: bool):
+    def __init__(
+        self,
+        c: int,
+        stride: int,
+        pad: int,
+        bn: bool,
+        pool: str,
+        residual: bool,
+        kernel: int = 3,
+        width: int = 12,
+    ):
         super().__init__()
-        self.conv = nn.Conv2d(2, c, 3, stride=stride, padding=pad)
+        self.conv = nn.Conv2d(2, c, kernel, stride=stride, padding=pad)
         self.bn = nn.BatchNorm2d(c) if bn else nn.Identity()
         self.relu = nn.ReLU()
         self.pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "none": nn.Identity()}[pool]
         self.block = Block(c, bn) if residual else nn.Identity()
         self.flat = nn.Flatten()
-        self.fc1 = nn.LazyLinear(12)
+        self.fc1 = nn.LazyLinear(width)
         self.relu_fc = nn.ReLU()
-        self.fc2 = nn.Linear(12, 4)
+        self.fc2 = nn.Linear(width, 4)
 
     def forward(self, x):
         x = self.block(self.pool(self.relu(self.bn(self.conv(x)))))
@@ -70,14 +80,12 @@ def make_net(seed: int, shape=(2, 8, 8), **kw) -> nn.Module:
     net.eval()(torch.rand(2, *shape))  # materialise the lazy layer
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
             with torch.no_grad():
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.weight[0] = -m.weight[0]
                 m.bias.uniform_(-0.2, 0.2)
-            assert c >= 1
     return net.eval()
 
 
@@ -278,6 +286,38 @@ def test_exact_mode_is_eq4_on_the_ann(seed, t, q, shift, c, stride, pad, bn, poo
     want = eq4_reference(net, snn, x)
     assert torch.equal(got.predictions, want.argmax(1))
     torch.testing.assert_close(got.logits.double(), want, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.integers(1, 6),
+    kernel=st.integers(1, 5),
+    stride=st.sampled_from([1, 2]),
+    pad=st.integers(0, 2),
+    bn=st.booleans(),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    width=st.integers(1, 16),
+    signed=st.booleans(),
+)
+def test_ann_mode_is_the_pytorch_model(
+    seed, c, kernel, stride, pad, bn, pool, residual, width, signed
+):
+    """golden ``ann`` (the folded network: BN in thresholds, λ in weights) reproduces the
+    nn.Module's logits on random small nets and random, possibly signed, inputs."""
+    net = make_net(
+        seed, c=c, kernel=kernel, stride=stride, pad=pad, bn=bn, pool=pool, residual=residual,
+        width=width,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    draw = torch.randn if signed else torch.rand
+    calib, x = draw(8, 2, 8, 8, generator=gen), draw(8, 2, 8, 8, generator=gen)
+    snn = convert(net, calib, ConversionConfig(weight_bits=None), progress=False)
+    got = golden.run(snn, x, "ann", device=CPU).logits
+    with torch.no_grad():
+        want = net(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max()))
 
 
 def test_eq4_reference_finds_every_spiking_layer() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
-from converter.model import Layer, SnnModel, Synapse
+from converter.model import Layer, SnnModel, Synapse, with_layers
 from converter.quantize import fixed_base, threshold_table
 from golden.engine import _encode_hidden, _Engine
 
@@ -60,15 +62,29 @@ def test_worked_example_fires_at_phase_1() -> None:
     assert int_phase(example_model()) == 1
 
 
+def int_reaches(k: int, theta: int) -> bool:
+    """Whether golden int's potential U(k) of the example reaches ``theta``: the decision at
+    step k (t_o = k − T_w) gets threshold ``theta``, every other decision one out of reach."""
+    t_w = 0 if k < 2 else 2
+    snn = example_model(T_w=t_w)
+    tq = np.full((1, 4), 2**40, dtype=np.int64)
+    tq[0, k - t_w] = theta
+    lay = dataclasses.replace(snn.layers[2], threshold_q=tq)
+    return int_phase(with_layers(snn, [*snn.layers[:2], lay, snn.layers[3]])) == k - t_w
+
+
 def test_worked_example_potential_trace() -> None:
-    """Replays the table: U = 52, 83, 108, 230 (fires at t_o = 1 since T_w = 2)."""
-    m, u, trace = 85197, 12, []
-    for k, s in enumerate([40, 15, 0, 90]):
+    """Replays the table: U = 52, 83, 108, 230, 299, 389 by hand (§3), and golden int's own
+    potential at every step k equals it (it reaches U(k) and not U(k) + 1)."""
+    m, u, hand = 85197, 12, []
+    for k, s in enumerate([40, 15, 0, 90, 0, 0]):
         if k:
             u = (u * m + 32768) >> 16
         u += s
-        trace.append(u)
-    assert trace == [52, 83, 108, 230]
+        hand.append(u)
+    assert hand == [52, 83, 108, 230, 299, 389]
+    for k, u in enumerate(hand):
+        assert int_reaches(k, u) and not int_reaches(k, u + 1), (k, u)
 
 
 def test_value_form_gives_the_same_phase_in_exact_mode() -> None:
