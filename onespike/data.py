@@ -50,8 +50,8 @@ def data_root() -> Path:
         The folder that holds ``mnist/``, ``cifar10/`` and ``cifar10-resnet/``. It may not exist.
     """
     env = os.environ.get("ONESPIKE_DATA")
-    if env:
-        return Path(env).expanduser()
+    if env:  # absolute: the path may be handed to worker processes in other folders
+        return Path(env).expanduser().resolve()
     return _REPO_ROOT.parent / "shared" / "data"
 
 
