@@ -306,3 +306,84 @@ def test_reshape_message_prints_the_shapes() -> None:
 
     with pytest.raises(UnsupportedModelError, match=r"reshapes \(N, 2, 6, 6\) to \(N, 2, 36\)"):
         convert(Bad(), torch.rand(4, 1, 8, 8), progress=False)
+
+
+# --------------------------------------------------------------------------- random models
+def _random_layer(rng, shape):
+    """A random layer for a model of input ``shape`` ((C, H, W) or (F,)), and its output shape."""
+    size = int(np.prod(shape))
+    kinds = ["relu", "relu", "bn", "dropout", "act", "softmax", "flatten", "linear"]
+    if len(shape) == 3:
+        kinds += ["conv", "conv", "conv_same", "maxpool", "avgpool", "dropout2d", "adaptive"]
+    kind = rng.choice(kinds)
+    c = shape[0]
+    simple = {
+        "relu": nn.ReLU(),
+        "bn": nn.BatchNorm2d(c) if len(shape) == 3 else nn.BatchNorm1d(c),
+        "dropout": nn.Dropout(0.3),
+        "dropout2d": nn.Dropout2d(0.3),
+        "act": rng.choice([nn.Sigmoid(), nn.Tanh(), nn.LeakyReLU(), nn.Threshold(0.1, 0.0)]),
+        "softmax": nn.Softmax(dim=1),
+        "adaptive": nn.AdaptiveAvgPool2d(1),
+    }
+    if kind in simple:
+        return simple[kind], ((c, 1, 1) if kind == "adaptive" else shape)
+    if kind == "flatten":
+        return nn.Flatten(), (size,)
+    if kind == "linear":
+        o = rng.randint(1, 6)
+        lin = nn.Linear(size, o)
+        return (lin if len(shape) == 1 else nn.Sequential(nn.Flatten(), lin)), (o,)
+    h = shape[1]
+    o = rng.randint(1, 4)
+    if kind == "conv_same":
+        return nn.Conv2d(c, o, rng.choice([1, 3]), padding="same"), (o, h, h)
+    if kind == "conv":
+        k, s = rng.choice([1, 3]), rng.choice([1, 2])
+        p = rng.choice([0, k // 2])
+        if h + 2 * p < k:
+            return nn.Identity(), shape
+        out = (h + 2 * p - k) // s + 1
+        return nn.Conv2d(c, o, k, stride=s, padding=p), (o, out, out)
+    if h < 2:
+        return nn.Identity(), shape
+    if kind == "maxpool":
+        ceil = rng.random() < 0.3
+        out = -(-(h - 2) // 2) + 1 if ceil else (h - 2) // 2 + 1
+        return nn.MaxPool2d(2, ceil_mode=ceil), (c, out, out)
+    return nn.AvgPool2d(2), (c, (h - 2) // 2 + 1, (h - 2) // 2 + 1)
+
+
+@pytest.mark.parametrize("block", range(4))
+def test_random_models_convert_right_or_are_refused_by_node(block: int) -> None:
+    """Random stacks of the layers people use (and some they should not): each converts with
+    golden ann = PyTorch, or is refused with an UnsupportedModelError that names the node or
+    the model output; nothing else (no crash, no wrong result)."""
+    import random
+
+    converted = 0
+    for seed in range(block * 25, block * 25 + 25):
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        shape = rng.choice([(2, 6, 6), (5,)])
+        layers, s = [], shape
+        for _ in range(rng.randint(1, 6)):
+            m, s = _random_layer(rng, s)
+            layers.append(m)
+        model = _randomise_bn(nn.Sequential(*layers), seed)
+        x = torch.randn(16, *shape) if rng.random() < 0.5 else torch.rand(16, *shape)
+        try:
+            snn = convert(model, x, ConversionConfig(weight_bits=None), progress=False)
+        except UnsupportedModelError as exc:
+            assert str(exc).startswith(("node '", "the model")), (seed, str(exc))
+            continue
+        with torch.no_grad():
+            want = model(x).reshape(16, -1).double()
+        if any("softmax" in n for n in snn.meta.get("notes", [])):
+            with torch.no_grad():
+                want = model[:-1](x).reshape(16, -1).double()
+        got = golden.run(snn, x, "ann", device="cpu").logits.double()
+        err = ((got - want).abs().max() / want.abs().max().clamp(min=1e-6)).item()
+        assert err < 1e-4, (seed, model, err)
+        converted += 1
+    assert converted >= 3  # the generator is not all refusals
