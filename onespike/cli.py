@@ -1,4 +1,5 @@
-"""The `onespike` command line: demo, convert, eval, info, simulate, verilog, cosim, export."""
+"""The `onespike` command line: demo, convert, eval, info, simulate, verilog, cosim, export,
+sweep."""
 
 from __future__ import annotations
 
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256, help=DEFAULTS_HELP)
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     e.add_argument("--json", type=Path, help="also write the table as JSON here")
+    from onespike.sweepcli import add_eval_options
+
+    add_eval_options(e)
 
     i = sub.add_parser("info", help="print an artifact's layers and configuration")
     i.add_argument("artifact", type=Path)
@@ -242,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     from onespike.exportcli import add_parsers as add_export_parsers
 
     add_export_parsers(sub)
+    from onespike.sweepcli import add_parsers as add_sweep_parsers
+
+    add_sweep_parsers(sub)
     return p
 
 
@@ -257,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "verilog": _verilog,
             "cosim": _cosim,
             "export": _export,
+            "sweep": _sweep,
         }[args.command](args)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         # a user error (bad file, model, parameter): one line, exit status 2
@@ -319,6 +327,10 @@ def _eval(args) -> int:
     from onespike.data import load_dataset
     from onespike.flows import evaluate, format_table, load_user_model, normalise_for
 
+    if args.workers is not None or args.scheduler is not None:
+        from onespike.sweepcli import run_eval_sharded
+
+        return run_eval_sharded(args)
     snn = load(args.artifact)
     modes = list(golden.MODES) if args.mode == "all" else args.mode.split(",")
     if not snn.is_quantized and "int" in modes and args.mode == "all":
@@ -367,6 +379,12 @@ def _export(args) -> int:
     from onespike.exportcli import run_export
 
     return run_export(args)
+
+
+def _sweep(args) -> int:
+    from onespike.sweepcli import run_sweep
+
+    return run_sweep(args)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,17 @@ def evaluate(
     ann: nn.Module | None = None,
     batch_size: int = 256,
     device: str | None = None,
+    client=None,
 ) -> list[dict[str, Any]]:
     """Accuracy, spikes, additions and Eq. 6 energy ratios of ``snn`` in each mode.
 
     The first row is the ANN: the given ``ann`` module if any, else golden's ``ann`` mode
-    (the folded network, equal to the ANN up to float rounding).
+    (the folded network, equal to the ANN up to float rounding). With a Dask ``client``, each
+    mode is sharded over its workers by whole batches (:func:`golden.evaluate`).
     """
+    for m in modes:
+        if m not in golden.MODES:
+            raise ValueError(f"mode must be one of {golden.MODES} or all, got {m!r}")
     rows = []
     ann_acc = None
     if ann is not None:
@@ -43,7 +48,11 @@ def evaluate(
         rows.append(_row("ANN (PyTorch)", ann_acc, None, time.perf_counter() - t, len(x)))
     for mode in modes:
         t = time.perf_counter()
-        r = golden.run(snn, x, mode, batch_size=batch_size, device=device, keep_spikes=False)
+        if client is None:
+            r = golden.run(snn, x, mode, batch_size=batch_size, device=device, keep_spikes=False)
+        else:
+            r = golden.evaluate(snn, (x, y), client=client, batch_size=batch_size, mode=mode,
+                                device=device)  # fmt: skip
         dt = time.perf_counter() - t
         acc = r.accuracy(y)
         if ann_acc is None and mode == "ann":
