@@ -824,6 +824,7 @@ def lower(
             f"torch.fx could not trace {type(model).__name__}: {exc}. Data-dependent control "
             "flow is not supported."
         ) from exc
+    _refuse_matrix_products(gm)
     ctx = Lowering(gm, example, input_norm)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -839,6 +840,25 @@ def lower(
             "max(x, 0) of the model's own input (no input normalisation folded)"
         )
     return ctx.layers, ctx.notes
+
+
+_MATMULS = (torch.mm, torch.matmul, torch.sparse.mm, operator.matmul, torch.bmm, torch.einsum)
+
+
+def _refuse_matrix_products(gm: torch.fx.GraphModule) -> None:
+    """A product of two tensors (a graph aggregation Â·H, attention, a bare ``h @ W``) is not a
+    layer the converter knows: refuse it by node before running the model (a GCN takes one
+    graph without a batch axis, so the trial run would fail with a shape error instead)."""
+    for node in gm.graph.nodes:
+        if (node.op == "call_function" and node.target in _MATMULS) or (
+            node.op == "call_method" and node.target in ("mm", "matmul", "bmm", "__matmul__")
+        ):
+            raise _unsupported(
+                node,
+                "a matrix product of two tensors (a graph aggregation Â·H, attention or "
+                "h @ W) is not supported: use nn.Linear for per-sample linear maps; graph "
+                "convolutional networks cannot be converted yet",
+            )
 
 
 #: Handlers that pass the input layer's spikes on as a view (its uses are their consumers').

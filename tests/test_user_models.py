@@ -387,3 +387,19 @@ def test_random_models_convert_right_or_are_refused_by_node(block: int) -> None:
         assert err < 1e-4, (seed, model, err)
         converted += 1
     assert converted >= 3  # the generator is not all refusals
+
+
+def test_a_gcn_is_refused_at_its_aggregation_node() -> None:
+    """A graph aggregation (Â · H with Â a buffer) is refused by node, before the trial run."""
+
+    class Gcn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("adj", torch.eye(5).to_sparse())
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.sparse.mm(self.adj, self.lin(x))
+
+    with pytest.raises(UnsupportedModelError, match=r"^node '.*sparse_mm.*graph convolutional"):
+        convert(Gcn(), torch.rand(5, 3), progress=False)
