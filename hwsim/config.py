@@ -24,6 +24,7 @@ ACTIONS = (
     "compares",
     "queue_pushes",
     "queue_pops",
+    "index_reads",
     "spikes_in",
     "spikes_out",
 )
@@ -40,7 +41,12 @@ COST_FIELD = {
     "compares": "compare_pj",
     "queue_pushes": "queue_push_pj",
     "queue_pops": "queue_pop_pj",
+    "index_reads": "index_read_pj",
 }
+#: The dataflows of docs/architecture.md: potentials in SRAM (§4) or in lane registers (§11).
+DATAFLOWS = ("potential_sram", "output_stationary")
+#: How memory accesses are priced: the flat ``[energy]`` table, or CACTI by size and width.
+MEMORY_MODELS = ("flat", "cacti")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,9 @@ class EnergyTable:
     queue_push_pj, queue_pop_pj : float
         One 32-bit event into / out of a spike queue (the 8 KB SRAM figure as an upper bound
         for a small FIFO: 10 · 32/64 = 5 pJ).
+    index_read_pj : float
+        One 32-bit entry of the event buffer's per-phase position index (output-stationary
+        dataflow only; 8 KB SRAM figure: 5 pJ).
     """
 
     add_pj: float = 0.1
@@ -82,6 +91,7 @@ class EnergyTable:
     compare_pj: float = 0.1
     queue_push_pj: float = 5.0
     queue_pop_pj: float = 5.0
+    index_read_pj: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -121,7 +131,24 @@ class ArchConfig:
     neuron_pipeline_cycles : int
         Read-scale-compare-write latency of the neuron unit, paid once per scan.
     energy : EnergyTable
-        Energy per action.
+        Energy per action (``memory_model = "flat"``; logic actions always).
+    dataflow : str
+        ``"potential_sram"`` (docs/architecture.md §4: potentials in an SRAM, every add a
+        read-modify-write) or ``"output_stationary"`` (§11: a tile of potentials in lane
+        registers for all phases of a layer).
+    memory_model : str
+        ``"flat"``: memory accesses priced by the ``[energy]`` table whatever the memory's
+        size; ``"cacti"``: by each memory's capacity and word width from the CACTI 45 nm table
+        (``hwsim.memcost``), plus leakage × run time.
+    event_buffer_kib : float
+        Capacity of the event buffer (one layer's input events and, output-stationary, its
+        per-phase position index); priced only, not checked.
+    tile_spikes_per_neuron : float
+        Output-stationary only: the spikes per source neuron the tile-shape choice assumes.
+    weight_buffer_kib : float
+        Output-stationary only: a small weight SRAM beside the lanes that holds the weights of
+        the current channel group (0: none); a layer whose group does not fit reads the
+        parameter SRAM directly.
     """
 
     name: str = "default"
@@ -137,10 +164,21 @@ class ArchConfig:
     adder_pipeline_cycles: int = 2
     neuron_pipeline_cycles: int = 2
     energy: EnergyTable = field(default_factory=EnergyTable)
+    dataflow: str = "potential_sram"
+    memory_model: str = "flat"
+    event_buffer_kib: float = 64.0
+    tile_spikes_per_neuron: float = 0.5
+    weight_buffer_kib: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, got {self.name!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {self.dataflow!r}")
+        if self.memory_model not in MEMORY_MODELS:
+            raise ValueError(
+                f"memory_model must be one of {MEMORY_MODELS}, got {self.memory_model!r}"
+            )
         for f in ("lanes", "input_queue_depth", "output_queue_depth", "weight_bits"):
             _check_int(f, getattr(self, f), 1)
         _check_int("potential_bits", self.potential_bits, 2)
@@ -148,8 +186,10 @@ class ArchConfig:
             raise ValueError(f"potential_bits must be at most 46, got {self.potential_bits!r}")
         for f in ("event_issue_cycles", "adder_pipeline_cycles", "neuron_pipeline_cycles"):
             _check_int(f, getattr(self, f), 0)
-        for f in ("clock_mhz", "weight_sram_kib", "potential_sram_kib"):
+        for f in ("clock_mhz", "weight_sram_kib", "potential_sram_kib", "event_buffer_kib",
+                  "tile_spikes_per_neuron"):  # fmt: skip
             _check_number(f, getattr(self, f), allow_zero=False)
+        _check_number("weight_buffer_kib", self.weight_buffer_kib, allow_zero=True)
         if self.output_queue_depth < self.lanes:
             raise ValueError(
                 f"output_queue_depth must be at least lanes ({self.lanes}), "
@@ -182,7 +222,7 @@ class ArchConfig:
 
     @classmethod
     def preset(cls, name: str) -> ArchConfig:
-        """A shipped configuration: ``default``, ``p4``, ``p16`` or ``p64``."""
+        """A shipped configuration: ``default``, ``p4``, ``p16``, ``p64``, ``os16`` or ``os64``."""
         path = CONFIG_DIR / f"{name}.toml"
         if not path.is_file():
             known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))

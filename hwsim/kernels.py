@@ -6,8 +6,8 @@ import numpy as np
 from numba import njit
 
 # Columns of the per-image action counts (same order as hwsim.config.ACTIONS).
-ADDS, WREAD, BREAD, TREAD, PREAD, PWRITE, MUL, CMP, PUSH, POP, SIN, SOUT = range(12)
-N_ACTIONS = 12
+ADDS, WREAD, BREAD, TREAD, PREAD, PWRITE, MUL, CMP, PUSH, POP, IDX, SIN, SOUT = range(13)
+N_ACTIONS = 13
 # Columns of the per-image cycle / queue statistics.
 BUSY, STALLED, WAITING, PEAK, OCC_SUM, DRAIN = range(6)
 N_STATS = 6
@@ -418,3 +418,188 @@ def schedule_layer(ready_src, init, ph_cyc, drain, t_src, t_w, n_out_phases):
         free = t + drain[i]
         end[i] = free
     return end, ready
+
+
+# --------------------------------------------------------------------------- output stationary
+@njit(cache=True)
+def os_neuron_layer(
+    ev_ptr,
+    ev_id,
+    ev_sign,
+    fan_ptr,
+    fan_tgt,
+    fan_w,
+    src_pix,
+    pt_ptr,
+    pt_tile,
+    bias,
+    theta,
+    chan,
+    tile_of,
+    tile_idx,
+    tile_chans,
+    tile_pre,
+    reload,
+    t_src,
+    t_out,
+    t_w,
+    m_in,
+    m_out,
+    lim,
+    is_output,
+    lat,
+    blocked,
+    phase_out,
+    u_out,
+    counts,
+    stats,
+    u_peak,
+):
+    """One neuron (or output) layer on the output-stationary engine (docs/architecture.md §11).
+
+    The arithmetic is that of ``neuron_layer`` (adds in any order within a phase, then the
+    per-neuron boundary), so the spikes are golden int's; the timing walks the tiles one after
+    the other, each through all its phases. ``src_pix[v]``: the (group-global) source pixel of
+    fan-out row v; ``pt_tile[pt_ptr[p]:pt_ptr[p + 1]]``: the tiles whose receptive field holds
+    pixel p (each reads every event there); ``tile_idx[t]``: index reads of tile t per phase
+    (its receptive field's source rows, all groups); ``tile_chans[t]``: its channels (one
+    threshold each, into a register per channel, only at the boundaries k where ``reload[k]``:
+    the first compare and every t_o whose threshold column differs from the previous one).
+    ``tile_pre[t]``: cycles before tile t (filling the weight buffer for its channel group).
+    ``u_peak[b]``: the largest |U| of an unfired neuron seen (the width check)."""
+    n_img, n = phase_out.shape
+    n_tiles = tile_idx.size
+    adder_lat, neuron_lat = lat[LAT_ADDER], lat[LAT_NEURON]
+    depth = lat[OUT_DEPTH]
+    last = t_src - 1 if is_output else t_out - 1 + t_w
+    n_ph = last + 1
+    n_in = min(t_src, n_ph)
+    fired = np.zeros(n, np.bool_)
+    ev_tk = np.zeros((n_tiles, max(n_in, 1)), np.int64)
+    fire_tk = np.zeros((n_tiles, n_ph), np.int64)
+    q = np.zeros(4, np.int64)
+    all_chans = 0
+    all_idx = 0
+    for t in range(n_tiles):
+        all_chans += tile_chans[t]
+        all_idx += tile_idx[t]
+    for b in range(n_img):
+        u = u_out[b]
+        ph = phase_out[b]
+        cnt = counts[b]
+        st = stats[b]
+        q[:] = 0
+        fired[:] = False
+        ev_tk[:, :] = 0
+        fire_tk[:, :] = 0
+        peak = 0
+        for j in range(n):
+            u[j] = bias[j]
+            ph[j] = -1
+            a = abs(u[j])
+            if a > peak:
+                peak = a
+        cnt[BREAD] += n
+        for k in range(n_ph):
+            if k < t_src:  # the adds of phase k (into the lane registers)
+                e0, e1 = ev_ptr[b * t_src + k], ev_ptr[b * t_src + k + 1]
+                adds = 0
+                reads = 0
+                for e in range(e0, e1):
+                    v = ev_id[e]
+                    s = ev_sign[e]
+                    f0, f1 = fan_ptr[v], fan_ptr[v + 1]
+                    for f in range(f0, f1):
+                        u[fan_tgt[f]] += s * fan_w[f]
+                    adds += f1 - f0
+                    p = src_pix[v]
+                    for x in range(pt_ptr[p], pt_ptr[p + 1]):
+                        ev_tk[pt_tile[x], k] += 1
+                    reads += pt_ptr[p + 1] - pt_ptr[p]
+                cnt[ADDS] += adds
+                cnt[WREAD] += adds
+                cnt[POP] += reads
+                cnt[SIN] += e1 - e0
+                cnt[IDX] += all_idx
+            if is_output and k == last:
+                for j in range(n):  # the readout sees the last phase's sums
+                    a = abs(u[j])
+                    if a > peak:
+                        peak = a
+                break
+            compare = (not is_output) and k >= t_w
+            leak = k < last
+            m = m_in if k + 1 <= t_src - 1 else m_out
+            visited = 0
+            n_leak = 0
+            n_fire = 0
+            for j in range(n):
+                if fired[j]:
+                    continue  # the lane is gated (and frozen: its adds are gated too)
+                visited += 1
+                v = u[j]
+                a = v if v >= 0 else -v  # the phase's sum V = U + S, as the boundary sees it
+                if a > peak:
+                    peak = a
+                if compare and v >= theta[chan[j], k - t_w]:
+                    fired[j] = True
+                    ph[j] = k - t_w
+                    fire_tk[tile_of[j], k] += 1
+                    n_fire += 1
+                    continue
+                if leak:
+                    v = _leak(v, m, lim)
+                    u[j] = v
+                    n_leak += 1
+                    a = v if v >= 0 else -v
+                    if a > peak:
+                        peak = a
+            cnt[PUSH] += n_fire
+            cnt[SOUT] += n_fire
+            if compare:
+                cnt[CMP] += visited
+                if reload[k]:
+                    cnt[TREAD] += all_chans
+            cnt[MUL] += n_leak
+        if is_output:
+            cnt[CMP] += n  # the argmax over each tile's lanes, then across tiles
+        u_peak[b] = peak
+        # --- timing: tile after tile, all phases of a tile in its registers
+        busy = adder_lat  # the event / weight read pipeline fills once per layer
+        waiting = 0
+        stalled = 0
+        _advance(q, adder_lat, blocked)
+        for t in range(n_tiles):
+            # fill the weight buffer (first tile of a channel group), then load the tile's
+            # initial potentials into the lane registers
+            busy += tile_pre[t] + 1
+            _advance(q, tile_pre[t] + 1, blocked)
+            for k in range(n_ph):
+                c = 0
+                if k < n_in:
+                    c = ev_tk[t, k]
+                    if tile_idx[t] > c:
+                        c = tile_idx[t]
+                # the phase's reads, then the boundary (or, last phase of the output layer,
+                # the tile's argmax); boundaries of a tile at least L_n cycles apart
+                cyc = c + 1
+                if cyc < neuron_lat:
+                    cyc = neuron_lat
+                _advance(q, cyc - 1, blocked)
+                f = fire_tk[t, k]
+                if f > 0:
+                    stalled += _push_cycle(q, f, depth, blocked)
+                else:
+                    _advance(q, 1, blocked)
+                if t_src <= k < t_w:
+                    waiting += cyc
+                else:
+                    busy += cyc
+        busy += neuron_lat  # the last boundary's pipeline drains
+        _advance(q, neuron_lat, blocked)
+        st[BUSY] += busy
+        st[WAITING] += waiting
+        st[DRAIN] = _drain(q, blocked)
+        st[STALLED] += stalled + st[DRAIN]
+        st[PEAK] = q[2]
+        st[OCC_SUM] = q[3]

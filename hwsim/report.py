@@ -229,7 +229,7 @@ def summary(
                 "cycles": cyc,
                 "latency_us": cyc["total"] / res.arch.clock_mhz,
                 "energy_pj": e_snn,
-                "energy_by_action_pj": {a: float(energy[a].sum() / n) for a in COSTED_ACTIONS},
+                "energy_by_action_pj": {a: float(v.sum() / n) for a, v in energy.items()},
                 "adds": float(tot["adds"]),
                 "spikes_out": float(tot["spikes_out"]),
             },
@@ -260,6 +260,23 @@ def summary(
             "predictions": res.predictions.tolist(),
         }
     )
+    out["energy_nj_per_image"] = e_snn / 1e3
+    out["latency_us_per_image"] = cyc["total"] / res.arch.clock_mhz
+    if res.arch.memory_model == "cacti":
+        from hwsim.ann import ann_array
+        from hwsim.energy import area_mm2, energy_by_block
+
+        out["area_mm2"] = area_mm2(res.arch)
+        out["energy_nj_per_image_by_block"] = {k: v / 1e3 for k, v in energy_by_block(res).items()}
+        out["ann_baselines"] = {
+            k: {
+                "energy_nj_per_image": v["energy_pj"] / 1e3,
+                "latency_us_per_image": v["latency_us"],
+                "e_ann_over_e_snn": v["energy_pj"] / e_snn if e_snn else None,
+                "energy_by_part_nj": {p: e / 1e3 for p, e in v["energy_by_part_pj"].items()},
+            }
+            for k, v in ann_array(snn, res.arch, res.spikes, res.images).items()
+        }
     if labels is not None:
         lab = np.asarray(labels)[: res.images]
         out["accuracy"] = float(100.0 * (res.predictions == lab).mean()) if res.images else None
@@ -326,6 +343,20 @@ def markdown(summ: dict[str, Any]) -> str:
         f"INT8 {_f(eq['int8']['ratio'])} ({eq['int8']['mac_pj']:.2f} / "
         f"{eq['int8']['add_pj']:.2f} pJ). The detailed energy above also pays memory and queue "
         "traffic, which Eq. 6 leaves out.",
+        *(
+            [
+                "- **Same memories, priced by CACTI** (docs/architecture.md §12–§13; the MAC "
+                "array above uses the flat table): the int8 output-stationary MAC array, dense "
+                f"{summ['ann_baselines']['dense']['energy_nj_per_image']:,.2f} nJ "
+                f"(E_ANN/E_SNN {_f(summ['ann_baselines']['dense']['e_ann_over_e_snn'])}), "
+                "zero-skipping "
+                f"{summ['ann_baselines']['zero_skip']['energy_nj_per_image']:,.2f} nJ "
+                f"(E_ANN/E_SNN {_f(summ['ann_baselines']['zero_skip']['e_ann_over_e_snn'])}); "
+                f"SRAM area {summ['area_mm2']['total_sram']:.3f} mm²."
+            ]
+            if "ann_baselines" in summ
+            else []
+        ),
         f"- Stream of {summ['images']} images ({summ['mode']} mode): first prediction after "
         f"{st['first_image_latency_us']:,.2f} µs, all after {st['stream_time_us']:,.2f} µs, "
         f"{st['images_per_s']:,.0f} images/s in steady state.",

@@ -14,6 +14,7 @@ from converter.quantize import fixed_base
 from hwsim import kernels as K
 from hwsim.config import ACTIONS, COSTED_ACTIONS, ArchConfig
 from hwsim.fanout import FanOut, ceil_div, maxpool_fanout, synapse_fanout
+from hwsim.tiles import TilePlan, choose_plan, source_pixels
 
 MODES = ("layer", "pipelined")
 CYCLE_KINDS = ("busy", "stalled", "waiting")
@@ -62,6 +63,19 @@ class SimResult:
         ``"layer"`` or ``"pipelined"``.
     stream_end_cycles : int64 [N]
         The cycle at which each image's prediction is out, images streamed back to back.
+    potential_bits : int64 [layers]
+        Width of the potentials each layer stores: A (``potential_sram``), or the layer's
+        integer bound (``output_stationary``, :func:`potential_bound`); 0 for max pooling
+        and the input layer.
+    potential_peak : int64 [layers]
+        Largest |U| of an unfired neuron seen in the simulation (output-stationary only;
+        it never exceeds the bound behind ``potential_bits``).
+    tile_shapes : list
+        Output-stationary: the (channels, rows, columns) tile of each neuron layer, else None.
+    weight_fills : int64 [layers]
+        Output-stationary with a weight buffer: weights loaded into it per image (every weight
+        of a layer whose channel-group slice fits and is reused by several tiles), else 0;
+        such a layer's ``weight_reads`` are reads of the buffer.
     """
 
     names: list[str]
@@ -80,6 +94,10 @@ class SimResult:
     adder_cycles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     mode: str = "layer"
     stream_end_cycles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    potential_bits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    potential_peak: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tile_shapes: list = field(default_factory=list)
+    weight_fills: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def first_image_latency_us(self) -> float:
         """Time until the first image's prediction, in µs (either mode)."""
@@ -102,7 +120,13 @@ class SimResult:
         return sum(self.cycles[k] for k in CYCLE_KINDS)
 
     def energy_pj(self) -> dict[str, np.ndarray]:
-        """Energy per action and layer: counts × the config's table, in pJ."""
+        """Energy per action and layer, in pJ: counts × the config's table
+        (``memory_model = "flat"``), or priced by memory size and width with a ``leakage``
+        entry (``"cacti"``, ``hwsim.energy``)."""
+        if self.arch.memory_model == "cacti":
+            from hwsim.energy import energy_by_action
+
+            return energy_by_action(self, COSTED_ACTIONS)
         return {
             a: self.counts[a].astype(np.float64) * self.arch.energy.cost_pj(a)
             for a in COSTED_ACTIONS
@@ -131,6 +155,8 @@ class SimResult:
             row["latency_us"] = self.latency_us()[i] / n
             row.update({a: self.counts[a][i] / n for a in ACTIONS})
             row.update({f"{a}_pj": energy[a][i] / n for a in COSTED_ACTIONS})
+            for extra in sorted(energy.keys() - set(COSTED_ACTIONS)):  # cacti: leakage, fills
+                row[f"{extra}_pj"] = energy[extra][i] / n
             row["energy_pj"] = self.total_energy_pj()[i] / n
             row["lane_utilisation"] = float(self.lane_utilisation[i])
             row["queue_peak"] = int(self.queue_peak[i])
@@ -204,7 +230,9 @@ def memory_bits(snn: SnnModel, lay: Layer, arch: ArchConfig) -> tuple[int, int]:
     # a residual layer's int16 shortcut weights widen all its weight lanes (rtl/engine.py)
     wb = max(wb, *(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses))
     thresholds = 0 if lay.kind == "output" else lay.channels * lay.T * ab
-    return words * p * wb + rows * p * ab + thresholds, rows * p * (ab + 1)
+    # output stationary: the potentials live in the lane registers, not in an SRAM
+    pot = 0 if arch.dataflow == "output_stationary" else rows * p * (ab + 1)
+    return words * p * wb + rows * p * ab + thresholds, pot
 
 
 def scan_rows(lay: Layer, lanes: int) -> int:
@@ -274,6 +302,11 @@ def simulate(
     )
     counts = np.zeros((nl, n, K.N_ACTIONS), np.int64)
     stats = np.zeros((nl, n, K.N_STATS), np.int64)
+    pot_bits = np.zeros(nl, np.int64)
+    fills = np.zeros(nl, np.int64)
+    peaks = np.zeros(nl, np.int64)
+    shapes: list = [None] * nl
+    stationary = arch.dataflow == "output_stationary"
     ph_cyc: list[np.ndarray | None] = [None] * nl
     adder_cycles = np.zeros(nl, np.int64)
     spikes: list = [None] * nl
@@ -294,9 +327,16 @@ def simulate(
                 ptr, ids, fan.ptr, fan.tgt, t_src, lat, blocked, phase, counts[i], stats[i],
                 ph_cyc[i],
             )  # fmt: skip
+        elif stationary:
+            u, adder_cycles[i], pot_bits[i], peaks[i], shapes[i], fills[i] = _run_os_layer(
+                snn, lay, spikes, arch, lat, blocked, phase, counts[i], stats[i]
+            )
+            if lay.kind == "output":
+                logits = u
         else:
             last = snn.source_of(lay).T if lay.kind == "output" else lay.T + lay.T_w
             ph_cyc[i] = np.zeros((n, last, 2), np.int64)
+            pot_bits[i] = arch.potential_bits
             u, adder_cycles[i] = _run_neuron_layer(
                 snn, lay, spikes, arch, lat, blocked, phase, counts[i], stats[i], ph_cyc[i]
             )
@@ -307,11 +347,36 @@ def simulate(
             progress(i, lay.name)
     res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
     res.mode = mode
+    res.potential_bits, res.potential_peak, res.tile_shapes = pot_bits, peaks, shapes
+    res.weight_fills = fills
     if mode == "layer":
         res.stream_end_cycles = np.cumsum(res.cycles_per_image.sum(1))
+    elif stationary:
+        res.stream_end_cycles = _pipeline_os(snn, stats, n)
     else:
         res.stream_end_cycles = _pipeline(snn, arch, stats, ph_cyc, n)
     return res
+
+
+def _pipeline_os(snn: SnnModel, stats, n: int) -> np.ndarray:
+    """Pipelined mode of the output-stationary engines: an engine starts an image once it has
+    finished the previous one and every source engine has finished the image (a tile needs
+    all phases of its receptive field; max-pooling engines are treated the same way)."""
+    done: list[np.ndarray] = [np.zeros(n, np.int64)]
+    end = np.zeros(n, np.int64)
+    for i, lay in enumerate(snn.layers[1:], start=1):
+        srcs = [lay.source] if lay.kind == "maxpool" else [s.source for s in lay.synapses]
+        ready = np.max(np.stack([done[s] for s in srcs]), axis=0)
+        # the whole layer, its output-queue drain included (part of the stalled cycles)
+        work = stats[i, :, K.BUSY] + stats[i, :, K.STALLED] + stats[i, :, K.WAITING]
+        out = np.zeros(n, np.int64)
+        free = 0
+        for b in range(n):
+            out[b] = max(free, int(ready[b])) + int(work[b])
+            free = out[b]
+        done.append(out)
+        end = out
+    return end
 
 
 def _pipeline(snn: SnnModel, arch: ArchConfig, stats, ph_cyc, n: int) -> np.ndarray:
@@ -352,6 +417,100 @@ def _run_neuron_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats
     )  # fmt: skip
     adder = int(plan.fan.cycles[ids].sum()) if ids.size else 0
     return u, adder
+
+
+def potential_bound(snn: SnnModel, lay: Layer, fan: FanOut) -> int:
+    """The largest |U| an unfired neuron of ``lay`` can hold (docs/semantics.md §3–§4), by
+    interval arithmetic over its phases: |B| ≤ L at the start, each scaling at most
+    ⌈|U| · M / 2^16⌉ and clamped to L, each input phase adds at most Smax (the largest Σ |w|
+    into one neuron). The output-stationary lane registers are this wide (plus a sign bit)."""
+    src = snn.source_of(lay)
+    lim = int(lay.sat_limit)
+    s_in = np.bincount(fan.tgt, np.abs(fan.w.astype(np.float64)), minlength=lay.size)
+    smax = int(s_in.max()) if s_in.size else 0
+    hi = int(np.abs(np.asarray(lay.bias_q, np.int64)).max()) if lay.size else 0
+    m_in, m_out = fixed_base(src.Q), fixed_base(lay.Q)
+    last = src.T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
+    peak = hi
+    for k in range(last + 1):
+        if k > 0:
+            m = m_in if k <= src.T - 1 else m_out
+            hi = min(lim, (hi * m + 65535) >> 16)  # round half up of U·M/2^16, then clamp
+        if k < src.T:
+            hi += smax
+        peak = max(peak, hi)
+    return peak
+
+
+def _run_os_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats):
+    """A neuron or output layer on the output-stationary engine (docs/architecture.md §11).
+    Returns (final potentials, adder cycles, potential width, peak |U|, tile shape, weights
+    loaded into the weight buffer per image)."""
+    n = phase.shape[0]
+    src = snn.source_of(lay)
+    plan = _plan(snn, lay, arch.lanes)
+    tiles = _os_plan(snn, lay, arch)
+    ptr, ids, sign = _events(
+        snn, spikes, [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)], n
+    )
+    out = lay.kind == "output"
+    theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
+    u = np.zeros((n, lay.size), np.int64)
+    peak = np.zeros(n, np.int64)
+    # the weight buffer holds one channel group's weights (all groups' of the layer) when
+    # they fit and several pixel tiles reuse them; filled with one P-weight word per cycle
+    tc = tiles.shape[0]
+    slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
+                  for s in lay.synapses)  # fmt: skip
+    wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
+    reused = len(lay.shape) == 3 and tiles.tiles > tiles.groups
+    buffered = reused and 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
+    pre = np.zeros(tiles.tiles, np.int64)
+    if buffered:
+        pre[:: tiles.tiles // tiles.groups] = ceil_div(slice_w, arch.lanes)
+    fill = sum(np.asarray(s.weight_q).size for s in lay.synapses) if buffered else 0
+    K.os_neuron_layer(
+        ptr, ids, sign, plan.fan.ptr, plan.fan.tgt, plan.fan.w, tiles.src_pix, tiles.pt_ptr,
+        tiles.pt_tile, np.asarray(lay.bias_q, np.int64).reshape(-1), theta, plan.chan,
+        tiles.tile_of, tiles.tile_idx, tiles.tile_chans, pre, _reloads(theta, lay, src), src.T,
+        lay.T, lay.T_w,
+        fixed_base(src.Q), fixed_base(lay.Q), int(lay.sat_limit), out, lat, blocked, phase, u,
+        counts, stats, peak,
+    )  # fmt: skip
+    cache = _PLANS.setdefault(snn, {})
+    key = (snn.layers.index(lay), "bound")
+    if key not in cache:
+        cache[key] = potential_bound(snn, lay, plan.fan)
+    bits = max(2, cache[key].bit_length() + 1)
+    return u, int(counts[:, K.POP].sum()), bits, int(peak.max(initial=0)), tiles.shape, fill
+
+
+def _reloads(theta: np.ndarray, lay: Layer, src: Layer) -> np.ndarray:
+    """Per boundary k: whether the tile's threshold registers are (re)loaded, i.e. k is the
+    first compare (k = T_w) or Θq[·, k − T_w] differs from the previous column."""
+    last = src.T if lay.kind == "output" else lay.T + lay.T_w
+    out = np.zeros(last, np.bool_)
+    if lay.kind == "output":
+        return out
+    for k in range(lay.T_w, last):
+        t_o = k - lay.T_w
+        out[k] = t_o == 0 or bool(np.any(theta[:, t_o] != theta[:, t_o - 1]))
+    return out
+
+
+def _os_plan(snn: SnnModel, lay: Layer, arch: ArchConfig) -> TilePlan:
+    cache = _PLANS.setdefault(snn, {})
+    key = (snn.layers.index(lay), arch.lanes, "os", arch.tile_spikes_per_neuron,
+           arch.neuron_pipeline_cycles)  # fmt: skip
+    if key not in cache:
+        plan = _plan(snn, lay, arch.lanes)
+        pix, row, per_pix = source_pixels(snn.layers, lay, lay.synapses)
+        src = snn.source_of(lay)
+        n_ph = src.T if lay.kind == "output" else lay.T + lay.T_w
+        cache[key] = choose_plan(lay, plan.fan, pix, row, per_pix, arch.lanes,
+                                 arch.tile_spikes_per_neuron, min(src.T, n_ph), n_ph,
+                                 arch.neuron_pipeline_cycles)  # fmt: skip
+    return cache[key]
 
 
 # Fan-out tables per (network, layer, P): a network is immutable, so its tables are built once

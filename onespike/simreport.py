@@ -114,6 +114,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"(Eq. 6: FP32 {_f(summ['eq6']['fp32']['ratio'])}, "
         f"INT8 {_f(summ['eq6']['int8']['ratio'])})"
     )
+    if "ann_baselines" in summ:  # memories priced by CACTI: the int8 MAC arrays of §12
+        b = summ["ann_baselines"]
+        dense = b["dense"]
+        print(
+            "int8 output-stationary MAC array, same memories (CACTI): dense "
+            f"{dense['energy_nj_per_image']:,.2f} nJ, {dense['latency_us_per_image']:,.2f} µs "
+            f"(E_ANN/E_SNN = {_f(dense['e_ann_over_e_snn'])}); zero-skipping "
+            f"{b['zero_skip']['energy_nj_per_image']:,.2f} nJ "
+            f"(E_ANN/E_SNN = {_f(b['zero_skip']['e_ann_over_e_snn'])})"
+        )
     print(
         f"stream: first image {summ['stream']['first_image_latency_us']:,.2f} µs, "
         f"{summ['stream']['images_per_s']:,.0f} images/s; simulated in {seconds:.2f} s"

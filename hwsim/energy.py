@@ -1,0 +1,169 @@
+"""Energy and area of a simulation priced by memory size and width (``memory_model = "cacti"``).
+
+Memories come from the CACTI 45 nm table (``hwsim.memcost``); an access of b bits of a memory
+whose words are B bits wide costs b/B of CACTI's energy per word access (a row of P lanes is
+read or written as one word; an action counts one lane of it). A word wider than the table's
+512 bits is split into ⌈B/512⌉ banks side by side, each of 1/banks of the capacity. Leakage
+(CACTI's per-bank leakage power) is charged for the whole run time of each layer.
+
+Logic keeps Horowitz's 45 nm figures (ISSCC 2014; ``hwsim.config.EnergyTable``), scaled to the
+width that the dataflow needs: an add or compare of b bits is interpolated linearly between
+his INT8 add (0.03 pJ) and INT32 add (0.1 pJ), a multiply of a × b bits is his INT32 multiply
+(3.1 pJ for 32 × 32) × a·b / 1024 (his INT8 multiply, 0.2 pJ for 8 × 8, is within 3 % of
+that rule). These two scalings are this project's model, not Horowitz's numbers.
+
+Flip-flop registers (the output-stationary lane registers) are counted in bits but not priced
+in energy or area: no cited per-bit figure is in this project yet (docs/architecture.md §11).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hwsim.config import ArchConfig
+from hwsim.memcost import SramCost, sram
+
+#: Horowitz (ISSCC 2014), 45 nm, pJ.
+ADD8_PJ, ADD32_PJ, MUL32_PJ, MUL8_PJ = 0.03, 0.1, 3.1, 0.2
+#: The width of the Q-scaling constant M (docs/semantics.md §1).
+M_BITS = 18
+#: Table limits.
+MAX_WIDTH, MIN_KIB = 512, 1.0
+
+
+def add_pj(bits: float) -> float:
+    """An add (or compare) of ``bits`` bits: linear between INT8 and INT32 (Horowitz)."""
+    return ADD8_PJ + (ADD32_PJ - ADD8_PJ) * (max(bits, 8) - 8) / 24
+
+
+def mul_pj(a_bits: float, b_bits: float) -> float:
+    """An a × b-bit multiply: Horowitz's INT32 multiply scaled by a·b / 32²."""
+    return MUL32_PJ * a_bits * b_bits / 1024
+
+
+def memory(kib: float, width_bits: int) -> SramCost:
+    """One memory of ``kib`` KiB and ``width_bits``-bit words, banked above 512 bits; below
+    the table's 1 KiB it is priced as 1 KiB (an upper bound)."""
+    banks = max(1, math.ceil(width_bits / MAX_WIDTH))
+    width = max(8, math.ceil(width_bits / banks))
+    # CACTI found no organisation for 1 KiB of 512-bit words: such a memory is priced at 2 KiB
+    per = sram(max(kib / banks, MIN_KIB if width <= 256 else 2 * MIN_KIB), width)
+    return SramCost(
+        kib=float(kib), width_bits=int(width_bits), read_pj=per.read_pj * banks,
+        write_pj=per.write_pj * banks, leakage_mw=per.leakage_mw * banks,
+        area_mm2=per.area_mm2 * banks, access_ns=per.access_ns, cycle_ns=per.cycle_ns,
+    )  # fmt: skip
+
+
+def memories(arch: ArchConfig) -> dict[str, SramCost]:
+    """The SRAMs of ``arch``: parameter SRAM (P·W-bit words), potential SRAM (P·(A+1)-bit
+    words; potential_sram only) and the event buffer (32-bit words)."""
+    p = arch.lanes
+    out = {"parameter_sram": memory(arch.weight_sram_kib, p * arch.weight_bits)}
+    if arch.dataflow == "potential_sram":
+        out["potential_sram"] = memory(arch.potential_sram_kib, p * (arch.potential_bits + 1))
+    out["event_buffer"] = memory(arch.event_buffer_kib, 32)
+    if arch.dataflow == "output_stationary" and arch.weight_buffer_kib > 0:
+        out["weight_buffer"] = memory(arch.weight_buffer_kib, p * arch.weight_bits)
+    return out
+
+
+def per_access_pj(arch: ArchConfig, pot_bits: int, buffered: bool = False) -> dict:
+    """pJ of one of each action for a layer whose potentials are ``pot_bits`` wide (and whose
+    weights come from the weight buffer if ``buffered``)."""
+    p = arch.lanes
+    mem = memories(arch)
+    par = mem["parameter_sram"]
+    ev = mem["event_buffer"]
+    wb = arch.weight_bits
+    word = p * wb
+    cost = {
+        "adds": add_pj(pot_bits),
+        "weight_reads": par.read_pj * wb / word,
+        "bias_reads": par.read_pj * pot_bits / word,
+        "threshold_reads": par.read_pj * pot_bits / word,
+        "potential_reads": 0.0,
+        "potential_writes": 0.0,
+        "multiplies": mul_pj(pot_bits, M_BITS),
+        "compares": add_pj(pot_bits),
+        "queue_pushes": ev.write_pj,
+        # an output-stationary event entry is 16 bits (its pixel is known from the index)
+        "queue_pops": ev.read_pj * (16 / 32 if arch.dataflow == "output_stationary" else 1),
+        "index_reads": ev.read_pj,
+    }
+    if buffered:
+        cost["weight_reads"] = mem["weight_buffer"].read_pj * wb / word
+    if "potential_sram" in mem:
+        pot = mem["potential_sram"]
+        cost["potential_reads"] = pot.read_pj / p
+        cost["potential_writes"] = pot.write_pj / p
+    return cost
+
+
+def leakage_mw(arch: ArchConfig) -> float:
+    """Leakage of all the SRAMs of ``arch``, mW."""
+    return float(sum(m.leakage_mw for m in memories(arch).values()))
+
+
+def area_mm2(arch: ArchConfig) -> dict[str, float]:
+    """CACTI area of each SRAM of ``arch`` (mm²), and their total."""
+    out = {k: m.area_mm2 for k, m in memories(arch).items()}
+    out["total_sram"] = float(sum(out.values()))
+    return out
+
+
+def energy_by_action(res, actions) -> dict[str, np.ndarray]:
+    """pJ per action and layer of a SimResult under the CACTI model, plus ``weight_fills``
+    (each weight loaded into the weight buffer: a parameter-SRAM read and a buffer write) and
+    ``leakage``."""
+    arch = res.arch
+    nl = len(res.names)
+    out = {a: np.zeros(nl) for a in actions}
+    fills = res.weight_fills if res.weight_fills.size else np.zeros(nl, np.int64)
+    mem = memories(arch)
+    for i in range(nl):
+        cost = per_access_pj(arch, int(res.potential_bits[i]), bool(fills[i]))
+        for a in actions:
+            out[a][i] = res.counts[a][i] * cost[a]
+    if "weight_buffer" in mem:
+        word = arch.lanes * arch.weight_bits
+        per = (mem["parameter_sram"].read_pj + mem["weight_buffer"].write_pj) * arch.weight_bits
+        out["weight_fills"] = fills * res.images * per / word
+    out["leakage"] = leakage_mw(arch) * res.total_cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
+    return out
+
+
+#: The block each priced action of ``energy_by_action`` is spent in.
+BLOCK_OF = {
+    "adds": "logic",
+    "multiplies": "logic",
+    "compares": "logic",
+    "weight_reads": "parameter_sram",  # or the weight buffer (layers that use it)
+    "bias_reads": "parameter_sram",
+    "threshold_reads": "parameter_sram",
+    "potential_reads": "potential_sram",
+    "potential_writes": "potential_sram",
+    "queue_pushes": "event_buffer",
+    "queue_pops": "event_buffer",
+    "index_reads": "event_buffer",
+    "weight_fills": "weight_buffer",  # its parameter-SRAM reads included
+    "leakage": "leakage",
+}
+
+
+def energy_by_block(res) -> dict[str, float]:
+    """pJ per image by block (``BLOCK_OF``) of a SimResult priced by CACTI."""
+    n = max(res.images, 1)
+    energy = res.energy_pj()
+    fills = res.weight_fills if res.weight_fills.size else np.zeros(len(res.names), np.int64)
+    out: dict[str, float] = {}
+    for action, values in energy.items():
+        block = BLOCK_OF[action]
+        if action == "weight_reads":
+            buffered = fills > 0
+            out["weight_buffer"] = out.get("weight_buffer", 0.0) + float(values[buffered].sum())
+            values = values[~buffered]
+        out[block] = out.get(block, 0.0) + float(values.sum())
+    return {k: v / n for k, v in out.items()}

@@ -1,0 +1,230 @@
+"""Tiles of the output-stationary dataflow (docs/architecture.md §11): which output neurons
+share the lane registers, which source pixels each tile reads, and the tile shape per layer.
+
+Also the output-stationary int8 MAC array that the SNN is compared with (§12), which uses the
+same tile discipline (``ann_tile_counts``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from converter.model import Layer
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """One layer's tiling on P lanes.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (channels, rows, columns) of a tile; a flat layer is (P, 1, 1) over its neurons.
+    tile_of : int64 [neurons]
+        The tile of each neuron (C, H, W order); tiles run in this order.
+    tile_chans : int64 [tiles]
+        Threshold rows a tile reads per compare (its distinct channels).
+    tile_idx : int64 [tiles]
+        Index reads per tile and input phase: the source rows of its receptive field, summed
+        over the synapse groups.
+    src_pix : int64 [fan-out rows]
+        The source pixel (group-global) of each fan-out row (= event id).
+    pt_ptr, pt_tile : int64
+        CSR over source pixels: the tiles whose receptive field holds the pixel.
+    reads_per_spike : float
+        Tile reads per source spike, averaged over the source neurons (receptive-field overlap).
+    """
+
+    shape: tuple[int, int, int]
+    groups: int  # channel groups (tiles of one group share its weights)
+    tile_of: np.ndarray
+    tile_chans: np.ndarray
+    tile_idx: np.ndarray
+    src_pix: np.ndarray
+    pt_ptr: np.ndarray
+    pt_tile: np.ndarray
+    reads_per_spike: float
+
+    @property
+    def tiles(self) -> int:
+        return int(self.tile_idx.size)
+
+    @property
+    def lanes(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def source_pixels(layers, lay: Layer, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per fan-out row (groups in order): its group-global source pixel and source row, and
+    the source neurons at each global pixel. A linear group's source is one pixel (row)."""
+    pix, row, per_pix = [], [], []
+    pix_base = row_base = 0
+    for syn in groups:
+        src = layers[syn.source]
+        if syn.op == "linear" or len(src.shape) != 3:
+            pix.append(np.full(src.size, pix_base, np.int64))
+            row.append(np.full(src.size, row_base, np.int64))
+            per_pix.append(np.array([src.size], np.int64))
+            pix_base += 1
+            row_base += 1
+            continue
+        c, h, w = src.shape
+        local = np.arange(src.size) % (h * w)
+        pix.append(pix_base + local)
+        row.append(row_base + local // w)
+        per_pix.append(np.full(h * w, c, np.int64))
+        pix_base += h * w
+        row_base += h
+    return np.concatenate(pix), np.concatenate(row), np.concatenate(per_pix)
+
+
+def tile_map(lay: Layer, shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    """(tile of each neuron, tiles): channel groups outer (a group's weights stay in the
+    weight buffer), pixel blocks inner."""
+    if len(lay.shape) != 3:
+        tc = shape[0]
+        return (np.arange(lay.size) // tc).astype(np.int64), -(-lay.size // tc)
+    c, h, w = lay.shape
+    tc, th, tw = shape
+    ncg, nby, nbx = -(-c // tc), -(-h // th), -(-w // tw)
+    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    tile = (cc // tc) * (nby * nbx) + (yy // th) * nbx + xx // tw
+    return tile.reshape(-1).astype(np.int64), ncg * nby * nbx
+
+
+@njit(cache=True)
+def _marks(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
+    """The (tile, pixel) pairs of the receptive fields as CSR over pixels, and the distinct
+    source rows per tile."""
+    seen = np.zeros(n_tiles * n_pix, np.bool_)
+    row_seen = np.zeros(n_tiles * n_rows, np.bool_)
+    count = np.zeros(n_pix, np.int64)
+    idx = np.zeros(n_tiles, np.int64)
+    for v in range(fan_ptr.size - 1):
+        p = src_pix[v]
+        r = src_row[v]
+        for f in range(fan_ptr[v], fan_ptr[v + 1]):
+            t = tile_of[fan_tgt[f]]
+            if not seen[t * n_pix + p]:
+                seen[t * n_pix + p] = True
+                count[p] += 1
+            if not row_seen[t * n_rows + r]:
+                row_seen[t * n_rows + r] = True
+                idx[t] += 1
+    ptr = np.zeros(n_pix + 1, np.int64)
+    for p in range(n_pix):
+        ptr[p + 1] = ptr[p] + count[p]
+    tiles = np.empty(ptr[-1], np.int64)
+    fill = ptr[:-1].copy()
+    for t in range(n_tiles):
+        for p in range(n_pix):
+            if seen[t * n_pix + p]:
+                tiles[fill[p]] = t
+                fill[p] += 1
+    return ptr, tiles, idx
+
+
+def build_plan(lay: Layer, fan, src_pix, src_row, per_pix, shape) -> TilePlan:
+    """The plan of one tile shape (``fan``: the layer's fan-out table, all groups)."""
+    tile_of, n_tiles = tile_map(lay, shape)
+    n_rows = int(src_row.max()) + 1 if src_row.size else 1
+    ptr, tiles, idx = _marks(fan.ptr, fan.tgt, src_pix, src_row, tile_of, n_tiles,
+                             per_pix.size, n_rows)  # fmt: skip
+    per_chan = lay.size // lay.channels
+    chan = np.arange(lay.size) // per_chan
+    pairs = np.unique(tile_of * lay.channels + chan)
+    tile_chans = np.bincount(pairs // lay.channels, minlength=n_tiles).astype(np.int64)
+    reads = float((np.diff(ptr) * per_pix).sum() / max(per_pix.sum(), 1))
+    groups = -(-lay.channels // shape[0]) if len(lay.shape) == 3 else n_tiles
+    return TilePlan(tuple(shape), groups, tile_of, tile_chans, idx, src_pix, ptr, tiles, reads)
+
+
+def candidate_shapes(lay: Layer, lanes: int) -> list[tuple[int, int, int]]:
+    """Tile shapes that fill more than half of the P lanes (or the whole layer): channel
+    counts up to min(C, P) (powers of two and C itself), pixel blocks of powers of two."""
+    if len(lay.shape) != 3:
+        return [(lanes, 1, 1)]
+    c, h, w = lay.shape
+    tcs = {min(c, lanes)} | {2**i for i in range(16) if 2**i <= min(c, lanes)}
+    pows = [2**i for i in range(16) if 2**i <= lanes]
+    out = []
+    for tc in sorted(tcs):
+        budget = lanes // tc
+        for th in pows:
+            for tw in pows:
+                n = min(th, h) * min(tw, w)
+                if th * tw > budget or th > 2 * h or tw > 2 * w:
+                    continue
+                if tc * n * 2 > lanes or (th >= h and tw >= w):
+                    out.append((tc, min(th, h), min(tw, w)))
+    return sorted(set(out))
+
+
+def estimate_cycles(plan: TilePlan, per_pix: np.ndarray, spikes: float, n_in: int, n_ph: int,
+                    neuron_lat: int) -> float:  # fmt: skip
+    """The cycle estimate the shape choice minimises: per tile and input phase, the larger of
+    its expected event reads (``spikes`` per source neuron spread over the input phases) and
+    its index reads; plus one boundary per phase (at least L_n) and the tile's load."""
+    reads_t = np.zeros(plan.tiles)
+    np.add.at(reads_t, plan.pt_tile, np.repeat(per_pix, np.diff(plan.pt_ptr)))
+    per_phase = spikes * reads_t / max(n_in, 1)
+    ev = n_in * np.maximum(per_phase, plan.tile_idx)
+    return float(ev.sum() + plan.tiles * (n_ph * max(1, neuron_lat) + 1))
+
+
+def choose_plan(lay: Layer, fan, src_pix, src_row, per_pix, lanes: int, spikes: float,
+                n_in: int, n_ph: int, neuron_lat: int) -> TilePlan:  # fmt: skip
+    """The candidate tile shape with the fewest estimated cycles (ties: more channels)."""
+    best, best_cost = None, None
+    for shape in candidate_shapes(lay, lanes):
+        plan = build_plan(lay, fan, src_pix, src_row, per_pix, shape)
+        cost = estimate_cycles(plan, per_pix, spikes, n_in, n_ph, neuron_lat)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = plan, cost
+    return best
+
+
+# --------------------------------------------------------------------------- ANN baseline
+@njit(cache=True)
+def ann_conv_tiles(geo, nz, tc, th, tw):
+    """An int8 conv group on an output-stationary MAC array: tiles of tc channels × th × tw
+    pixels; each step (c_in, ky, kx) broadcasts one weight word (the tile's tc weights) and
+    reads one activation per tile pixel whose tap lies inside the source. Returns
+    [dense steps, dense MACs, zero-skip steps, zero-skip MACs, weight reads (dense),
+    weight reads (zero-skip), activation reads] over the layer; ``nz`` [C_in, H, W] marks the
+    nonzero activations (the zero-skipping array skips a step whose activations are all 0)."""
+    ci, h, wd, co, ho, wo, kh, kw, sy, sx, py, px = geo
+    out = np.zeros(7, np.int64)
+    for c0 in range(0, co, tc):
+        nc = min(tc, co - c0)
+        for y0 in range(0, ho, th):
+            for x0 in range(0, wo, tw):
+                for c in range(ci):
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            valid = 0
+                            nonzero = 0
+                            for oy in range(y0, min(y0 + th, ho)):
+                                iy = oy * sy + ky - py
+                                if iy < 0 or iy >= h:
+                                    continue
+                                for ox in range(x0, min(x0 + tw, wo)):
+                                    ix = ox * sx + kx - px
+                                    if ix < 0 or ix >= wd:
+                                        continue
+                                    valid += 1
+                                    if nz[c, iy, ix]:
+                                        nonzero += 1
+                            if valid > 0:
+                                out[0] += 1
+                                out[1] += valid * nc
+                                out[4] += nc
+                                out[6] += valid
+                            if nonzero > 0:
+                                out[2] += 1
+                                out[3] += nonzero * nc
+                                out[5] += nc
+    return out

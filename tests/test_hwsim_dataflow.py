@@ -1,0 +1,201 @@
+"""Tests of the output-stationary dataflow (docs/architecture.md §11), the CACTI memory
+prices (hwsim.memcost, hwsim.energy) and the int8 MAC-array baseline (hwsim.ann)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_hwsim import ARCH, check_agrees, cycles, make_snn, tiny_snn
+
+import hwsim
+from converter.ops import ann_ops
+from hwsim import energy as E
+from hwsim.ann import ann_array
+from hwsim.config import COSTED_ACTIONS, DATAFLOWS
+from hwsim.memcost import sram
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+OS = dataclasses.replace(ARCH, dataflow="output_stationary")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    c=st.integers(1, 5),
+    stride=st.integers(1, 2),
+    pad=st.integers(0, 1),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    T=st.integers(2, 10),
+    tw=st.integers(0, 12),
+    T_in=st.integers(2, 8),
+    acc_bits=st.sampled_from([16, 24, 32]),
+    lanes=st.sampled_from([1, 3, 16, 64]),
+    dataflow=st.sampled_from(DATAFLOWS),
+    wbuf=st.sampled_from([0.0, 0.5]),
+)
+def test_random_nets_agree_with_golden_in_both_dataflows(
+    seed, c, stride, pad, pool, residual, T, tw, T_in, acc_bits, lanes, dataflow, wbuf
+) -> None:
+    cfg = dict(T=T, T_w=tw, T_in=T_in, acc_bits=acc_bits, Q=1.3 if T > 4 else 1.7)
+    snn, x = make_snn(seed, dict(c=c, stride=stride, pad=pad, pool=pool, residual=residual), cfg)
+    arch = dataclasses.replace(hwsim.ArchConfig(), lanes=lanes, dataflow=dataflow,
+                               output_queue_depth=max(64, lanes),
+                               weight_buffer_kib=wbuf)  # fmt: skip
+    check_agrees(snn, x, arch)
+    if dataflow == "output_stationary":
+        r = hwsim.simulate(snn, x, arch)
+        for i, lay in enumerate(snn.layers):
+            if lay.kind in ("neuron", "output"):
+                # the lane registers are as wide as the layer's bound, and the bound holds
+                assert 2 <= r.potential_bits[i] <= acc_bits
+                assert r.potential_peak[i] <= 2 ** (int(r.potential_bits[i]) - 1) - 1
+                assert np.prod(r.tile_shapes[i]) <= lanes
+
+
+@pytest.mark.parametrize("mode", ["layer", "pipelined"])
+def test_dataflows_give_the_same_spikes_and_adds(mode) -> None:
+    snn, x = make_snn(5, dict(c=3, stride=1, pad=1, pool="max", residual=True), dict(T=6, T_w=2))
+    ps = hwsim.simulate(snn, x, mode=mode)
+    os_ = hwsim.simulate(snn, x, hwsim.ArchConfig.preset("os16"), mode=mode)
+    for a, b in zip(ps.spikes, os_.spikes, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ps.counts["adds"], os_.counts["adds"])
+    neuron = [i for i, k in enumerate(os_.kinds) if k in ("neuron", "output")]
+    assert os_.counts["potential_reads"][neuron].sum() == 0
+    assert os_.counts["potential_writes"][neuron].sum() == 0
+    assert np.all(np.diff(os_.stream_end_cycles) > 0)
+    if mode == "pipelined":
+        layer = hwsim.simulate(snn, x, hwsim.ArchConfig.preset("os16"))
+        assert os_.stream_end_cycles[-1] < layer.stream_end_cycles[-1]
+
+
+def test_output_stationary_cycles_hand_computed() -> None:
+    """The §4 example on the output-stationary engine (docs/architecture.md §11): P = 2, a
+    linear layer of 3 neurons in 2 tiles, one input event at phase 0, T_src = T = 2, T_w = 0.
+
+    L_a = 2 (the read pipeline fills once); per tile: load 1, phase 0: max(1 event read,
+    1 index read) + 1 boundary = 2, phase 1: max(0, 1) + 1 = 2 (≥ L_n = 2): 5 per tile; the
+    last boundary's L_n = 2: 2 + 5 + 5 + 2 = 14 cycles."""
+    snn = tiny_snn([5, 5, 5], [100, 100], t_in=2, T=2, T_w=0)
+    r = hwsim.simulate(snn, torch.tensor([[0.5]]), OS)
+    assert r.tile_shapes[1] == (2, 1, 1)
+    assert cycles(r) == (14, 0, 0)
+    assert r.counts["adds"][1] == 3 and r.counts["spikes_in"][1] == 1
+    assert r.counts["queue_pops"][1] == 2  # the event is read by both tiles
+    assert r.counts["index_reads"][1] == 4  # 2 tiles × 1 source row × 2 input phases
+    assert r.counts["threshold_reads"][1] == 3  # 3 channels, loaded once (constant columns)
+    assert r.counts["compares"][1] == 6 and r.counts["multiplies"][1] == 3
+    assert r.counts["bias_reads"][1] == 3
+    # output layer: L_a 2, one tile: load 1, phase 0 (leak) 2, phase 1 (readout) 2, L_n 2
+    assert cycles(r, 2) == (9, 0, 0)
+
+
+def test_potential_width_follows_the_layer_bound() -> None:
+    """Weights 5, bias 0, T_src = 2, Q = 2: |U| ≤ 5 after phase 0, ≤ 2·5 + 5 = 15 after
+    phase 1: 4 magnitude bits and a sign, 5 bits."""
+    snn = tiny_snn([5, 5, 5], [100, 100], t_in=2, T=2, T_w=0)
+    r = hwsim.simulate(snn, torch.tensor([[1.0]]), OS)
+    assert r.potential_bits[1] == 5
+    assert r.potential_peak[1] == 15  # code 3: spikes at phases 0 and 1, U = 2·5 + 5
+
+
+def test_shipped_output_stationary_presets() -> None:
+    for name, p in (("os16", 16), ("os64", 64)):
+        arch = hwsim.ArchConfig.preset(name)
+        assert arch.lanes == p and arch.dataflow == "output_stationary"
+        assert arch.memory_model == "cacti"
+    with pytest.raises(ValueError, match=r"dataflow must be one of"):
+        dataclasses.replace(hwsim.ArchConfig(), dataflow="weight_stationary")
+    with pytest.raises(ValueError, match=r"memory_model must be one of"):
+        dataclasses.replace(hwsim.ArchConfig(), memory_model="guess")
+
+
+# ------------------------------------------------------------------------- memories and energy
+def test_cacti_table_points_and_interpolation() -> None:
+    m = sram(32, 64)
+    assert m.read_pj == pytest.approx(17.0418)  # CACTI 7, 45 nm, itrs-lstp (the table)
+    mid = sram(48, 64)
+    assert sram(32, 64).read_pj < mid.read_pj < sram(64, 64).read_pj
+    assert sram(8, 64).area_mm2 < sram(256, 64).area_mm2
+    with pytest.raises(ValueError, match="outside the CACTI table"):
+        sram(4096, 64)
+    wide = E.memory(256, 2048)  # four 512-bit banks of 64 KiB
+    assert wide.read_pj == pytest.approx(4 * sram(64, 512).read_pj)
+
+
+def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
+    snn, x = make_snn(1, dict(c=3, stride=1, pad=1, pool="avg", residual=False), dict(T=6))
+    for df in DATAFLOWS:
+        arch = dataclasses.replace(hwsim.ArchConfig(), dataflow=df, memory_model="cacti")
+        r = hwsim.simulate(snn, x[:2], arch)
+        e = r.energy_pj()
+        assert set(e) == {*COSTED_ACTIONS, "leakage"}
+        for i in range(len(r.names)):
+            cost = E.per_access_pj(arch, int(r.potential_bits[i]))
+            for a in COSTED_ACTIONS:
+                assert e[a][i] == pytest.approx(r.counts[a][i] * cost[a])
+        leak = E.leakage_mw(arch) * r.total_cycles / arch.clock_mhz * 1e3
+        np.testing.assert_allclose(e["leakage"], leak)
+        assert r.rows()[-1]["energy_pj"] == pytest.approx(r.total_energy_pj().sum() / 2)
+
+
+def test_weight_buffer_fills_once_and_costs_its_cycles() -> None:
+    """conv 2 → 4 channels, 3 × 3, on 8 × 8 pixels, P = 16: the 72 weights fit a 0.5 KiB
+    buffer and are loaded once per image; each channel group of tc channels costs
+    ⌈72 · tc / 4 / 16⌉ fill cycles before its first tile."""
+    snn, x = make_snn(6, dict(c=4, stride=1, pad=1, pool="none", residual=False), dict(T=5))
+    arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=0.0)
+    plain = hwsim.simulate(snn, x[:2], arch)
+    buf = hwsim.simulate(snn, x[:2], dataclasses.replace(arch, weight_buffer_kib=0.5))
+    assert buf.weight_fills[1] == 2 * 4 * 9 and plain.weight_fills.sum() == 0
+    tc = buf.tile_shapes[1][0]
+    fill = -(-4 // tc) * -(-72 * tc // 4 // 16)
+    assert buf.cycles["busy"][1] - plain.cycles["busy"][1] == 2 * fill  # 2 images
+    for a, b in zip(plain.spikes, buf.spikes, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    e_buf, e_plain = buf.energy_pj(), plain.energy_pj()
+    assert e_buf["weight_fills"][1] > 0
+    assert e_buf["weight_reads"][1] < e_plain["weight_reads"][1]
+
+
+def test_logic_scaling() -> None:
+    assert E.add_pj(8) == pytest.approx(0.03) and E.add_pj(32) == pytest.approx(0.1)
+    assert E.mul_pj(32, 32) == pytest.approx(3.1)
+
+
+# ------------------------------------------------------------------------- ANN baseline
+def test_ann_array_counts_every_mac_once() -> None:
+    """No padding: the dense array does every MAC of the ANN (converter.ops.ann_ops) once;
+    the zero-skipping one does at most as many, in at most as many cycles."""
+    snn, x = make_snn(2, dict(c=4, stride=1, pad=0, pool="none", residual=False), dict(T=5))
+    arch = hwsim.ArchConfig.preset("os16")
+    r = hwsim.simulate(snn, x[:3], arch)
+    ann = ann_array(snn, arch, r.spikes, r.images)
+    macs = sum(
+        ann_ops(s, snn.layers[s.source], lay)[0] for lay in snn.layers[1:] for s in lay.synapses
+    )
+    assert ann["dense"]["macs"] == macs
+    assert ann["zero_skip"]["macs"] <= macs
+    assert ann["zero_skip"]["cycles"] <= ann["dense"]["cycles"]
+    assert 0 < ann["dense"]["mac_utilisation"] <= 1
+    assert ann["dense"]["energy_pj"] == pytest.approx(
+        sum(ann["dense"]["energy_by_part_pj"].values())
+    )
+
+
+def test_energy_by_block_adds_up() -> None:
+    snn, x = make_snn(7, dict(c=4, stride=1, pad=1, pool="none", residual=True), dict(T=5))
+    arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=1.0)
+    r = hwsim.simulate(snn, x[:2], arch)
+    blocks = E.energy_by_block(r)
+    assert sum(blocks.values()) == pytest.approx(r.total_energy_pj().sum() / 2)
+    assert blocks["weight_buffer"] > 0 and "potential_sram" in blocks
