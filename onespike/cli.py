@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument(
         "--preset",
         default=None,
-        help="a shipped configuration: default | p4 | p16 | p64 (default: default)",
+        help="a shipped configuration: default | p4 | p16 | p64 | os16 | os64 (default: default)",
     )
     s.add_argument("--images", type=int, default=10, help="images to simulate " + DEFAULTS_HELP)
     s.add_argument(

@@ -106,6 +106,11 @@ def generate_verilog(
     list of Path
         The Verilog files written.
     """
+    if arch.dataflow != "potential_sram":
+        raise ValueError(
+            f"the rtl engines implement the potential_sram dataflow (docs/architecture.md "
+            f"§10); dataflow {arch.dataflow!r} is modelled by hwsim only"
+        )
     layers = supported_layers(snn) if layer is None else [layer]
     if not layers:
         raise ValueError("the network has no layer the rtl engines support")
