@@ -34,19 +34,6 @@ def snn_and_data(tmp_path_factory):
     return snn, path, x, y
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def _same_counts(a, b):
     for k in ("spikes", "adds", "ann_macs", "ann_adds", "neurons"):
         assert np.array_equal(np.asarray(a[k]), np.asarray(b[k])), k

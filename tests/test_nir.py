@@ -49,45 +49,8 @@ class SmallCnn(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-class Block(nn.Module):
-    """A ResNet basic block: identity, projection (1x1 conv + BN) or option-A shortcut."""
-
-    def __init__(self, cin: int, cout: int, stride: int, shortcut: str):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.kind, self.pad = shortcut, (cout - cin) // 2
-        if shortcut == "conv":
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.kind == "conv":
-            sc = self.shortcut(x)
-        elif self.kind == "optionA":
-            sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        else:
-            sc = x
-        return F.relu(out + sc)
-
-
-class TinyResNet(nn.Module):
-    """stem → identity block → stride-2 block (``down`` shortcut) → GAP → linear."""
-
-    def __init__(self, down: str):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
-        self.layer1 = Block(4, 4, 1, "identity")
-        self.layer2 = Block(4, 8, 2, down)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x):
-        x = self.layer2(self.layer1(self.stem(x)))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+# the residual nets of the rtl tests (identity, projection and option-A shortcuts)
+from tests.test_rtl_residual import TinyResNet  # noqa: E402
 
 
 def _randomise_bn(net: nn.Module) -> nn.Module:

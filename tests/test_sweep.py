@@ -45,19 +45,6 @@ def artifact(tmp_path_factory):
     return snn.save(tmp_path_factory.mktemp("art") / "tiny.safetensors")
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def _grid(tmp_path, text=GRID, name="grid.toml"):
     p = tmp_path / name
     p.write_text(text)
