@@ -322,15 +322,14 @@ def _convert(args) -> int:
 
 
 def _eval(args) -> int:
+    import contextlib
+
     import golden
     from converter import load
+    from golden.distributed import open_client
     from onespike.data import load_dataset
     from onespike.flows import evaluate, format_table, load_user_model, normalise_for
 
-    if args.workers is not None or args.scheduler is not None:
-        from onespike.sweepcli import run_eval_sharded
-
-        return run_eval_sharded(args)
     snn = load(args.artifact)
     modes = list(golden.MODES) if args.mode == "all" else args.mode.split(",")
     if not snn.is_quantized and "int" in modes and args.mode == "all":
@@ -338,8 +337,14 @@ def _eval(args) -> int:
     x, y = load_dataset(args.data, "test")
     x = normalise_for(snn, x)
     ann = load_user_model(args.model, args.checkpoint) if args.model else None
-    rows = evaluate(snn, x, y, modes, ann=ann, batch_size=args.batch_size, device=args.device)
-    print(f"{args.artifact}: {len(x)} images of {args.data}")
+    sharded = args.workers is not None or args.scheduler is not None
+    where = ""
+    with open_client(args.workers, args.scheduler) if sharded else contextlib.nullcontext() as c:
+        if c is not None:  # each mode sharded over the workers by whole batches
+            where = f", sharded over {len(c.scheduler_info(n_workers=-1)['workers'])} Dask workers"
+        rows = evaluate(snn, x, y, modes, ann=ann, batch_size=args.batch_size,
+                        device=args.device, client=c)  # fmt: skip
+    print(f"{args.artifact}: {len(x)} images of {args.data}{where}")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

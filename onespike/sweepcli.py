@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -99,30 +98,4 @@ def run_sweep(args: argparse.Namespace) -> int:
     )
     print(f"table: {', '.join(str(f) for f in res.files if f.suffix in ('.csv', '.parquet'))}")
     print(f"report: {res.out_dir / 'report.md'} (pareto.png)")
-    return 0
-
-
-def run_eval_sharded(args: argparse.Namespace) -> int:
-    """``onespike eval`` with ``--workers`` or ``--scheduler``: each mode sharded by batches."""
-    import golden
-    from converter import load
-    from golden.distributed import open_client
-    from onespike.data import load_dataset
-    from onespike.flows import evaluate, format_table, load_user_model, normalise_for
-
-    snn = load(args.artifact)
-    modes = list(golden.MODES) if args.mode == "all" else args.mode.split(",")
-    if not snn.is_quantized and "int" in modes and args.mode == "all":
-        modes.remove("int")
-    x, y = load_dataset(args.data, "test")
-    x = normalise_for(snn, x)
-    ann = load_user_model(args.model, args.checkpoint) if args.model else None
-    with open_client(args.workers, args.scheduler) as client:
-        nw = len(client.scheduler_info(n_workers=-1)["workers"])
-        rows = evaluate(snn, x, y, modes, ann=ann, batch_size=args.batch_size,
-                        device=args.device, client=client)  # fmt: skip
-    print(f"{args.artifact}: {len(x)} images of {args.data}, sharded over {nw} Dask workers")
-    print(format_table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
     return 0
