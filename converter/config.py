@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 #: Signed integer weights use the symmetric range [-(2^(b-1) - 1), 2^(b-1) - 1].
 SUPPORTED_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+#: Calibration modes (converter/calibration.py).
+CALIBRATIONS = ("percentile", "bias", "weights")
 #: Fraction bits of the fixed-point base constants M = round(Q * 2^F) (docs/semantics.md).
 Q_FRAC_BITS = 16
 
@@ -44,6 +46,14 @@ class ConversionConfig:
         Per-channel normalisation the model's data pipeline applies to raw inputs in [0, 1]
         (x_model = (x_raw - mean) / std). When given, the input layer codes the raw value
         exactly and the normalisation is folded into the first layer.
+    calibration : str
+        ``"percentile"``: λ from the activation percentile, biases as the ANN has them.
+        ``"bias"``: the same λ, then every layer's bias corrected in network order so that
+        the exact SNN's mean potential (pre-activation) per channel equals the ANN's on the
+        calibration images (converter/calibration.py; after Li et al., ICML 2021).
+        ``"weights"``: the same λ, then each layer's conv or linear weights and bias refitted in
+        network order by least squares, so that its potential computed from the exact SNN's
+        coded inputs best matches the ANN's on the calibration images.
     input_scale : float or None
         The input range λ_in: an input coded by the input layer must lie in [0, λ_in). ``None``
         takes the calibration maximum (of |x|) times 2^T_in / (2^T_in - 1), which codes
@@ -62,6 +72,7 @@ class ConversionConfig:
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
     input_scale: float | None = None
+    calibration: str = "percentile"
     _q: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +101,8 @@ class ConversionConfig:
             and self.input_scale > 0
         ):
             raise ValueError(f"input_scale must be a positive number, got {self.input_scale!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         self._check_normalisation()
         object.__setattr__(self, "_q", self._resolve_q())
 

@@ -62,6 +62,12 @@ def convert(
             norm = (config.input_mean, config.input_std) if config.input_mean else None
             raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
             stats, means = calibrate(raw, batches, config, progress)
+            if config.calibration != "percentile":
+                from converter import calibration as cal
+
+                lams = _lambdas(raw, stats, config)
+                fixes = cal.refine(raw, batches, lams, config, config.calibration == "weights")
+                raw = cal.apply(raw, fixes)
     finally:
         for m, training in modes:
             m.training = training

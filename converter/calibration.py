@@ -1,0 +1,182 @@
+"""Calibration beyond the percentile λ: the one-spike code in closed form, and the SNN-side
+corrections done layer by layer in network order (after Li et al., ICML 2021): bias
+correction (``calibration="bias"``) and least-squares weight calibration
+(``calibration="weights"``). benchmarks/layer_error.py shows why: the error that grows with
+depth is mostly spread, which a bias cannot remove.
+
+The code of a hidden layer (Eq. 4, DESIGN 2.3): a neuron whose normalised potential is
+v = a / λ fires at t* = min{t : v ≥ c · Q^-t} and stands for Q^-t*; no phase fits (v below
+c · Q^-(T-1)) means no spike, i.e. 0 (underflow); everything above 1 stands for 1 (saturation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+
+def code(v: torch.Tensor, T: int, Q: float, shift: float) -> torch.Tensor:
+    """The decoded one-spike value of ``v`` (in units of λ): Q^-t* or 0."""
+    th = torch.tensor([shift * Q**-t for t in range(T)], dtype=v.dtype, device=v.device)
+    levels = torch.tensor([0.0] + [Q**-t for t in range(T - 1, -1, -1)], dtype=v.dtype)
+    # idx = how many thresholds are ≤ v: 0 is no spike, T is phase 0
+    idx = torch.searchsorted(th.flip(0).contiguous(), v.contiguous(), right=True)
+    return levels.to(v.device)[idx]
+
+
+def _last_use(raw) -> list[int]:
+    """For each layer, the index of the last layer that reads it."""
+    last = list(range(len(raw)))
+    for i, lay in enumerate(raw):
+        srcs = [lay.source] if lay.kind == "maxpool" else [g.source for g in lay.groups]
+        for s in srcs:
+            last[s] = max(last[s], i)
+    return last
+
+
+def _code_input(x: torch.Tensor, lam: torch.Tensor, t_in: int, signed: bool) -> torch.Tensor:
+    """The input as the binary input code carries it: the nearest T_in-bit fraction of λ_in."""
+    lam = lam.reshape(1, -1, *([1] * (x.dim() - 2)))
+    v = x / lam
+    if not signed:
+        v = v.clamp(min=0)
+    top = 2**t_in - 1
+    q = torch.round(v.abs() * 2**t_in).clamp(max=top) / 2**t_in
+    return q * torch.sign(v) * lam if signed else q * lam
+
+
+def _features(x: torch.Tensor, g) -> torch.Tensor:
+    """The inputs one output position of a conv or linear group sees: (samples, fan-in)."""
+    if g.op == "linear":
+        return x.reshape(x.shape[0], -1).double()
+    cols = torch.nn.functional.unfold(x, g.kernel, padding=g.padding, stride=g.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).double()
+
+
+def _least_squares(xs: torch.Tensor, ys: torch.Tensor, g, ridge: float) -> tuple:
+    """Weights and bias minimising Σ (W·x + b − y)² over the calibration samples (ridge
+    regularised towards nothing but numerical safety), by the normal equations in float64."""
+    feats, xtx, xty = None, None, None
+    for xb, yb in zip(xs.split(128), ys.split(128), strict=True):
+        f = _features(xb, g)
+        f = torch.cat([f, torch.ones(f.shape[0], 1, dtype=f.dtype)], 1)
+        y = yb.double().reshape(yb.shape[0], yb.shape[1], -1).transpose(1, 2)
+        y = y.reshape(-1, yb.shape[1])
+        xtx = f.T @ f if xtx is None else xtx + f.T @ f
+        xty = f.T @ y if xty is None else xty + f.T @ y
+        feats = f.shape[1]
+    reg = ridge * xtx.diagonal()[:-1].mean().clamp(min=1e-12)
+    eye = torch.eye(feats, dtype=torch.float64)
+    eye[-1, -1] = 0.0
+    sol = torch.linalg.solve(xtx + reg * eye, xty)  # (fan-in + 1, C_out)
+    w, b = sol[:-1].T, sol[-1]
+    return w.reshape(g.weight.shape), b
+
+
+def refine(raw, batches, lams, config, weights: bool = False, ridge: float = 1e-3) -> list:
+    """SNN-side correction in network order (after Li et al., ICML 2021).
+
+    Layer by layer, the calibration images run through the ANN and, in parallel, through the
+    exact-mode SNN whose earlier layers are already corrected.
+
+    ``weights=False`` (bias correction): the coding errors of the earlier layers shift the
+    mean of each neuron's potential (the pre-activation): underflow and saturation both take
+    value away, so the shift is not zero. Its mean per channel over the calibration images
+    and positions, E[z_ANN − z_SNN], is added to the layer's bias. The correction targets the
+    pre-activation, not the coded output: a coded output moves by a whole phase step when its
+    potential crosses a threshold, so matching its mean would oscillate on channels of low
+    variance (a pooled feature), while the pre-activation error is linear in the inputs'.
+
+    ``weights=True`` (weight calibration): the conv or linear group of each layer is refitted,
+    with its bias, by least squares so that its pre-activation computed from the SNN's coded
+    inputs best matches the ANN's pre-activation computed from the ANN's inputs (the other
+    groups, e.g. a residual shortcut, keep their weights and are subtracted from the target).
+    This also removes the spread that is predictable from the coded inputs, not only the mean.
+    Layers without such a group get the bias correction.
+
+    Returns, per layer, None or (bias, {group index: weight}).
+    """
+    from converter.convert import _chan, _preactivation, _raw_input
+    from converter.ops import synapse_forward
+
+    shift = (1 + 1 / config.q) / 2 if config.threshold_shift else 1.0
+    last = _last_use(raw)
+    x = torch.cat(batches).double()
+    ann: list[torch.Tensor | None] = [None] * len(raw)
+    snn: list[torch.Tensor | None] = [None] * len(raw)
+    out: list = [None] * len(raw)
+    for i, lay in enumerate(raw):
+        if lay.kind == "input":
+            ann[i] = _raw_input(x, lay, config).float()
+            lam_in = torch.as_tensor(lams[i], dtype=torch.float64)
+            snn[i] = _code_input(ann[i].double(), lam_in, config.T_in, lay.signed).float()
+        elif lay.kind == "maxpool":
+            pool = torch.nn.functional.max_pool2d
+            ann[i] = pool(ann[lay.source], lay.kernel, lay.stride, lay.padding)
+            snn[i] = pool(snn[lay.source], lay.kernel, lay.stride, lay.padding)
+        else:
+            za = _preactivation(raw, lay, ann)
+            shape = (lay.shape[0], *([1] * (len(lay.shape) - 1)))
+            fit = [k for k, g in enumerate(lay.groups) if g.op in ("conv", "linear")]
+            new_w = {}
+            if weights and len(fit) == 1:
+                k = fit[0]
+                g = lay.groups[k]
+                target = za.double()
+                for j, h in enumerate(lay.groups):
+                    if j != k:
+                        syn = _syn_of(h)
+                        target = (
+                            target
+                            - synapse_forward(
+                                snn[h.source], syn, h.weight.float(), _layer_of(lay)
+                            ).double()
+                        )
+                w, b = _least_squares(snn[g.source], target, g, ridge)
+                new_w[k] = w.to(g.weight.dtype)
+                bias = b.reshape(shape).expand(*lay.shape).clone()
+                lay = _with(lay, new_w, bias)
+                zs = _preactivation(raw, lay, snn)
+            else:
+                zs = _preactivation(raw, lay, snn)
+                dims = [0] + list(range(2, za.dim()))
+                d = (za - zs).double().mean(dims)
+                bias = lay.bias.double() + d.reshape(shape)
+                zs = zs + d.float().reshape(shape)
+            out[i] = (bias, new_w)
+            if lay.kind != "output":
+                theta = _chan(lay.theta_unit.float(), lay.shape)
+                lam = _chan(torch.as_tensor(lams[i], dtype=torch.float32), lay.shape)
+                ann[i] = za.clamp(min=0) / theta
+                snn[i] = code(zs.clamp(min=0) / theta / lam, config.T, config.q, shift) * lam
+            del za, zs
+        for j in range(1, i):
+            if last[j] == i:
+                ann[j] = snn[j] = None
+    return out
+
+
+def _syn_of(g):
+    from converter.convert import _syn
+
+    return _syn(g)
+
+
+def _layer_of(lay):
+    from converter.convert import _as_layer
+
+    return _as_layer(lay)
+
+
+def _with(lay, new_w: dict, bias: torch.Tensor):
+    """A copy of raw layer ``lay`` with some groups' weights and its bias replaced."""
+    groups = [replace(g, weight=new_w[k]) if k in new_w else g for k, g in enumerate(lay.groups)]
+    return replace(lay, groups=groups, bias=bias.to(lay.bias.dtype))
+
+
+def apply(raw, refined) -> list:
+    """The raw layers with the corrections of :func:`refine`."""
+    return [
+        lay if r is None else _with(lay, r[1], r[0]) for lay, r in zip(raw, refined, strict=True)
+    ]

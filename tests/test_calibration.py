@@ -1,0 +1,168 @@
+"""Tests of converter.calibration: the closed-form one-spike code equals golden's, and the
+SNN-side bias correction (ConversionConfig(calibration="bias")) removes the mean error that
+percentile calibration leaves, in exact and int mode, without changing the artifact format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import golden
+from converter import ConversionConfig, convert
+from converter.calibration import code
+from converter.model import validate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + x)
+
+
+class SmallResNet(nn.Module):
+    """Stem, four residual blocks, global average pool, linear: 10 coded layers in depth."""
+
+    def __init__(self, c: int = 8, blocks: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.blocks = nn.Sequential(*[Block(c) for _ in range(blocks)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.blocks(torch.relu(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = SmallResNet()
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = _net()
+    gen = torch.Generator().manual_seed(1)
+    calib = torch.rand(256, 3, 8, 8, generator=gen)
+    test = torch.rand(256, 3, 8, 8, generator=gen)
+    with torch.no_grad():
+        want = model(test)
+    cfg = dict(T=8, Q=1.5)  # a coarse code: large coding errors, so the test has a signal
+    snns = {
+        cal: convert(model, calib, ConversionConfig(calibration=cal, **cfg), progress=False)
+        for cal in ("percentile", "bias", "weights")
+    }
+    return model, test, want, snns
+
+
+def test_code_equals_golden_exact_coding():
+    from converter.model import Layer
+    from golden.engine import _decode, _encode_hidden
+
+    lay = Layer("h", "neuron", (1,), T=16, Q=1.3, shift=(1 + 1 / 1.3) / 2)
+    v = torch.cat([torch.rand(5000) * 1.5, torch.tensor([0.0, 1.0, 0.8846, 1e-3])]).double()
+    for t, q in ((16, 1.3), (8, 1.5), (5, 2.0)):
+        lay = Layer("h", "neuron", (1,), T=t, Q=q, shift=(1 + 1 / q) / 2)
+        want = _decode(_encode_hidden(v, lay), lay, torch.float64)
+        assert torch.equal(code(v, t, q, lay.shift), want)
+
+
+def test_calibration_mode_is_validated():
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        ConversionConfig(calibration="magic")
+    assert ConversionConfig().calibration == "percentile"
+
+
+def test_bias_mode_changes_only_biases(setup):
+    _, _, _, snns = setup
+    p, b = snns["percentile"], snns["bias"]
+    validate(b)
+    assert b.config["calibration"] == "bias"
+    changed = 0
+    for lp, lb in zip(p.layers, b.layers, strict=True):
+        assert (lp.kind, lp.T, lp.Q, lp.shift) == (lb.kind, lb.T, lb.Q, lb.shift)
+        if lp.lam is not None:
+            assert (lp.lam == lb.lam).all()
+        if lp.threshold is not None:
+            assert (lp.threshold == lb.threshold).all()
+        for sp, sb in zip(lp.synapses, lb.synapses, strict=True):
+            assert (sp.weight == sb.weight).all()
+        if lp.bias is not None:
+            changed += int(not (lp.bias == lb.bias).all())
+    assert changed >= 8  # every coded layer and the output layer get a correction
+
+
+@pytest.mark.parametrize("mode", ["exact", "int"])
+def test_bias_mode_lowers_logit_error(setup, mode):
+    """On held-out inputs, the corrected SNN's logits are closer to the ANN's: the mean
+    error (bias) per class and the RMS error both drop below percentile calibration's."""
+    _, test, want, snns = setup
+    err = {}
+    for cal, snn in snns.items():
+        got = golden.run(snn, test, mode, keep_spikes=False).logits.double()
+        e = got - want.double()
+        err[cal] = (e.mean(0).abs().mean().item(), e.pow(2).mean().sqrt().item())
+    assert err["bias"][0] < 0.5 * err["percentile"][0], err
+    assert err["bias"][1] < err["percentile"][1], err
+    # least-squares weights also cut the spread: lower RMS error than the bias correction
+    assert err["weights"][0] < 0.5 * err["percentile"][0], err
+    assert err["weights"][1] < err["bias"][1], err
+
+
+def test_weights_mode_keeps_format_and_geometry(setup):
+    """Weight calibration refits conv/linear weights and biases only; λ, thresholds and the
+    residual shortcut weights stay, and the artifact validates and runs in int mode."""
+    _, test, _, snns = setup
+    p, w = snns["percentile"], snns["weights"]
+    validate(w)
+    refit = 0
+    for lp, lw in zip(p.layers, w.layers, strict=True):
+        if lp.threshold is not None:
+            assert (lp.threshold == lw.threshold).all()
+        for sp, sw in zip(lp.synapses, lw.synapses, strict=True):
+            assert (sp.op, sp.weight.shape, sp.weight_q.dtype) == (
+                sw.op,
+                sw.weight.shape,
+                sw.weight_q.dtype,
+            )
+            if sp.op == "shortcut":
+                assert (sp.weight == sw.weight).all()
+            elif sp.op in ("conv", "linear"):
+                refit += int(not (sp.weight == sw.weight).all())
+    assert refit == 10  # the stem, eight block convolutions and the classifier
+    r = golden.run(w, test[:8], "int", keep_spikes=False)
+    assert r.predictions.shape == (8,)
+
+
+def test_weights_mode_int_is_spike_exact_in_hwsim(setup):
+    """The refitted artifact keeps golden int and the accelerator model spike for spike."""
+    import numpy as np
+
+    import hwsim
+
+    _, test, _, snns = setup
+    snn, x = snns["weights"], test[:4]
+    g = golden.run(snn, x, "int", device="cpu")
+    r = hwsim.simulate(snn, x)
+    for i, lay in enumerate(snn.layers):
+        if g.spikes[i] is not None:
+            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
+    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
