@@ -97,6 +97,15 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         "--input-std", type=_floats, default=None, help="per-channel std matching --input-mean"
     )
     g.add_argument(
+        "--calibration",
+        choices=("percentile", "bias", "weights"),
+        default="percentile",
+        help="percentile: λ from the activation percentile; bias: then each layer's bias "
+        "corrected in network order on the SNN; weights: then each layer's weights and bias "
+        "refitted by least squares on the SNN's coded inputs (deep ResNets: +0.7 to +1.6 "
+        "points; golden ann mode then no longer equals the ANN) " + DEFAULTS_HELP,
+    )
+    g.add_argument(
         "--input-scale",
         type=float,
         default=None,
@@ -120,6 +129,7 @@ def _config(args):
         input_mean=args.input_mean,
         input_std=args.input_std,
         input_scale=args.input_scale,
+        calibration=args.calibration,
     )
 
 

@@ -128,11 +128,12 @@ def user_folder(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "spec, ckpt",
-    [("nets.py:build", "dataparallel.pth"), ("mypkg.nets:build", "compiled.pt")],
-    ids=["py-file-dataparallel-checkpoint", "dotted-module-compiled-checkpoint"],
-)
-def test_convert_and_eval_users_files(user_folder: Path, spec: str, ckpt: str) -> None:
+    "spec, ckpt, calib",
+    [("nets.py:build", "dataparallel.pth", "percentile"),
+     ("mypkg.nets:build", "compiled.pt", "weights")],
+    ids=["py-file-dataparallel-checkpoint", "dotted-module-compiled-checkpoint-weights"],
+)  # fmt: skip
+def test_convert_and_eval_users_files(user_folder: Path, spec: str, ckpt: str, calib: str):
     out = check_ok(
         run(
             user_folder,
@@ -145,6 +146,8 @@ def test_convert_and_eval_users_files(user_folder: Path, spec: str, ckpt: str) -
             "8",
             "-o",
             "net.safetensors",
+            "--calibration",
+            calib,
         )  # fmt: skip
     )
     assert "wrote net.safetensors" in out
