@@ -7,8 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from onespike.data import data_root as _data_root
+
+# In CI the property tests draw the same examples on every run (a failure is a regression,
+# not luck); elsewhere they draw new ones, to keep finding cases.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 #: Where the rtl tests build and co-simulate, and the simulator they use (``SIM``).
 BUILD = Path(__file__).resolve().parents[1] / "build-rtl"
