@@ -213,8 +213,8 @@ class ArchConfig:
         energy = data.pop("energy", {})
         if not isinstance(energy, dict):
             raise ValueError(f"{where}: energy must be a table, got {energy!r}")
-        _check_keys(data, [f.name for f in fields(cls) if f.name != "energy"], "", where)
-        _check_keys(energy, [f.name for f in fields(EnergyTable)], "energy.", where)
+        check_keys(data, [f.name for f in fields(cls) if f.name != "energy"], "", where)
+        check_keys(energy, [f.name for f in fields(EnergyTable)], "energy.", where)
         try:
             return cls(**data, energy=EnergyTable(**energy))
         except (TypeError, ValueError) as exc:
@@ -238,7 +238,11 @@ class ArchConfig:
         return int(self.potential_sram_kib * 1024 * 8)
 
 
-def _check_keys(data: dict[str, Any], known: list[str], prefix: str, where: str) -> None:
+def check_keys(
+    data: dict[str, Any], known: list[str], prefix: str, where: str, what: str = "key"
+) -> None:
+    """Every key of ``data`` is in ``known``; a key missing only its unit suffix is told the
+    full name (``clock`` → ``clock_mhz``). ``what`` names a key in the message."""
     for key in data:
         if key in known:
             continue
@@ -249,7 +253,8 @@ def _check_keys(data: dict[str, Any], known: list[str], prefix: str, where: str)
                 f"(got {prefix}{key} = {data[key]!r})"
             )
         raise ValueError(
-            f"{where}: unknown key {prefix}{key} = {data[key]!r}; known keys: {', '.join(known)}"
+            f"{where}: unknown {what} {prefix}{key} = {data[key]!r}; known {what}s: "
+            f"{', '.join(known)}"
         )
 
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hwsim.config import ArchConfig, EnergyTable
+from hwsim.config import ArchConfig, EnergyTable, check_keys
 
 #: ArchConfig fields a grid may vary (``name`` is set per point).
 ARCH_KEYS = tuple(f.name for f in fields(ArchConfig) if f.name not in ("name", "energy"))
@@ -137,10 +137,10 @@ def parse_grid(data: dict[str, Any], where: str = "grid") -> Grid:
     for key, value in data.items():
         if key == "name":
             raise ValueError(f"{where}: name cannot be swept (each point is named by its hash)")
-        _check_key(key, value, known, "", where)
+        check_keys({key: value}, list(known), "", where, "ArchConfig field")
         axes[key] = _values(key, value, where)
     for key, value in energy.items():
-        _check_key(key, value, ENERGY_KEYS, "energy.", where)
+        check_keys({key: value}, list(ENERGY_KEYS), "energy.", where, "ArchConfig field")
         axes[f"energy.{key}"] = _values(f"energy.{key}", value, where)
     for key, value in constraints.items():
         if key not in CONSTRAINT_KEYS:
@@ -162,20 +162,6 @@ def parse_grid(data: dict[str, Any], where: str = "grid") -> Grid:
     if not axes:
         raise ValueError(f"{where}: the grid names no ArchConfig field to sweep")
     return Grid(axes, base, dict(constraints), where)
-
-
-def _check_key(key: str, value: Any, known: tuple[str, ...], prefix: str, where: str) -> None:
-    if key in known:
-        return
-    with_unit = [k for k in known if k.startswith(f"{key}_")]
-    if with_unit:
-        raise ValueError(
-            f"{where}: {prefix}{key} has no unit, write {prefix}{with_unit[0]} "
-            f"(got {prefix}{key} = {value!r})"
-        )
-    raise ValueError(
-        f"{where}: unknown ArchConfig field {prefix}{key} = {value!r}; known: {', '.join(known)}"
-    )
 
 
 def _values(key: str, value: Any, where: str) -> list[Any]:
