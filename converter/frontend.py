@@ -7,6 +7,7 @@ the node's name, its op and the supported list.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,10 +60,7 @@ class RawLayer:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
@@ -631,7 +629,7 @@ def _flatten(ctx: Lowering, node, args, kwargs, mod=None):
             return dataclasses.replace(v, shape=out_shape, flat=True)
     if isinstance(v, PreAct):
         in_shape = ctx.shape(node.args[0])
-        if len(out_shape) == 1 and out_shape[0] == _size(in_shape):
+        if len(out_shape) == 1 and out_shape[0] == math.prod(in_shape):
             # flatten commutes with the ReLU (or the output) that follows
             return dataclasses.replace(v, flat=True)
         if out_shape == in_shape:
@@ -643,13 +641,6 @@ def _flatten(ctx: Lowering, node, args, kwargs, mod=None):
         f"reshapes {want} to {got}: only flattening to (N, features) or keeping the shape "
         "is supported",
     )
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @handles(
@@ -862,7 +853,7 @@ def _refuse_matrix_products(gm: torch.fx.GraphModule) -> None:
 
 
 #: Handlers that pass the input layer's spikes on as a view (its uses are their consumers').
-_VIEWS = ("_relu", "_clamp", "_flatten", "_identity")
+_VIEWS = (_relu, _clamp, _flatten, _identity)
 
 
 def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
@@ -904,7 +895,7 @@ def _lower_node(ctx: Lowering, node: torch.fx.Node) -> Any:
                 node,
                 "uses a softmax output: a softmax is accepted only as the model's last op",
             )
-        if isinstance(a, Spikes) and a.layer == 0 and handler.__name__ not in _VIEWS:
+        if isinstance(a, Spikes) and a.layer == 0 and handler not in _VIEWS:
             ctx.note_input_use(a, node)
     if node.op == "call_module":
         return handler(ctx, node, args, kwargs, key)

@@ -234,8 +234,8 @@ def _find_state_dict(state, path: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: '{inner[0]}' does not hold only tensors")
     out = {}
     for k, v in state.items():
-        while k.startswith(_PREFIXES):
-            k = k.removeprefix(_PREFIXES[0]) if k.startswith(_PREFIXES[0]) else k[10:]
+        while k.startswith(_PREFIXES):  # wrappers nest: module._orig_mod.<key>
+            k = next(k.removeprefix(p) for p in _PREFIXES if k.startswith(p))
         out[k] = v
     return out
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import nir  # noqa: E402  (a dependency of the project)
+import nir
 import numpy as np
 import pytest
 import torch
@@ -17,8 +17,8 @@ from torch import nn
 from converter import ArtifactError, ConversionConfig, convert
 from converter.model import SnnModel
 from converter.ops import synapse_forward
-from onespike.exportcli import add_parsers, run_export  # noqa: E402
-from onespike.nir_export import NirExportError, export_nir, to_nir  # noqa: E402
+from onespike.exportcli import add_parsers, run_export
+from onespike.nir_export import NirExportError, export_nir, to_nir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
