@@ -556,7 +556,7 @@ def _validate_neuron_layer(snn: SnnModel, i: int, lay: Layer, fail) -> None:
     for g, s in enumerate(lay.synapses):
         _validate_synapse(snn, lay, s, residual, lambda m, g=g: fail(f"synapse {g} {m}"))
     if snn.is_quantized:
-        top = 2 ** (snn.acc_bits - 1) - 1 - _max_phase_input(lay.synapses)
+        top = 2 ** (snn.acc_bits - 1) - 1 - max_phase_input(lay.synapses)
         if not 1 <= lay.sat_limit <= top:
             raise fail(
                 f"sat_limit must be in [1, {top}] (2^(acc_bits-1) - 1 - Smax), "
@@ -618,8 +618,14 @@ def _validate_window(src: Layer, lay: Layer, s: Synapse, fail) -> None:
         raise fail(f"{s.op} from {src.shape} gives shape {expect}, the layer has {lay.shape}")
 
 
-def _max_phase_input(synapses) -> int:
-    """Smax (docs/semantics.md §4): the largest Σ |weight_q| of one output channel."""
+def max_phase_input(synapses) -> int:
+    """Smax (docs/semantics.md §4): the largest |S(k)| one phase can add to a potential.
+
+    Each source neuron spikes at most once per phase, so Smax = max over output channels of
+    Σ |weight_q| over the channel's whole fan-in (all synapse groups, all kernel taps; an
+    average-pooling weight counts once per window tap). Groups whose per-channel rows do not
+    line up (a malformed artifact under validation) give the bound Σ of their maxima.
+    """
     per = []
     for s in synapses:
         w = np.abs(s.weight_q.astype(np.int64))
@@ -676,7 +682,7 @@ def _check_derived(snn: SnnModel, where: str) -> None:
         if lay.kind not in ("neuron", "output"):
             continue
         at = f"{where}: layer {i} ({lay.name})"
-        top = 2 ** (snn.acc_bits - 1) - 1 - _max_phase_input(lay.synapses)
+        top = 2 ** (snn.acc_bits - 1) - 1 - max_phase_input(lay.synapses)
         if lay.sat_limit != top:
             raise ArtifactError(
                 f"{at} sat_limit {lay.sat_limit} != 2^(acc_bits-1) - 1 - Smax = {top}"

@@ -6,7 +6,7 @@ import numpy as np
 
 from converter.config import Q_FRAC_BITS
 from converter.frontend import Group
-from converter.model import Layer, Synapse
+from converter.model import Layer, Synapse, max_phase_input
 
 #: Width of a residual shortcut group's per-channel weights (docs/semantics.md §1).
 SHORTCUT_WEIGHT_BITS = 16
@@ -45,22 +45,6 @@ def threshold_table(
     t = np.arange(T)
     g = np.array([gain(int(k), t_in, qi, qo) for k in t + T_w])
     return np.rint(shift * theta[:, None] * qo ** (-t[None, :]) * g[None, :] / scale[:, None])
-
-
-def max_phase_input(synapses) -> int:
-    """Smax: the largest |S(k)| one phase can add to a potential (docs/semantics.md §4).
-
-    Each source neuron spikes at most once per phase, so Smax = max over output channels of
-    Σ |weight_q| over the channel's whole fan-in (all synapse groups, all kernel taps).
-    """
-    total = None
-    for syn in synapses:
-        w = np.abs(syn.weight_q.astype(np.int64))
-        per = w.reshape(w.shape[0], -1).sum(1) if w.ndim > 1 else w
-        if syn.op == "avgpool":
-            per = per * syn.kernel[0] * syn.kernel[1]
-        total = per if total is None else total + per
-    return int(total.max())
 
 
 def _bias_correction(syns, weights, scale, src_means) -> np.ndarray:

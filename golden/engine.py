@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from converter.config import Q_FRAC_BITS
-from converter.model import Layer, SnnModel
+from converter.model import Layer, SnnModel, max_phase_input
 from converter.ops import ann_ops, count_adds, maxpool_phase, synapse_forward
 from converter.quantize import fixed_base, gain, quantized_base
 
@@ -405,11 +405,5 @@ def _int_conv_dtype(snn: SnnModel) -> torch.dtype:
     most once per phase). Below 2^22 even a reordered float32 accumulation is exact and the
     final rounding removes any error of a transform-based convolution; otherwise float64.
     """
-    worst = 0
-    for lay in snn.layers:
-        total = 0
-        for s in lay.synapses:
-            w = np.abs(s.weight_q.astype(np.int64))
-            total += int(w.reshape(w.shape[0], -1).sum(1).max()) if w.ndim > 1 else int(w.max())
-        worst = max(worst, total)
+    worst = max((max_phase_input(lay.synapses) for lay in snn.layers if lay.synapses), default=0)
     return torch.float32 if worst < 2**22 else torch.float64
