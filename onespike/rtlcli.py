@@ -16,10 +16,14 @@ def add_parsers(sub) -> None:
 
     v = sub.add_parser(
         "verilog",
-        help="Verilog of the accelerator's engines for an artifact's layers",
-        description="Write, per layer, the engine as Verilog (module onespike_layer<i>), its "
-        "memory images ($readmemh hex) and a JSON of ports and parameters, plus the "
-        "Verilator lint waivers (docs/architecture.md, rtl/).",
+        help="the accelerator's Verilog for an artifact, as a folder to take away",
+        description="Write one self-contained folder: rtl/ (per layer the engine as Verilog, "
+        "module onespike_layer<i>, and a JSON of ports and parameters; a wrapper holding them "
+        "all; the Verilator lint waivers), mem/ (memory images, $readmemh hex), tb/ (a "
+        "self-checking Verilog bench with stimulus files, the cocotb bench with its Makefile "
+        "and run.py), reports/ (hwsim's cycle and energy estimates, Yosys's cell counts) and "
+        "a FuseSoC core <name>.core with targets sim (Icarus) and lint (Verilator) "
+        "(docs/architecture.md, rtl/package.py).",
     )
     v.add_argument("artifact", type=Path)
     _arch_options(v)
@@ -27,6 +31,13 @@ def add_parsers(sub) -> None:
     which.add_argument("--layer", type=int, help="one layer (index, see `onespike info`)")
     which.add_argument("--all", action="store_true", help="every supported layer (default)")
     v.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    v.add_argument("--images", type=int, default=2, help="images of the benches " + DEFAULTS_HELP)
+    v.add_argument(
+        "--data",
+        default=None,
+        help="digits | mnist | cifar10 | .npz (default: from the shape, else random images)",
+    )
+    v.add_argument("--name", default=None, help="core and wrapper name (default: the artifact's)")
 
     c = sub.add_parser(
         "cosim",
@@ -69,16 +80,39 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
 
 def run_verilog(args: argparse.Namespace) -> int:
     from converter import load
-    from rtl.generate import generate_verilog
+    from rtl.package import package_name, write_package
 
     snn = load(args.artifact)
     arch = load_arch(args.arch, args.preset)
-    files = generate_verilog(snn, arch, args.out, layer=args.layer)
-    for f in files:
-        meta = json.loads(f.with_suffix(".json").read_text())
-        print(f"{f}  layer {meta['layer']} ({meta['name']}, {meta['parameters']['kind']})")
-    print(f"P = {arch.lanes}; waivers: {args.out / 'verilator.vlt'}")
+    x = _bench_images(snn, args.data, args.images)
+    name = package_name(args.name or args.artifact.stem)
+    core = write_package(snn, arch, args.out, x, name=name, layer=args.layer)
+    for f in sorted((args.out / "rtl").glob("layer*.json"), key=lambda p: int(p.stem[5:])):
+        meta = json.loads(f.read_text())
+        print(f"{f.with_suffix('.v')}  layer {meta['layer']} ({meta['name']}, "
+              f"{meta['parameters']['kind']})")  # fmt: skip
+    print(f"P = {arch.lanes}; core: {core} (fusesoc --cores-root {args.out} run "
+          f"--target=sim onespike:snn:{name}); reports: {args.out / 'reports'}; "
+          f"see {args.out / 'README.md'}")  # fmt: skip
     return 0
+
+
+def _bench_images(snn, data: str | None, images: int):
+    """The benches' images: ``data`` (or the data set of the input shape), else ``images``
+    uniform random images in [0, 1) (seed 0), with a note on stderr."""
+    import torch
+
+    from onespike.simreport import DATA_BY_SHAPE
+
+    if data is not None or tuple(snn.input_shape) in DATA_BY_SHAPE:
+        return load_images(snn, data, images)[0]
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"--images must be a positive int, got {images!r}")
+    shape = "x".join(map(str, snn.input_shape))
+    print(f"note: no data set for the input shape {shape}: the benches use {images} random "
+          "images (--data for real ones)", file=sys.stderr)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(images, *snn.input_shape, generator=g)
 
 
 def run_cosim(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ _EXPORTS = {
     "unpack_event": "rtl.events",
     "generate_verilog": "rtl.generate",
     "supported_layers": "rtl.generate",
+    "write_package": "rtl.package",
     "cosim": "rtl.cosim",
 }
 

