@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from converter import graph_frontend
 from converter.config import ConversionConfig
 from converter.frontend import Group, RawLayer, lower
 from converter.model import Layer, SnnModel, Synapse, canonical, validate
@@ -53,14 +54,18 @@ def convert(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, ConversionConfig):
         raise TypeError(f"config must be a ConversionConfig, got {type(config).__name__}")
-    batches = _batches(calibration)
     # every submodule's own flag: a model may mix train and eval submodules on purpose
     modes = [(m, m.training) for m in model.modules()]
+    graph = None
     try:
         model.eval()
         with torch.no_grad():
-            norm = (config.input_mean, config.input_std) if config.input_mean else None
-            raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
+            if graph_frontend.is_graph_model(model):
+                raw, notes, graph, batches = _lower_graph(model, calibration, config)
+            else:
+                batches = _batches(calibration)
+                norm = (config.input_mean, config.input_std) if config.input_mean else None
+                raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
             stats, means = calibrate(raw, batches, config, progress)
             if config.calibration != "percentile":
                 from converter import calibration as cal
@@ -74,8 +79,36 @@ def convert(
     snn = canonical(build(raw, stats, means, config, name or type(model).__name__))
     if notes:
         snn = dataclasses.replace(snn, meta={**snn.meta, "notes": notes})
+    if graph is not None:
+        snn = dataclasses.replace(snn, meta={**snn.meta, "graph": graph})
     validate(snn)
     return snn
+
+
+def _lower_graph(model: nn.Module, calibration, config: ConversionConfig):
+    """A graph network: calibration is the node features (N, F) of the model's graph, or a
+    list of them; each becomes one (1, F, N, 1) batch of the layers (docs/semantics.md §8)."""
+    graphs = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    if not graphs or not all(isinstance(g, torch.Tensor) for g in graphs):
+        raise CalibrationError(
+            "a graph network calibrates on its node features: give x (N, F) or a list of them"
+        )
+    if config.input_mean is not None:
+        raise CalibrationError("input_mean/input_std are for image inputs, not graph networks")
+    if config.calibration != "percentile":
+        raise CalibrationError(
+            f"calibration={config.calibration!r} is not implemented for graph networks; "
+            "use 'percentile'"
+        )
+    raw, notes, graph = graph_frontend.lower_graph(model, graphs[0].cpu())
+    try:
+        batches = [
+            graph_frontend.layer_input(g.cpu(), graph["one_hot"], graph["nodes"], graph["features"])
+            for g in graphs
+        ]
+    except ValueError as exc:
+        raise CalibrationError(f"calibration graph: {exc}") from exc
+    return raw, notes, graph, batches
 
 
 def _batches(calibration) -> list[torch.Tensor]:
@@ -154,6 +187,7 @@ def _syn(g: Group, weight=None, weight_q=None) -> Synapse:
         g.stride,
         g.padding,
         g.channel_offset,
+        None if g.index is None else g.index.numpy(),
     )
 
 
@@ -200,7 +234,7 @@ def calibrate(
 
 # Average pooling of a conv map keeps its channels, so it gets a λ per channel too (the paper
 # normalises pooling layers per layer; per channel measured +0.3 points on CIFAR ResNet-20).
-_PER_CHANNEL_OPS = ("conv", "shortcut", "avgpool")
+_PER_CHANNEL_OPS = ("conv", "shortcut", "avgpool", "graph", "embedding")
 
 
 def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
@@ -209,8 +243,14 @@ def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torc
         and lay.kind == "neuron"
         and len(lay.shape) == 3
         and all(g.op in _PER_CHANNEL_OPS for g in lay.groups)
+        and not lay.per_layer_lambda  # read by a graph aggregation: one λ (semantics.md §8)
     )
     c = lay.shape[0]
+    if lay.rails:  # both rails share one λ: the statistic of |v| = pos + neg
+        half = c // 2
+        one_rail = dataclasses.replace(lay, rails=False, shape=(half, *lay.shape[1:]))
+        s = _statistic(a[:, :half] + a[:, half:], one_rail, config)
+        return torch.cat([s, s])
     flat = a.transpose(0, 1).reshape(c, -1) if per_channel else a.reshape(1, -1)
     if config.percentile >= 100:
         s = flat.max(dim=1).values
@@ -271,6 +311,8 @@ def _lambdas(raw, stats, config) -> list[np.ndarray | None]:
             m = float(s.max()) if config.input_scale is None else config.input_scale
             if config.input_scale is None:
                 m *= 2**config.T_in / (2**config.T_in - 1)
+            if lay.one_hot:  # X = I: the value 1 is half the range, one spike at phase 0
+                m = 2.0
             lams.append(np.full(lay.shape[0], m if m > 0 else 1.0))
             continue
         # a channel that never fired in calibration: any positive λ keeps it consistent
@@ -329,6 +371,7 @@ def _neuron_layer(lay: RawLayer, layers: list[Layer], lam, config: ConversionCon
         threshold=threshold,
         shift=(1 + 1 / config.q) / 2 if config.threshold_shift and not out else 1.0,
         T_w=0 if out else config.t_w,
+        rails=lay.rails,
     )
     if config.weight_bits is None:
         syns = tuple(_syn(g, w) for g, w in zip(lay.groups, weights, strict=True))
@@ -352,6 +395,10 @@ def _effective_weight(g: Group, src: Layer) -> np.ndarray:
         return w * per.reshape(1, -1)
     if g.op == "avgpool":
         return w * lam
+    if g.op in ("graph", "embedding"):  # one λ for the whole source (docs/semantics.md §8)
+        if np.ptp(lam) != 0:
+            raise ValueError(f"a {g.op} synapse needs one λ for its source, got {lam.min()}..")
+        return w * lam[0]
     idx = np.clip(np.arange(w.shape[0]) - g.channel_offset, 0, src.channels - 1)
     return w * lam[idx]
 

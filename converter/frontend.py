@@ -38,6 +38,8 @@ class Group:
     #: an identity view of one spike tensor (shortcut of stride 1, or a diagonal linear
     #: group for a 1-D tensor), possibly scaled per channel: BN on spikes, residual operands
     identity: bool = False
+    #: graph op only: (target node, source node) of each value of ``weight``, int32 (2, nnz)
+    index: torch.Tensor | None = None
 
 
 @dataclass
@@ -57,6 +59,12 @@ class RawLayer:
     signed: bool = False
     #: input layer only: the model applies ReLU to its input, so the layer codes max(x, 0)
     rectified: bool = False
+    #: graph networks (docs/semantics.md §8): a two-rail signed layer; an input layer of
+    #: one-hot node features (X = I, one neuron per node); a layer read by a graph
+    #: aggregation, which needs one λ for the whole layer
+    rails: bool = False
+    one_hot: bool = False
+    per_layer_lambda: bool = False
 
     @property
     def size(self) -> int:
@@ -235,7 +243,15 @@ def _apply_group(x: torch.Tensor, g: Group, out_shape: tuple[int, ...]) -> torch
     from converter.ops import synapse_forward
 
     syn = Synapse(
-        g.source, g.op, g.weight.numpy(), None, g.kernel, g.stride, g.padding, g.channel_offset
+        g.source,
+        g.op,
+        g.weight.numpy(),
+        None,
+        g.kernel,
+        g.stride,
+        g.padding,
+        g.channel_offset,
+        None if g.index is None else g.index.numpy(),
     )
     return synapse_forward(x, syn, g.weight, Layer("tmp", "neuron", tuple(out_shape)))
 
@@ -846,9 +862,9 @@ def _refuse_matrix_products(gm: torch.fx.GraphModule) -> None:
         ):
             raise _unsupported(
                 node,
-                "a matrix product of two tensors (a graph aggregation Â·H, attention or "
-                "h @ W) is not supported: use nn.Linear for per-sample linear maps; graph "
-                "convolutional networks cannot be converted yet",
+                "a matrix product of two tensors (attention, or h @ W) is not supported: use "
+                "nn.Linear for per-sample linear maps (a graph aggregation Â·H needs Â held "
+                "by the model as a square buffer or constant)",
             )
 
 

@@ -15,7 +15,7 @@ from converter.config import Q_FRAC_BITS, SUPPORTED_WEIGHT_BITS
 SCHEMA_VERSION = 1
 FORMAT_NAME = "one-spike-snn"
 LAYER_KINDS = ("input", "neuron", "maxpool", "output")
-SYNAPSE_OPS = ("conv", "linear", "avgpool", "shortcut")
+SYNAPSE_OPS = ("conv", "linear", "avgpool", "shortcut", "graph", "embedding")
 
 # Array fields of a layer / synapse and the dtypes they are stored with.
 _LAYER_ARRAYS = {
@@ -29,7 +29,7 @@ _LAYER_ARRAYS = {
     "input_offset": "float32",
     "act_mean": "float32",
 }
-_SYNAPSE_ARRAYS = {"weight": "float32", "weight_q": None}  # weight_q: int8 or int16
+_SYNAPSE_ARRAYS = {"weight": "float32", "weight_q": None, "index": "int32"}  # weight_q: int8/16
 _INT_WEIGHT_DTYPES = ("int8", "int16")
 
 
@@ -47,6 +47,13 @@ class Synapse:
     conv ``[C_out, C_in, kh, kw]``; linear ``[N_out, N_in]`` over the flattened source;
     avgpool ``[C]`` (one weight per channel, the window is ``kernel``); shortcut ``[C_out]``
     (output channel c reads source channel c − ``channel_offset`` every ``stride`` pixels).
+
+    Graph layers are laid out (features, nodes, 1) (docs/semantics.md §8). ``graph``: the
+    aggregation Â·H, ``weight`` ``[nnz]`` the values of Â and ``index`` ``[2, nnz]`` (int32) their
+    (target node, source node), sorted by target then source; output channel c reads source
+    channel c + ``channel_offset`` (the negative rail of a two-rail source). ``embedding``: the
+    per-node linear map of one-hot features (X = I), ``weight`` ``[C_out, N]``: output (c, n)
+    receives ``weight[c, n]`` from node n's one input neuron.
     """
 
     source: int
@@ -57,6 +64,7 @@ class Synapse:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     channel_offset: int = 0
+    index: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +98,9 @@ class Layer:
     input_offset: np.ndarray | None = None
     signed: bool = False
     act_mean: np.ndarray | None = None
+    #: a two-rail signed layer (graph networks, docs/semantics.md §8): channels [0, C/2) code
+    #: max(v, 0) and [C/2, C) code max(−v, 0) of one signed value v with C/2 channels
+    rails: bool = False
 
     @property
     def channels(self) -> int:
@@ -294,6 +305,8 @@ def _from_tensors_and_manifest(
 
 
 _LAYER_KEYS = frozenset(f.name for f in fields(Layer) if f.name not in _LAYER_ARRAYS)
+#: Keys added to schema version 1 after its first release, with their value when absent.
+_OPTIONAL_KEYS = {"rails": False}
 _SYNAPSE_KEYS = frozenset(f.name for f in fields(Synapse) if f.name not in _SYNAPSE_ARRAYS)
 _TOP_KEYS = {"weight_bits": None, "acc_bits": None, "config": dict, "meta": dict, "layers": list}
 
@@ -320,8 +333,9 @@ def _check_layout(manifest: dict[str, Any], where: str) -> None:
 def _check_keys(entry: Any, keys: frozenset[str], at: str, where: str) -> None:
     if not isinstance(entry, dict):
         raise ArtifactError(f"{where}: {at} must be a JSON object, got {type(entry).__name__}")
-    if keys - set(entry):
-        raise ArtifactError(f"{where}: {at} field {sorted(keys - set(entry))[0]!r} is missing")
+    missing = keys - set(entry) - set(_OPTIONAL_KEYS)
+    if missing:
+        raise ArtifactError(f"{where}: {at} field {sorted(missing)[0]!r} is missing")
     if set(entry) - keys:
         raise ArtifactError(f"{where}: {at} has unknown field {sorted(set(entry) - keys)[0]!r}")
 
@@ -349,7 +363,7 @@ def _layer_from(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray]) -
                 for g, e in enumerate(entry["synapses"])
             )
         else:
-            v = entry[f.name]
+            v = entry.get(f.name, _OPTIONAL_KEYS.get(f.name))
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
     return Layer(**kwargs)
 
@@ -442,6 +456,12 @@ def _validate_scalars(snn: SnnModel, i: int, lay: Layer, fail) -> None:
             raise fail(f"{name} must be a pair of ints >= {lo}, got {getattr(lay, name)!r}")
     if not isinstance(lay.signed, bool) or (lay.signed and lay.kind != "input"):
         raise fail(f"signed must be a bool (True only for the input layer), got {lay.signed!r}")
+    if not isinstance(lay.rails, bool) or (
+        lay.rails and (lay.kind != "neuron" or lay.shape[0] % 2)
+    ):
+        raise fail(
+            f"rails must be a bool (True only for neuron layers of even C), got {lay.rails!r}"
+        )
     if not _is_int(lay.sat_limit) or lay.sat_limit < 0:
         raise fail(f"sat_limit must be an int >= 0, got {lay.sat_limit!r}")
     top = _T_W_MAX.get(lay.kind, 0)
@@ -577,7 +597,11 @@ def _validate_synapse(snn: SnnModel, lay: Layer, s: Synapse, residual: bool, fai
     if not _is_int(s.channel_offset) or s.channel_offset < 0:
         raise fail(f"channel_offset must be an int >= 0, got {s.channel_offset!r}")
     src = snn.layers[s.source]
-    if s.op != "linear":
+    if s.op in ("graph", "embedding"):
+        _validate_graph_synapse(src, lay, s, fail)
+    elif s.index is not None:
+        raise fail(f"index must be None for a {s.op} synapse")
+    elif s.op != "linear":
         _validate_window(src, lay, s, fail)
     expect = _expected_weight_shape(src, lay, s)
     w = s.weight
@@ -596,10 +620,37 @@ def _validate_synapse(snn: SnnModel, lay: Layer, s: Synapse, residual: bool, fai
         raise fail(f"weight_q: lacks integer weights of shape {expect}")
     if str(wq.dtype) not in _INT_WEIGHT_DTYPES:
         raise fail(f"weight_q has dtype {wq.dtype}, not one of {_INT_WEIGHT_DTYPES}")
-    bits = 16 if s.op == "shortcut" and residual else snn.weight_bits
+    bits = 16 if (s.op == "shortcut" and residual) or s.op == "graph" else snn.weight_bits
     top = 2 ** (bits - 1) - 1
     if wq.size and np.abs(wq.astype(np.int64)).max() > top:
         raise fail(f"weight_q must be within ±{top} ({bits}-bit weights)")
+
+
+def _validate_graph_synapse(src: Layer, lay: Layer, s: Synapse, fail) -> None:
+    """graph, embedding: (features, nodes, 1) layers over the same nodes; a graph synapse's
+    index holds (target, source) node pairs, sorted, each pair once."""
+    if len(src.shape) != 3 or len(lay.shape) != 3 or src.shape[2:] != (1,) or lay.shape[2:] != (1,):
+        raise fail(f"{s.op} needs (features, nodes, 1) layers, got {src.shape} -> {lay.shape}")
+    n = lay.shape[1]
+    if src.shape[1] != n:
+        raise fail(f"{s.op} joins layers of {src.shape[1]} and {n} nodes")
+    if s.op == "embedding":
+        if src.kind != "input" or src.channels != 1 or s.index is not None:
+            raise fail("embedding must read a one-hot input layer of shape (1, nodes, 1)")
+        return
+    if s.channel_offset + lay.channels > src.channels:
+        raise fail(
+            f"reads source channels {s.channel_offset}..{s.channel_offset + lay.channels - 1}, "
+            f"the source has {src.channels}"
+        )
+    ix = s.index
+    if not isinstance(ix, np.ndarray) or ix.dtype != np.int32 or ix.ndim != 2 or ix.shape[0] != 2:
+        raise fail("index must be an int32 array of shape (2, nnz)")
+    if ix.size and (ix.min() < 0 or ix.max() >= n):
+        raise fail(f"index has node numbers outside [0, {n})")
+    key = ix[0].astype(np.int64) * n + ix[1]
+    if (np.diff(key) <= 0).any():
+        raise fail("index must be sorted by (target, source) with no pair twice")
 
 
 def _validate_window(src: Layer, lay: Layer, s: Synapse, fail) -> None:
@@ -629,7 +680,12 @@ def max_phase_input(synapses) -> int:
     per = []
     for s in synapses:
         w = np.abs(s.weight_q.astype(np.int64))
-        row = w.reshape(w.shape[0], -1).sum(1) if w.ndim > 1 else w
+        if s.op == "graph":  # the heaviest target node's in-edges, the same for every channel
+            row = np.bincount(s.index[0], weights=w).max(initial=0).reshape(1).astype(np.int64)
+        elif s.op == "embedding":  # one synapse per neuron
+            row = w.max(axis=1)
+        else:
+            row = w.reshape(w.shape[0], -1).sum(1) if w.ndim > 1 else w
         per.append(row * (s.kernel[0] * s.kernel[1] if s.op == "avgpool" else 1))
     if len({p.shape for p in per}) == 1:
         return int(np.sum(per, axis=0).max())
@@ -637,6 +693,10 @@ def max_phase_input(synapses) -> int:
 
 
 def _expected_weight_shape(src: Layer, lay: Layer, s: Synapse) -> tuple[int, ...]:
+    if s.op == "graph":
+        return (s.index.shape[1],) if isinstance(s.index, np.ndarray) and s.index.ndim == 2 else ()
+    if s.op == "embedding":
+        return (lay.channels, src.shape[1])
     if s.op == "conv":
         return (lay.channels, src.channels, *s.kernel)
     if s.op == "linear":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,40 @@ def synapse_forward(
         return F.conv2d(x, kernel, stride=syn.stride, padding=syn.padding, groups=c)
     if syn.op == "shortcut":
         return _shortcut(x, syn, weight, out)
+    if syn.op == "graph":
+        return _aggregate(x, syn, weight, out)
+    if syn.op == "embedding":  # x (N, 1, nodes, 1): node n's one input neuron
+        return x * weight.reshape(1, *out.shape)
     raise ValueError(f"unknown synapse op {syn.op!r}")
+
+
+def graph_matrix(syn: Synapse, values: torch.Tensor, nodes: int) -> torch.Tensor:
+    """Â of a ``graph`` synapse as a sparse CSR (nodes, nodes) matrix with ``values`` (nnz,)
+    (float, or integers held in a float dtype), rows = target nodes. Build it once per run
+    and pass it to :func:`synapse_forward` as the weight."""
+    index = torch.as_tensor(syn.index, device=values.device).long()
+    return _csr(index, values, nodes)
+
+
+def _csr(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    rows = torch.bincount(index[0], minlength=n)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=values.device)
+    crow[1:] = torch.cumsum(rows, 0)
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
+        return torch.sparse_csr_tensor(crow, index[1], values, (n, n), check_invariants=False)
+
+
+def _aggregate(x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer) -> torch.Tensor:
+    """y[:, c, n] = Σ_m Â[n, m] · x[:, c + offset, m] (docs/semantics.md §8)."""
+    b, (c, n) = x.shape[0], out.shape[:2]
+    if weight.layout != torch.sparse_csr:
+        index = torch.as_tensor(syn.index, device=x.device).long()
+        weight = _csr(index, weight, n)
+    xs = x[:, syn.channel_offset : syn.channel_offset + c, :, 0]  # (B, C, nodes)
+    h = xs.permute(2, 0, 1).reshape(n, b * c)
+    y = torch.sparse.mm(weight, h) if h.numel() else h
+    return y.reshape(n, b, c).permute(1, 2, 0).unsqueeze(-1)
 
 
 def _shortcut(x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer) -> torch.Tensor:
@@ -58,6 +92,13 @@ def count_adds(counts: torch.Tensor, syn: Synapse, out: Layer) -> torch.Tensor:
         return (counts.sum(1) * cover).reshape(n, -1).sum(1) * out.channels
     if syn.op == "linear":
         return counts.reshape(n, -1).sum(1) * out.size
+    if syn.op == "embedding":
+        return counts.reshape(n, -1).sum(1) * out.channels
+    if syn.op == "graph":  # a spike of node m reaches every target of m's out-edges
+        nodes = out.shape[1]
+        deg = torch.bincount(torch.as_tensor(syn.index[1]).long(), minlength=nodes)
+        read = counts[:, syn.channel_offset : syn.channel_offset + out.channels, :, 0]
+        return (read.sum(1) * deg.to(counts.device, counts.dtype)).sum(1)
     ones = counts.new_ones(out.channels)
     if syn.op == "shortcut":
         ones = (syn.channel_offset <= torch.arange(out.channels, device=counts.device)) & (
@@ -81,12 +122,22 @@ def conv_cover(in_hw, kernel, stride, padding, out_hw) -> torch.Tensor:
 
 
 def ann_ops(syn: Synapse, src: Layer, out: Layer) -> tuple[int, int]:
-    """(MACs, additions) of the ANN operation a synapse group replaces, per image."""
+    """(MACs, additions) of the ANN operation a synapse group replaces, per image.
+
+    A two-rail layer (``rails``) stands for an ANN tensor of half its size, and both rails of
+    a graph aggregation (the group reading the negative rail, ``channel_offset`` > 0) are one
+    ANN product: counted once. One-hot features: X·W is a lookup, one MAC per output.
+    """
+    o = out.size // 2 if out.rails else out.size
     if syn.op == "conv":
         cin, kh, kw = syn.weight.shape[1:]
-        return out.size * cin * kh * kw, 0
+        return o * (cin // 2 if src.rails else cin) * kh * kw, 0
     if syn.op == "linear":
-        return out.size * src.size, 0
+        return o * (src.size // 2 if src.rails else src.size), 0
+    if syn.op == "graph":
+        return (0 if syn.channel_offset else syn.weight.shape[0] * out.channels), 0
+    if syn.op == "embedding":
+        return o, 0
     if syn.op == "avgpool":
         return 0, out.size * syn.kernel[0] * syn.kernel[1]
     return 0, out.size  # the residual add

@@ -10,6 +10,10 @@ from converter.model import Layer, Synapse, max_phase_input
 
 #: Width of a residual shortcut group's per-channel weights (docs/semantics.md §1).
 SHORTCUT_WEIGHT_BITS = 16
+#: Width of a graph aggregation's weights, the values of Â (docs/semantics.md §8): Â spans
+#: several decades (Text GCN R8: self loops near 1, document-word edges near 1e-3), which INT8
+#: would round to zero.
+GRAPH_WEIGHT_BITS = 16
 
 
 def fixed_base(q: float) -> int:
@@ -57,6 +61,8 @@ def _bias_correction(syns, weights, scale, src_means) -> np.ndarray:
     """
     corr = np.zeros(scale.shape[0])
     for syn, w, m in zip(syns, weights, src_means, strict=True):
+        if syn.op in ("graph", "embedding"):
+            continue  # one weight per edge / neuron: its rounding error is not a shared bias
         err = syn.weight_q.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1))) - w
         m = m.astype(np.float64)
         if syn.op == "conv":
@@ -73,9 +79,11 @@ def _bias_correction(syns, weights, scale, src_means) -> np.ndarray:
     return corr
 
 
-def _row_max(w: np.ndarray, op: str) -> np.ndarray:
+def _row_max(w: np.ndarray, op: str, c: int) -> np.ndarray:
     a = np.abs(w)
-    return a.reshape(a.shape[0], -1).max(axis=1) if op in ("conv", "linear") else a
+    if op == "graph":  # one Â for every channel
+        return np.full(c, a.max(initial=0.0))
+    return a.reshape(a.shape[0], -1).max(axis=1) if op in ("conv", "linear", "embedding") else a
 
 
 def quantize_layer(
@@ -95,12 +103,12 @@ def quantize_layer(
     # is stored with SHORTCUT_WEIGHT_BITS instead, so that it does not coarsen the conv row.
     sized = [(g, w) for g, w in zip(groups, weights, strict=True) if g.op != "shortcut"]
     sized = sized or list(zip(groups, weights, strict=True))
-    m = np.max(np.stack([_row_max(w, g.op) for g, w in sized]), 0)
+    c = base["shape"][0]
+    m = np.max(np.stack([_row_max(w, g.op, c) for g, w in sized]), 0)
     out = base["kind"] == "output"
     if out:  # one scale, so that argmax over the integer potentials is the prediction
         m = np.full_like(m, m.max())
     bias = base["bias"]
-    c = base["shape"][0]
     fallback = np.abs(bias).reshape(c, -1).max(1) if bias.ndim > 1 else np.abs(bias)
     if base["threshold"] is not None:
         fallback = np.maximum(fallback, base["threshold"])
@@ -118,11 +126,19 @@ def quantize_layer(
             base["threshold"], base["shift"], base["T"], base["T_w"], src.T, src.Q, base["Q"], ones
         ).max(axis=1)
         scale = np.maximum(scale, peak / 2 ** (acc_bits - 3))
+    graph = any(g.op == "graph" for g in groups)
+    if graph:  # Â's integers serve every channel: one scale, GRAPH_WEIGHT_BITS wide
+        scale = np.full_like(scale, scale.max() * qmax / (2 ** (GRAPH_WEIGHT_BITS - 1) - 1))
+        if not out:
+            scale = np.maximum(scale, peak.max() / 2 ** (acc_bits - 3))
     dtype = np.int8 if weight_bits <= 8 else np.int16
     syns = []
     for g, w in zip(groups, weights, strict=True):
         s = scale.reshape(-1, *([1] * (w.ndim - 1)))
-        if g.op == "shortcut" and len(sized) < len(groups):
+        if g.op == "graph":
+            gtop = 2 ** (GRAPH_WEIGHT_BITS - 1) - 1
+            wq = np.clip(np.rint(w / scale[0]), -gtop, gtop).astype(np.int16)
+        elif g.op == "shortcut" and len(sized) < len(groups):
             wq = np.clip(np.rint(w / s), -top, top).astype(np.int16)
         else:
             wq = np.clip(np.rint(w / s), -qmax, qmax).astype(dtype)
@@ -136,6 +152,7 @@ def quantize_layer(
                 g.stride,
                 g.padding,
                 g.channel_offset,
+                None if g.index is None else g.index.numpy(),
             )
         )
     limit = acc_max - max_phase_input(syns)

@@ -9,7 +9,7 @@ import torch
 
 from converter.config import Q_FRAC_BITS
 from converter.model import Layer, SnnModel, max_phase_input
-from converter.ops import ann_ops, count_adds, maxpool_phase, synapse_forward
+from converter.ops import ann_ops, count_adds, graph_matrix, maxpool_phase, synapse_forward
 from converter.quantize import fixed_base, gain, quantized_base
 
 MODES = ("ann", "exact", "pipelined", "int")
@@ -74,11 +74,21 @@ def run(
     device: str | torch.device | None = None,
     keep_spikes: bool = True,
 ) -> GoldenResult:
-    """Run the SNN on ``inputs`` (N, *input shape) taken exactly as the ANN takes them."""
+    """Run the SNN on ``inputs`` (N, *input shape) taken exactly as the ANN takes them.
+
+    A graph network (``snn.meta["graph"]``) takes its node features (nodes, F) instead, one
+    graph without a batch axis (the (N, N) identity for one-hot features), and returns logits
+    (nodes, C) and one prediction per node; its spikes keep the layers' (1, C, nodes, 1).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "int" and not snn.is_quantized:
         raise ValueError("int mode needs integer weights: convert with weight_bits=8")
+    graph = snn.meta.get("graph")
+    if graph is not None:
+        from converter.graph_frontend import layer_input
+
+        inputs = layer_input(inputs, graph["one_hot"], graph["nodes"], graph["features"])
     inputs = torch.as_tensor(inputs)
     if tuple(inputs.shape[1:]) != snn.input_shape:
         raise ValueError(
@@ -108,7 +118,10 @@ def _merge(snn, mode, parts, n, keep_spikes) -> GoldenResult:
     counts = {k: sum(p[3][k] for p in parts) for k in ("spikes", "adds")}
     counts["ann_macs"] = np.array([m for m, _ in _ann_counts(snn)], dtype=np.int64) * n
     counts["ann_adds"] = np.array([a for _, a in _ann_counts(snn)], dtype=np.int64) * n
-    counts["neurons"] = np.array([lay.size for lay in snn.layers], dtype=np.int64)
+    # a two-rail layer codes one value per pair of neurons (at most one of them fires)
+    counts["neurons"] = np.array(
+        [lay.size // 2 if lay.rails else lay.size for lay in snn.layers], dtype=np.int64
+    )
     counts["names"] = [lay.name for lay in snn.layers]
     counts["kinds"] = [lay.kind for lay in snn.layers]
     counts["images"] = n
@@ -129,11 +142,13 @@ class _Engine:
 
     def __init__(self, snn: SnnModel, mode: str, device: torch.device):
         self.snn, self.mode, self.dev = snn, mode, device
-        self.f = _int_conv_dtype(snn) if mode == "int" else torch.float32
+        self.f = _engine_dtype(snn, mode)
         integer = mode == "int"
         self.w = [
             [
-                torch.as_tensor(s.weight_q if integer else s.weight).to(device, self.f)
+                _weight(
+                    s, torch.as_tensor(s.weight_q if integer else s.weight), lay, device, self.f
+                )
                 for s in lay.synapses
             ]
             for lay in snn.layers
@@ -147,7 +162,7 @@ class _Engine:
 
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):
-        snn, n = self.snn, x.shape[0]
+        snn = self.snn
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -180,13 +195,19 @@ class _Engine:
                 )
             if spikes[i] is not None:
                 counts["spikes"][i] = int(_spike_counts(spikes[i], lay).sum())
-        logits = vals[-1].reshape(n, -1).float().cpu()
-        src = logits_int if logits_int is not None else logits
-        preds = src.reshape(n, -1).argmax(1).cpu()
+        logits = self._rows(vals[-1]).float().cpu()
+        li = self._rows(logits_int).cpu() if logits_int is not None else None
+        preds = (li if li is not None else logits).argmax(1)
         kept = [s.cpu() if keep and s is not None else None for s in spikes]
         kept[-1] = None
-        li = logits_int.reshape(n, -1).cpu() if logits_int is not None else None
         return logits, preds, kept, counts, li
+
+    def _rows(self, v: torch.Tensor) -> torch.Tensor:
+        """Output potentials as rows to classify: (N, classes); a graph's (1, C, nodes, 1)
+        as (nodes, C), one row per node."""
+        if self.snn.meta.get("graph") is not None:
+            return v.reshape(v.shape[1], -1).t()
+        return v.reshape(v.shape[0], -1)
 
     def _input_value(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
         """v = x · gain + offset: the input as a fraction of the input range λ_in."""
@@ -356,6 +377,12 @@ class _Engine:
 
 
 # --------------------------------------------------------------------------- helpers
+def _weight(syn, w: torch.Tensor, lay: Layer, device, dtype) -> torch.Tensor:
+    """A synapse group's weights on the device; a graph aggregation's as its CSR Â."""
+    w = w.to(device, dtype)
+    return graph_matrix(syn, w, lay.shape[1]) if syn.op == "graph" else w
+
+
 def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> torch.Tensor:
     """Normalised values of a source's spikes: Σ sign · Q^-t (in units of its λ).
 
@@ -396,6 +423,20 @@ def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:
 def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
     """c · Q^-t for t = 0 … T−1 (decreasing), the coding thresholds in units of θ."""
     return torch.tensor([lay.shift * lay.Q**-t for t in range(lay.T)], dtype=dtype, device=device)
+
+
+def _engine_dtype(snn: SnnModel, mode: str) -> torch.dtype:
+    """The dtype of a mode's potentials, decoded spikes, weights, bias and thresholds.
+
+    ``exact`` and ``pipelined`` work in float64: a potential can land exactly on a coding
+    threshold c · Q^-t (an average pooling of equal spikes under floor coding does), and
+    float32 rounding would then move the spike a phase; float64 decides it as Eq. 4 in
+    float64 does. ``ann`` stays float32 (the PyTorch model's precision), ``int`` carries
+    integers (``_int_conv_dtype``).
+    """
+    if mode == "int":
+        return _int_conv_dtype(snn)
+    return torch.float64 if mode in ("exact", "pipelined") else torch.float32
 
 
 def _int_conv_dtype(snn: SnnModel) -> torch.dtype:

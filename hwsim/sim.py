@@ -196,6 +196,7 @@ def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
             f"the network needs {snn.acc_bits}-bit potentials (acc_bits), the accelerator has "
             f"potential_bits = {arch.potential_bits}"
         )
+    _refuse_graph(snn)
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
             continue
@@ -209,6 +210,16 @@ def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
             raise ArchFitError(
                 f"layer {i} ({lay.name}) needs {pbits / 8192:.2f} KiB of potential memory, "
                 f"potential_sram_kib = {arch.potential_sram_kib:g}"
+            )
+
+
+def _refuse_graph(snn: SnnModel) -> None:
+    for i, lay in enumerate(snn.layers):
+        graph_ops = sorted({s.op for s in lay.synapses} & {"graph", "embedding"})
+        if graph_ops:
+            raise ArchFitError(
+                f"layer {i} ({lay.name}) has {'/'.join(graph_ops)} synapses (a graph network): "
+                "hwsim does not model graph layers yet; golden runs them"
             )
 
 
@@ -278,6 +289,7 @@ def simulate(
     arch = ArchConfig() if arch is None else arch
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _refuse_graph(snn)
     inputs = torch.as_tensor(inputs)
     if tuple(inputs.shape[1:]) != snn.input_shape:
         raise ValueError(

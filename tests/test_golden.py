@@ -263,8 +263,8 @@ def eq4_reference(net: nn.Module, snn: SnnModel, x: torch.Tensor) -> torch.Tenso
     return out
 
 
-# derandomized: a random run found the float32 tie of test_exact_float32_tie_known below, which
-# a CI run must not meet by chance; the examples are the same on every run
+# derandomized: a random run found the float32 tie of test_exact_threshold_tie_float64 below
+# (fixed since: exact mode computes in float64); the examples are the same on every run
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
@@ -292,14 +292,10 @@ def test_exact_mode_is_eq4_on_the_ann(seed, t, q, shift, c, stride, pad, bn, poo
     torch.testing.assert_close(got.logits.double(), want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: golden exact computes potentials in float32; here an average pooling of "
-    "equal spikes under floor coding (threshold_shift=False) lands exactly on a threshold and "
-    "float32 rounding puts one neuron a phase late (golden in float64 agrees with Eq. 4 to "
-    "1e-8); found by hypothesis on 2026-11-29, to fix in golden",
-)
-def test_exact_float32_tie_known():
+def test_exact_threshold_tie_float64():
+    """An average pooling of equal spikes under floor coding (threshold_shift=False) lands a
+    potential exactly on a coding threshold; float32 rounding once put that neuron a phase
+    late (found by hypothesis), exact mode in float64 decides it as Eq. 4 does."""
     seed = 813
     net = make_net(seed, c=3, stride=2, pad=1, bn=False, pool="avg", residual=True)
     gen = torch.Generator().manual_seed(seed)

@@ -389,8 +389,9 @@ def test_random_models_convert_right_or_are_refused_by_node(block: int) -> None:
     assert converted >= 3  # the generator is not all refusals
 
 
-def test_a_gcn_is_refused_at_its_aggregation_node() -> None:
-    """A graph aggregation (Â · H with Â a buffer) is refused by node, before the trial run."""
+def test_a_gcn_goes_to_the_graph_front_end() -> None:
+    """A graph aggregation (Â · H with Â a buffer) makes the model a graph network: it takes
+    (nodes, F) without a batch axis and converts (tests/test_gcn_convert.py has the rest)."""
 
     class Gcn(nn.Module):
         def __init__(self) -> None:
@@ -401,5 +402,8 @@ def test_a_gcn_is_refused_at_its_aggregation_node() -> None:
         def forward(self, x):
             return torch.sparse.mm(self.adj, self.lin(x))
 
-    with pytest.raises(UnsupportedModelError, match=r"^node '.*sparse_mm.*graph convolutional"):
-        convert(Gcn(), torch.rand(5, 3), progress=False)
+    x, model = torch.rand(5, 3), Gcn()
+    snn = convert(model, x, ConversionConfig(weight_bits=None), progress=False)
+    assert snn.meta["graph"] == {"nodes": 5, "features": 3, "one_hot": False}
+    got = golden.run(snn, x, "ann", device="cpu").logits
+    torch.testing.assert_close(got, model(x).detach(), rtol=1e-5, atol=1e-6)
