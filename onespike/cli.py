@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib",
         required=True,
         help="calibration data: digits | mnist | cifar10 (train split, raw [0, 1]) "
-        "or a .npz with x (and y), optionally with :N for the first N",
+        "or a .npz with x (and y), optionally with :N for the first N; cora | citeseer | r8 "
+        "| mr: the node features of that graph, for a graph network",
     )
     c.add_argument(
         "--calib-batch", type=int, default=256, help="calibration batch size " + DEFAULTS_HELP
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="test data: digits | mnist | cifar10 (test split) or a .npz, with :N "
         "for the first N; raw [0, 1] data are normalised with the artifact's "
-        "input mean/std",
+        "input mean/std; cora | citeseer | r8 | mr for a graph network (its test nodes)",
     )
     e.add_argument(
         "--mode",
@@ -206,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     from onespike.sweepcli import add_eval_options
 
     add_eval_options(e)
+
+    from onespike.gcncli import add_parser as add_gcn
+
+    add_gcn(sub, _add_conversion_options)
 
     i = sub.add_parser("info", help="print an artifact's layers and configuration")
     i.add_argument("artifact", type=Path)
@@ -275,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "cosim": _cosim,
             "export": _export,
             "sweep": _sweep,
+            "gcn": _gcn,
         }[args.command](args)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         # a user error (bad file, model, parameter): one line, exit status 2
@@ -318,10 +324,16 @@ def _convert(args) -> int:
     from converter import convert
     from onespike.data import load_dataset
     from onespike.flows import load_user_model, normalise_for
+    from onespike.gcncli import graph_features, is_graph_data
 
     cfg = _config(args)
     ckpt = None if args.checkpoint.lower() == "none" else args.checkpoint
     model = load_user_model(args.model, ckpt)
+    if is_graph_data(args.calib):  # a graph network calibrates on its graph's node features
+        snn = convert(model, graph_features(args.calib), cfg, name=args.model)
+        print(snn.summary())
+        print(f"wrote {snn.save(args.out)} (graph network, T={cfg.T}, Q={cfg.q})")
+        return 0
     x, _ = load_dataset(args.calib, "train")
     x = normalise_for(cfg, x)
     snn = convert(model, list(x.split(args.calib_batch)), cfg, name=args.model)
@@ -344,6 +356,21 @@ def _eval(args) -> int:
     modes = list(golden.MODES) if args.mode == "all" else args.mode.split(",")
     if not snn.is_quantized and "int" in modes and args.mode == "all":
         modes.remove("int")
+    from onespike.gcncli import evaluate_graph, is_graph_data
+
+    if snn.meta.get("graph") is not None or is_graph_data(args.data):
+        if not is_graph_data(args.data):
+            raise ValueError(
+                f"{args.artifact} is a graph network: --data must be one of cora, citeseer, r8, mr"
+            )
+        if args.model or args.workers is not None or args.scheduler is not None:
+            raise ValueError("--model, --workers and --scheduler are for image data sets")
+        rows = evaluate_graph(snn, args.data, modes, args.device)
+        print(f"{args.artifact}: the test nodes of {args.data}")
+        print(format_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
     x, y = load_dataset(args.data, "test")
     x = normalise_for(snn, x)
     ann = load_user_model(args.model, args.checkpoint) if args.model else None
@@ -352,13 +379,20 @@ def _eval(args) -> int:
     with open_client(args.workers, args.scheduler) if sharded else contextlib.nullcontext() as c:
         if c is not None:  # each mode sharded over the workers by whole batches
             where = f", sharded over {len(c.scheduler_info(n_workers=-1)['workers'])} Dask workers"
-        rows = evaluate(snn, x, y, modes, ann=ann, batch_size=args.batch_size,
-                        device=args.device, client=c)  # fmt: skip
+        rows = evaluate(
+            snn, x, y, modes, ann=ann, batch_size=args.batch_size, device=args.device, client=c
+        )
     print(f"{args.artifact}: {len(x)} images of {args.data}{where}")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def _gcn(args) -> int:
+    from onespike.gcncli import run_gcn
+
+    return run_gcn(args, _config(args))
 
 
 def _info(args) -> int:
