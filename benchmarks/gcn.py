@@ -166,7 +166,7 @@ def markdown(results: dict, meta: dict) -> str:
         "",
         "Layers: X·W0 and H·W1 are signed (no ReLU before the aggregation), so each is a "
         "two-rail layer (max(v, 0), max(−v, 0)); Â·(·) is a graph synapse layer with 16-bit Â "
-        "(docs/semantics.md §8). Spikes per neuron count one neuron per value (a rail pair). "
+        "(docs/semantics.md §5). Spikes per neuron count one neuron per value (a rail pair). "
         "Eq. 6 counts the ANN's X·W0 as dense for Planetoid features (the sparse-X column: "
         "only the nonzero features, as Kipf's code multiplies) and as a lookup (one MAC per "
         "output) for one-hot features; the aggregation as nnz(Â)·F MACs. hwsim and rtl do "

@@ -87,7 +87,7 @@ def convert(
 
 def _lower_graph(model: nn.Module, calibration, config: ConversionConfig):
     """A graph network: calibration is the node features (N, F) of the model's graph, or a
-    list of them; each becomes one (1, F, N, 1) batch of the layers (docs/semantics.md §8)."""
+    list of them; each becomes one (1, F, N, 1) batch of the layers (docs/semantics.md §5)."""
     graphs = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
     if not graphs or not all(isinstance(g, torch.Tensor) for g in graphs):
         raise CalibrationError(
@@ -243,7 +243,7 @@ def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torc
         and lay.kind == "neuron"
         and len(lay.shape) == 3
         and all(g.op in _PER_CHANNEL_OPS for g in lay.groups)
-        and not lay.per_layer_lambda  # read by a graph aggregation: one λ (semantics.md §8)
+        and not lay.per_layer_lambda  # read by a graph aggregation: one λ (semantics.md §5)
     )
     c = lay.shape[0]
     if lay.rails:  # both rails share one λ: the statistic of |v| = pos + neg
@@ -395,7 +395,7 @@ def _effective_weight(g: Group, src: Layer) -> np.ndarray:
         return w * per.reshape(1, -1)
     if g.op == "avgpool":
         return w * lam
-    if g.op in ("graph", "embedding"):  # one λ for the whole source (docs/semantics.md §8)
+    if g.op in ("graph", "embedding"):  # one λ for the whole source (docs/semantics.md §5)
         if np.ptp(lam) != 0:
             raise ValueError(f"a {g.op} synapse needs one λ for its source, got {lam.min()}..")
         return w * lam[0]

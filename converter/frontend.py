@@ -59,7 +59,7 @@ class RawLayer:
     signed: bool = False
     #: input layer only: the model applies ReLU to its input, so the layer codes max(x, 0)
     rectified: bool = False
-    #: graph networks (docs/semantics.md §8): a two-rail signed layer; an input layer of
+    #: graph networks (docs/semantics.md §5): a two-rail signed layer; an input layer of
     #: one-hot node features (X = I, one neuron per node); a layer read by a graph
     #: aggregation, which needs one λ for the whole layer
     rails: bool = False

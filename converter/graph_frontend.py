@@ -4,7 +4,7 @@ A GCN as people write it in PyTorch — ``forward(x)`` with the node-feature mat
 no batch axis, a fixed normalised adjacency Â held as a buffer (dense or sparse COO) or a
 constant, aggregation as ``adj @ h`` / ``torch.mm`` / ``torch.matmul`` / ``torch.sparse.mm``,
 the per-node linear map as ``nn.Linear``, ``F.linear`` or ``h @ W`` — is lowered to raw spiking
-layers laid out (features, nodes, 1) (docs/semantics.md §8):
+layers laid out (features, nodes, 1) (docs/semantics.md §5):
 
 * every matrix product is one spiking layer, as in the paper (Sec. IV-D): a per-node linear
   map is a 1x1 ``conv`` (one-hot features X = I: an ``embedding``), an aggregation a ``graph``

@@ -48,7 +48,7 @@ class Synapse:
     avgpool ``[C]`` (one weight per channel, the window is ``kernel``); shortcut ``[C_out]``
     (output channel c reads source channel c − ``channel_offset`` every ``stride`` pixels).
 
-    Graph layers are laid out (features, nodes, 1) (docs/semantics.md §8). ``graph``: the
+    Graph layers are laid out (features, nodes, 1) (docs/semantics.md §5). ``graph``: the
     aggregation Â·H, ``weight`` ``[nnz]`` the values of Â and ``index`` ``[2, nnz]`` (int32) their
     (target node, source node), sorted by target then source; output channel c reads source
     channel c + ``channel_offset`` (the negative rail of a two-rail source). ``embedding``: the
@@ -98,7 +98,7 @@ class Layer:
     input_offset: np.ndarray | None = None
     signed: bool = False
     act_mean: np.ndarray | None = None
-    #: a two-rail signed layer (graph networks, docs/semantics.md §8): channels [0, C/2) code
+    #: a two-rail signed layer (graph networks, docs/semantics.md §5): channels [0, C/2) code
     #: max(v, 0) and [C/2, C) code max(−v, 0) of one signed value v with C/2 channels
     rails: bool = False
 

@@ -55,7 +55,7 @@ def _csr(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _aggregate(x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer) -> torch.Tensor:
-    """y[:, c, n] = Σ_m Â[n, m] · x[:, c + offset, m] (docs/semantics.md §8)."""
+    """y[:, c, n] = Σ_m Â[n, m] · x[:, c + offset, m] (docs/semantics.md §5)."""
     b, (c, n) = x.shape[0], out.shape[:2]
     if weight.layout != torch.sparse_csr:
         index = torch.as_tensor(syn.index, device=x.device).long()

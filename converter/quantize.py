@@ -10,7 +10,7 @@ from converter.model import Layer, Synapse, max_phase_input
 
 #: Width of a residual shortcut group's per-channel weights (docs/semantics.md §1).
 SHORTCUT_WEIGHT_BITS = 16
-#: Width of a graph aggregation's weights, the values of Â (docs/semantics.md §8): Â spans
+#: Width of a graph aggregation's weights, the values of Â (docs/semantics.md §5): Â spans
 #: several decades (Text GCN R8: self loops near 1, document-word edges near 1e-3), which INT8
 #: would round to zero.
 GRAPH_WEIGHT_BITS = 16
