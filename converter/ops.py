@@ -150,3 +150,56 @@ def maxpool_phase(phase: torch.Tensor, lay: Layer, T: int) -> torch.Tensor:
     pooled = F.max_pool2d(score, lay.kernel, lay.stride, lay.padding)
     pooled = pooled.to(phase.dtype)
     return torch.where(pooled > 0, big - pooled, torch.full_like(pooled, -1))
+
+
+def synapse_at(
+    x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer, flat: torch.Tensor
+) -> torch.Tensor:
+    """:func:`synapse_forward` at a few output neurons only: (m,) values of the neurons with
+    flat indices ``flat`` into (N, *out.shape), in the dtype of ``x`` (N, *source shape).
+
+    Golden's exact mode recomputes in float64 the neurons whose float32 potential lies too
+    close to a coding threshold to decide; this gathers each one's fan-in, so its cost is
+    m · fan-in. ``weight``: the dense weights (a graph group's values, not its CSR matrix).
+    """
+    size = out.size
+    b, j = flat // size, flat % size
+    if syn.op == "linear":
+        return (x.reshape(x.shape[0], -1)[b] * weight[j]).sum(1)
+    if syn.op == "embedding":
+        c, n = j // out.shape[1], j % out.shape[1]
+        return x[b, 0, n, 0] * weight[c, n]
+    if syn.op == "graph":
+        c, n = j // out.shape[1], j % out.shape[1]
+        index = torch.as_tensor(syn.index, device=x.device).long()
+        ptr = torch.zeros(out.shape[1] + 1, dtype=torch.int64, device=x.device)
+        ptr[1:] = torch.cumsum(torch.bincount(index[0], minlength=out.shape[1]), 0)
+        deg = ptr[n + 1] - ptr[n]
+        row = torch.repeat_interleave(torch.arange(len(flat), device=x.device), deg)
+        edge = (
+            ptr[n][row]
+            + torch.arange(int(deg.sum()), device=x.device)
+            - (torch.cumsum(deg, 0) - deg)[row]
+        )
+        vals = weight[edge] * x[b[row], c[row] + syn.channel_offset, index[1][edge], 0]
+        return torch.zeros(len(flat), dtype=x.dtype, device=x.device).index_add_(0, row, vals)
+    hw = out.shape[1] * out.shape[2]
+    c, oy, ox = j // hw, (j % hw) // out.shape[2], j % out.shape[2]
+    sy, sx = syn.stride
+    if syn.op == "shortcut":
+        ci = c - syn.channel_offset
+        ok = (ci >= 0) & (ci < x.shape[1])
+        v = x[b, ci.clamp(0, x.shape[1] - 1), oy * sy, ox * sx] * weight[c]
+        return torch.where(ok, v, torch.zeros_like(v))
+    (kh, kw), (ph, pw) = syn.kernel, syn.padding
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ky = torch.arange(kh, device=x.device).reshape(1, 1, kh, 1)
+    kx = torch.arange(kw, device=x.device).reshape(1, 1, 1, kw)
+    rows = (oy * sy).reshape(-1, 1, 1, 1) + ky
+    cols = (ox * sx).reshape(-1, 1, 1, 1) + kx
+    if syn.op == "avgpool":  # one weight per channel over the window of the same channel
+        win = xp[b.reshape(-1, 1, 1, 1), c.reshape(-1, 1, 1, 1), rows, cols]
+        return win.sum((1, 2, 3)) * weight[c]
+    ci = torch.arange(x.shape[1], device=x.device).reshape(1, -1, 1, 1)
+    patch = xp[b.reshape(-1, 1, 1, 1), ci, rows, cols]  # (m, C_in, kh, kw)
+    return (patch * weight[c]).sum((1, 2, 3))

@@ -12,6 +12,15 @@ tile's outputs (bias add, requantising multiply, ReLU, 8-bit write per output). 
 use tiles of P outputs and one broadcast activation per step. Average-pooling and residual
 additions take ⌈adds / P⌉ cycles, max pooling ⌈compares / P⌉.
 
+Graph networks (docs/semantics.md §5): a two-rail layer stands for an ANN tensor of half its
+channels (its outputs, and a conv's C_in / C_out, are the ANN's). The aggregation Â·H (the
+``graph`` group at channel offset 0; the −Â group is the same product, counted once, as in
+``converter.ops.ann_ops``): tiles of tc = min(C, P) channels of one target node, one step per
+in-edge (n, m) that broadcasts the 16-bit Â[n, m] to the tc lanes, each reading its 8-bit
+activation of node m: nnz · ⌈C/P⌉ cycles, nnz · C MACs of 8 × 16 bits, a 16-bit weight read
+per step. One-hot features (``embedding``, X = I): a lookup, one MAC per output, ⌈C/P⌉ cycles
+per node.
+
 With ``weight_buffer_kib`` > 0 the array has the same weight buffer as the output-stationary
 SNN engine: a conv layer whose channel-group slice (C_in · kh · kw · tc weights) fits and is
 reused by several pixel tiles loads it once (⌈slice / P⌉ cycles per channel group, a
@@ -44,12 +53,46 @@ PARTS = ("multiplies", "accumulates", "weight_reads", "activation_reads", "outpu
 
 
 def _nonzero(snn: SnnModel, spikes: list, i: int, b: int) -> np.ndarray:
-    """Nonzero activations of layer i, image b, as a (C, H, W) or (N,) bool array."""
+    """Nonzero activations of layer i, image b, as a (C, H, W) or (N,) bool array; of a
+    two-rail layer the ANN's (C/2, H, W) (a value is nonzero when either rail spikes)."""
     lay = snn.layers[i]
     sp = np.asarray(spikes[i][b])
     if lay.kind == "input":
         return (sp != 0).any(axis=0).reshape(lay.shape)
-    return (sp >= 0).reshape(lay.shape)
+    nz = (sp >= 0).reshape(lay.shape)
+    if lay.rails:
+        half = lay.channels // 2
+        nz = nz[:half] | nz[half:]
+    return nz
+
+
+def _ann_channels(lay) -> int:
+    """Channels of the ANN tensor a layer stands for (a two-rail layer: half its own)."""
+    return lay.channels // 2 if lay.rails else lay.channels
+
+
+def _graph_counts(syn, lay, snn: SnnModel, spikes: list, b: int, variant: str, p: int):
+    """(steps, MACs, activation reads, tiles) of Â·H (the ``graph`` group at channel offset 0)
+    on the array: tiles of tc = min(C, P) channels of one target node, one step per in-edge
+    (n, m): Â[n, m] broadcast to the tc lanes, each reading its channel of node m. The
+    zero-skipping array skips a step whose tc activations are all zero (after reading them)."""
+    src = snn.layers[syn.source]
+    nodes = src.shape[1]
+    c = lay.channels
+    tc = min(c, p)
+    groups = -(-c // tc)
+    src_node = np.asarray(syn.index[1], np.int64)
+    nnz = src_node.size
+    if variant != "zero_skip":
+        return nnz * groups, nnz * c, nnz * c, nodes * groups
+    nz = _nonzero(snn, spikes, syn.source, b).reshape(-1, nodes)[:c]  # (C, nodes)
+    steps = macs = 0
+    for g in range(groups):
+        blk = nz[g * tc : (g + 1) * tc]
+        live = blk.any(0)[src_node]
+        steps += int(live.sum())
+        macs += int(live.sum()) * blk.shape[0]
+    return steps, macs, nnz * c, nodes * groups
 
 
 def _conv_shape(co: int, ho: int, wo: int, lanes: int) -> list[tuple[int, int, int]]:
@@ -80,8 +123,8 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
     buf = memories(dataclass_replace(arch, dataflow="output_stationary")).get("weight_buffer")
     res = {}
     for variant in ("dense", "zero_skip"):
-        tot = dict.fromkeys(("cycles", "macs", "wreads", "wreads_buffer", "fills", "areads",
-                             "adds", "outputs"), 0.0)  # fmt: skip
+        tot = dict.fromkeys(("cycles", "macs", "macs16", "wreads", "wreads16", "wreads_buffer",
+                             "fills", "areads", "adds", "outputs"), 0.0)  # fmt: skip
         e = dict.fromkeys(PARTS, 0.0)
         for b in range(images if variant == "zero_skip" else 1):
             for lay in snn.layers:
@@ -100,8 +143,8 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
                 for s in lay.synapses:
                     src = snn.layers[s.source]
                     if s.op == "conv":
-                        co, ho, wo = lay.shape
-                        ci, h, w = src.shape
+                        co, ho, wo = _ann_channels(lay), *lay.shape[1:]
+                        ci, h, w = _ann_channels(src), *src.shape[1:]
                         kh, kw = s.kernel
                         acc_bits = max(acc_bits, 16 + math.ceil(math.log2(ci * kh * kw)))
                         nz = (_nonzero(snn, spikes, s.source, b) if variant == "zero_skip"
@@ -123,7 +166,7 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
                         groups = -(-co // tc)
                         if buf is not None and nt > groups and slice_w * 8 <= buf.kib * 8192:
                             tot["wreads_buffer"] += r[4 + k // 2]
-                            tot["fills"] += s.weight_q.size
+                            tot["fills"] += co * ci * kh * kw
                             tot["cycles"] += groups * -(-slice_w // p)
                         else:
                             tot["wreads"] += r[4 + k // 2]
@@ -141,23 +184,50 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
                         tot["wreads"] += steps * lay.size
                         tot["areads"] += n_in * nt
                         n_tiles = max(n_tiles, nt)
+                    elif s.op == "graph":
+                        if s.channel_offset:  # the −Â group: the same ANN product Â·H
+                            continue
+                        # Â·H, tiles of tc channels of one target node; a step per in-edge
+                        # (n, m): one 16-bit Â[n, m] broadcast, tc activations of node m
+                        steps, macs, areads, nt = _graph_counts(s, lay, snn, spikes, b, variant, p)
+                        indeg = np.bincount(np.asarray(s.index[0]), minlength=lay.shape[1])
+                        acc_bits = max(acc_bits, 24 + math.ceil(math.log2(max(2, indeg.max()))))
+                        tot["cycles"] += steps
+                        tot["macs"] += macs
+                        tot["macs16"] += macs
+                        tot["wreads16"] += steps
+                        tot["areads"] += areads
+                        n_tiles = max(n_tiles, nt)
+                    elif s.op == "embedding":
+                        # X = I: a lookup, one MAC per output: the tile of P outputs of a node
+                        # reads their P weights (the one-hot activation is 1)
+                        c = _ann_channels(lay)
+                        nodes = src.size
+                        nt = nodes * -(-c // p)
+                        tot["cycles"] += nt
+                        tot["macs"] += c * nodes
+                        tot["wreads"] += c * nodes
+                        tot["areads"] += nodes
+                        n_tiles = max(n_tiles, nt)
                     else:  # average pooling or the residual add: one add per operand
                         adds = ann_ops(s, src, lay)[1]
                         tot["cycles"] += math.ceil(adds / p)
                         tot["adds"] += adds
                         tot["areads"] += adds
-                tot["cycles"] += n_tiles if n_tiles else math.ceil(lay.size / p)
-                tot["outputs"] += lay.size
-                e["output_stage"] += lay.size * (bias_pj + mul_pj(acc_bits, 18) + add_pj(8)
-                                                 + a_wr)  # fmt: skip
+                outputs = lay.size // 2 if lay.rails else lay.size  # the ANN's tensor
+                tot["cycles"] += n_tiles if n_tiles else math.ceil(outputs / p)
+                tot["outputs"] += outputs
+                e["output_stage"] += outputs * (bias_pj + mul_pj(acc_bits, 18) + add_pj(8)
+                                                + a_wr)  # fmt: skip
         n = images if variant == "zero_skip" else 1
         tot = {k: v / n for k, v in tot.items()}
         e["output_stage"] /= n
-        e["multiplies"] = tot["macs"] * MUL8_PJ
+        # Â's 16-bit values (docs/semantics.md §5) make 8 × 16-bit multiplies
+        e["multiplies"] = (tot["macs"] - tot["macs16"]) * MUL8_PJ + tot["macs16"] * mul_pj(8, 16)
         # the partial sums (16-bit products summed over the fan-in) are about 26 bits wide
         e["accumulates"] = e["accumulates"] / n + (tot["macs"] + tot["adds"]) * add_pj(26)
         # (maxpool compares: 8 bits, above; MACs and residual / pooling adds: 26 bits)
-        e["weight_reads"] = tot["wreads"] * w_pj
+        e["weight_reads"] = (tot["wreads"] + 2 * tot["wreads16"]) * w_pj
         if buf is not None:
             e["weight_reads"] += tot["wreads_buffer"] * buf.read_pj / p
             e["weight_fills"] = tot["fills"] * (par.read_pj + buf.write_pj) / p

@@ -54,7 +54,69 @@ def synapse_fanout(syn: Synapse, src: Layer, out: Layer, lanes: int) -> FanOut:
         )
     if syn.op == "shortcut":
         return _shortcut_fanout(syn, src, out, w)
+    if syn.op == "graph":
+        return _graph_fanout(syn, src, out, w)
+    if syn.op == "embedding":
+        return _embedding_fanout(src, out, w, lanes)
     raise ValueError(f"unknown synapse op {syn.op!r}")
+
+
+def read_channels(syn: Synapse, src: Layer, out: Layer) -> tuple[int, int]:
+    """The source channels [lo, hi) a synapse group reads: a ``graph`` group reads the
+    C = ``out.channels`` channels from ``channel_offset`` on (one rail of a two-rail source),
+    every other op all of them."""
+    if syn.op == "graph":
+        lo = syn.channel_offset
+        return lo, max(lo, min(src.channels, lo + out.channels))
+    return 0, src.channels
+
+
+def table_entries(syn: Synapse, src: Layer, out: Layer) -> int | None:
+    """Synapses in the simulator's fan-out table of one group, computed without building it
+    (graph: C read channels × nnz(Â); embedding: C × nodes; linear: N_in × N_out); None for
+    the window ops, whose tables are bounded by the layer's shape."""
+    if syn.op == "graph":
+        lo, hi = read_channels(syn, src, out)
+        return (hi - lo) * int(np.asarray(syn.index).shape[1])
+    if syn.op == "embedding":
+        return out.channels * src.size
+    if syn.op == "linear":
+        return src.size * out.size
+    return None
+
+
+def _graph_fanout(syn: Synapse, src: Layer, out: Layer, w: np.ndarray) -> FanOut:
+    """Aggregation Â·H over layers laid out (features, nodes, 1): source neuron (f + offset, m)
+    reaches (f, n) for every edge (n, m) of Â, with weight Â[n, m]. Each target is a different
+    node, i.e. a different potential row: one adder cycle per target (out-degree of m)."""
+    nodes = src.shape[1]
+    idx = np.asarray(syn.index, np.int64)
+    order = np.lexsort((idx[0], idx[1]))  # by source node, then target node
+    tgt_node, src_node = idx[0][order], idx[1][order]
+    w_e = w.reshape(-1)[order]
+    deg = np.bincount(src_node, minlength=nodes).astype(np.int64)
+    lo, hi = read_channels(syn, src, out)
+    reads = np.zeros(src.channels, np.bool_)
+    reads[lo:hi] = True
+    per = np.where(reads[:, None], deg[None, :], 0).reshape(-1)  # (channels · nodes)
+    ptr = np.zeros(per.size + 1, np.int64)
+    np.cumsum(per, out=ptr[1:])
+    f = np.arange(hi - lo, dtype=np.int64)
+    tgt = (f[:, None] * nodes + tgt_node[None, :]).reshape(-1).astype(np.int32)
+    return FanOut(ptr, tgt, np.tile(w_e, hi - lo).astype(np.int32), per.astype(np.int32))
+
+
+def _embedding_fanout(src: Layer, out: Layer, w: np.ndarray, lanes: int) -> FanOut:
+    """One-hot features (X = I): node n's input neuron reaches (c, n) for every c, weight
+    W[c, n]: one row of C targets (the node's channels are one row group): ⌈C/P⌉ cycles."""
+    c, nodes = out.channels, src.size
+    tgt = np.arange(c, dtype=np.int64)[None, :] * nodes + np.arange(nodes)[:, None]
+    return FanOut(
+        ptr=np.arange(nodes + 1, dtype=np.int64) * c,
+        tgt=tgt.reshape(-1).astype(np.int32),
+        w=np.ascontiguousarray(w.reshape(c, nodes).T).reshape(-1),
+        cycles=np.full(nodes, ceil_div(c, lanes), np.int32),
+    )
 
 
 def maxpool_fanout(lay: Layer, src: Layer) -> FanOut:

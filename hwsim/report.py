@@ -78,7 +78,7 @@ def ann_mac_array(
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
             continue
-        outs[i] = lay.size
+        outs[i] = lay.size // 2 if lay.rails else lay.size  # a rail pair is one ANN output
         if lay.kind == "maxpool":
             cmps[i] = lay.size * lay.kernel[0] * lay.kernel[1]
             out_pj[i] = lay.size * act
@@ -87,7 +87,7 @@ def ann_mac_array(
             m, a = ann_ops(s, snn.layers[s.source], lay)
             macs[i] += m
             adds[i] += a
-        out_pj[i] = lay.size * (e.bias_read_pj + mul + e.compare_pj + act)
+        out_pj[i] = outs[i] * (e.bias_read_pj + mul + e.compare_pj + act)
     cycles = np.array(
         [
             math.ceil((m + a + c) / p) + math.ceil(o / p)

@@ -13,11 +13,21 @@ from converter.model import Layer, SnnModel
 from converter.quantize import fixed_base
 from hwsim import kernels as K
 from hwsim.config import ACTIONS, COSTED_ACTIONS, ArchConfig
-from hwsim.fanout import FanOut, ceil_div, maxpool_fanout, synapse_fanout
+from hwsim.fanout import (
+    FanOut,
+    ceil_div,
+    maxpool_fanout,
+    read_channels,
+    synapse_fanout,
+    table_entries,
+)
 from hwsim.tiles import TilePlan, choose_plan, source_pixels
 
 MODES = ("layer", "pipelined")
 CYCLE_KINDS = ("busy", "stalled", "waiting")
+#: The most synapses the simulator expands into one layer's fan-out tables (8 bytes each):
+#: a graph group's table is C × nnz(Â) (R8's hidden aggregation: 200 × 3.45 M).
+MAX_TABLE_ENTRIES = 2**28
 
 
 class ArchFitError(ValueError):
@@ -50,9 +60,10 @@ class SimResult:
         As golden's: input layer (N, T_in, *shape) int8 signed trains; spiking and max-pool
         layers (N, *shape) int16 phases, −1 for none; the output layer None.
     predictions : int64 [N]
-        argmax of the output potentials, lowest index on ties.
+        argmax of the output potentials, lowest index on ties; of a graph network (one graph,
+        N = 1) one per node, as golden's: int64 [nodes].
     logits_int : int64 [N, classes]
-        The output layer's integer potentials.
+        The output layer's integer potentials; of a graph network [nodes, classes].
     arch : ArchConfig
         The configuration simulated.
     images : int
@@ -196,14 +207,21 @@ def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
             f"the network needs {snn.acc_bits}-bit potentials (acc_bits), the accelerator has "
             f"potential_bits = {arch.potential_bits}"
         )
-    _refuse_graph(snn)
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
             continue
         wbits, pbits = memory_bits(snn, lay, arch)
         if wbits > arch.weight_sram_bits:
+            graph = graph_bits(lay)
+            part = (
+                f" ({graph / 8192:.2f} KiB of it Â's CSR: "
+                f"{max(s.index.shape[1] for s in lay.synapses if s.op == 'graph'):,} edges, "
+                "16-bit weights)"
+                if graph
+                else ""
+            )
             raise ArchFitError(
-                f"layer {i} ({lay.name}) needs {wbits / 8192:.2f} KiB of parameter memory, "
+                f"layer {i} ({lay.name}) needs {wbits / 8192:.2f} KiB of parameter memory{part}, "
                 f"weight_sram_kib = {arch.weight_sram_kib:g}"
             )
         if pbits > arch.potential_sram_bits:
@@ -211,16 +229,43 @@ def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
                 f"layer {i} ({lay.name}) needs {pbits / 8192:.2f} KiB of potential memory, "
                 f"potential_sram_kib = {arch.potential_sram_kib:g}"
             )
-
-
-def _refuse_graph(snn: SnnModel) -> None:
-    for i, lay in enumerate(snn.layers):
-        graph_ops = sorted({s.op for s in lay.synapses} & {"graph", "embedding"})
-        if graph_ops:
+        entries = sum(table_entries(s, snn.layers[s.source], lay) or 0 for s in lay.synapses)
+        if entries > MAX_TABLE_ENTRIES:
             raise ArchFitError(
-                f"layer {i} ({lay.name}) has {'/'.join(graph_ops)} synapses (a graph network): "
-                "hwsim does not model graph layers yet; golden runs them"
+                f"layer {i} ({lay.name}): its fan-out tables would hold {entries:,} synapses "
+                f"(the simulator expands them per source neuron), more than hwsim's limit of "
+                f"{MAX_TABLE_ENTRIES:,}"
             )
+
+
+def graph_table_bits(syn, nodes: int) -> int:
+    """Bits of a ``graph`` group's CSR of Â in the parameter SRAM (docs/architecture.md §2):
+    per edge its weight (16-bit) and its target node (⌈log2 nodes⌉ bits), per source node a
+    pointer into the edge list (⌈log2(nnz + 1)⌉ bits)."""
+    nnz = int(np.asarray(syn.index).shape[1])
+    wbits = 8 * np.asarray(syn.weight_q).dtype.itemsize
+    return nnz * (wbits + max(1, (nodes - 1).bit_length())) + (nodes + 1) * max(1, nnz.bit_length())
+
+
+def graph_bits(lay: Layer) -> int:
+    """Parameter-SRAM bits of a layer's graph groups (a −Â group shares its +Â's CSR)."""
+    syns = lay.synapses
+    return sum(
+        graph_table_bits(s, lay.shape[1])
+        for j, s in enumerate(syns)
+        if s.op == "graph" and not _shares_table(s, syns[:j])
+    )
+
+
+def _shares_table(syn, earlier) -> bool:
+    """A graph group whose Â is an earlier group's negated (the −Â group reading the negative
+    rail) uses that group's CSR: the adder subtracts."""
+    return any(
+        e.op == "graph"
+        and np.array_equal(e.index, syn.index)
+        and np.array_equal(np.asarray(e.weight_q, np.int64), -np.asarray(syn.weight_q, np.int64))
+        for e in earlier
+    )
 
 
 def memory_bits(snn: SnnModel, lay: Layer, arch: ArchConfig) -> tuple[int, int]:
@@ -236,14 +281,19 @@ def memory_bits(snn: SnnModel, lay: Layer, arch: ArchConfig) -> tuple[int, int]:
             words += cin * kh * kw * ceil_div(cout, p)
         elif s.op == "linear":
             words += snn.layers[s.source].size * ceil_div(lay.size, p)
+        elif s.op == "embedding":  # word (n, ⌊c/P⌋): W[c, n] for P consecutive c
+            words += snn.layers[s.source].size * ceil_div(lay.channels, p)
+        elif s.op == "graph":  # Â as a CSR with 16-bit values, counted in bits (graph_bits)
+            pass
         else:
             words += ceil_div(lay.channels, p)
     # a residual layer's int16 shortcut weights widen all its weight lanes (rtl/engine.py)
-    wb = max(wb, *(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses))
+    widths = [8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses if s.op != "graph"]
+    wb = max(wb, *widths) if widths else wb
     thresholds = 0 if lay.kind == "output" else lay.channels * lay.T * ab
     # output stationary: the potentials live in the lane registers, not in an SRAM
     pot = 0 if arch.dataflow == "output_stationary" else rows * p * (ab + 1)
-    return words * p * wb + rows * p * ab + thresholds, pot
+    return words * p * wb + graph_bits(lay) + rows * p * ab + thresholds, pot
 
 
 def scan_rows(lay: Layer, lanes: int) -> int:
@@ -270,7 +320,8 @@ def simulate(
     snn : SnnModel
         A quantised network (``weight_bits`` set).
     inputs : Tensor or ndarray
-        The images, as for ``golden.run``.
+        The images, as for ``golden.run``; a graph network (``snn.meta["graph"]``) takes its
+        node features (nodes, F) (the identity for one-hot features), one graph.
     arch : ArchConfig, optional
         The accelerator (default: ``ArchConfig()``, the same as ``configs/default.toml``).
     mode : str
@@ -289,7 +340,11 @@ def simulate(
     arch = ArchConfig() if arch is None else arch
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    _refuse_graph(snn)
+    graph = snn.meta.get("graph")
+    if graph is not None:  # the node features (nodes, F), as golden.run takes them
+        from converter.graph_frontend import layer_input
+
+        inputs = layer_input(inputs, graph["one_hot"], graph["nodes"], graph["features"])
     inputs = torch.as_tensor(inputs)
     if tuple(inputs.shape[1:]) != snn.input_shape:
         raise ValueError(
@@ -334,7 +389,8 @@ def simulate(
             t_src = snn.layers[lay.source].T
             ph_cyc[i] = np.zeros((n, t_src, 2), np.int64)
             fan = _maxpool_plan(snn, lay)
-            ptr, ids, _ = _events(snn, spikes, [(lay.source, 0)], n)
+            whole = (lay.source, 0, 0, snn.layers[lay.source].size)
+            ptr, ids, _ = _events(snn, spikes, [whole], n)
             K.maxpool_layer(
                 ptr, ids, fan.ptr, fan.tgt, t_src, lat, blocked, phase, counts[i], stats[i],
                 ph_cyc[i],
@@ -357,6 +413,9 @@ def simulate(
         spikes[i] = None if lay.kind == "output" else phase.reshape(n, *lay.shape)
         if progress is not None:
             progress(i, lay.name)
+    if graph is not None:  # one row per node, as golden returns them: (nodes, classes)
+        out = snn.output
+        logits = logits.reshape(out.channels, -1).T.copy()
     res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
     res.mode = mode
     res.potential_bits, res.potential_peak, res.tile_shapes = pot_bits, peaks, shapes
@@ -415,9 +474,7 @@ def _run_neuron_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats
     n = phase.shape[0]
     src = snn.source_of(lay)
     plan = _plan(snn, lay, arch.lanes)
-    ptr, ids, sign = _events(
-        snn, spikes, [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)], n
-    )
+    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
     out = lay.kind == "output"
     theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
     u = np.zeros((n, lay.size), np.int64)
@@ -462,9 +519,7 @@ def _run_os_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats):
     src = snn.source_of(lay)
     plan = _plan(snn, lay, arch.lanes)
     tiles = _os_plan(snn, lay, arch)
-    ptr, ids, sign = _events(
-        snn, spikes, [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)], n
-    )
+    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
     out = lay.kind == "output"
     theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
     u = np.zeros((n, lay.size), np.int64)
@@ -475,7 +530,9 @@ def _run_os_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats):
     slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
                   for s in lay.synapses)  # fmt: skip
     wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
-    reused = len(lay.shape) == 3 and tiles.tiles > tiles.groups
+    # graph and embedding weights: each is used by one node block (no reuse across its tiles)
+    graphy = any(s.op in ("graph", "embedding") for s in lay.synapses)
+    reused = len(lay.shape) == 3 and tiles.tiles > tiles.groups and not graphy
     buffered = reused and 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
     pre = np.zeros(tiles.tiles, np.int64)
     if buffered:
@@ -552,13 +609,17 @@ def _build_plan(snn: SnnModel, lay: Layer, lanes: int) -> _Plan:
     for f in fans:
         offsets.append(start)
         start += f.cycles.size
-    fan = FanOut(
-        ptr=np.concatenate(
-            [[0]] + [f.ptr[1:] + sum(g.tgt.size for g in fans[:j]) for j, f in enumerate(fans)]
-        ).astype(np.int64),
-        tgt=np.concatenate([f.tgt for f in fans]),
-        w=np.concatenate([f.w for f in fans]),
-        cycles=np.concatenate([f.cycles for f in fans]),
+    fan = (
+        fans[0]
+        if len(fans) == 1
+        else FanOut(
+            ptr=np.concatenate(
+                [[0]] + [f.ptr[1:] + sum(g.tgt.size for g in fans[:j]) for j, f in enumerate(fans)]
+            ).astype(np.int64),
+            tgt=np.concatenate([f.tgt for f in fans]),
+            w=np.concatenate([f.w for f in fans]),
+            cycles=np.concatenate([f.cycles for f in fans]),
+        )
     )
     j = np.arange(lay.size)
     per_chan = lay.size // lay.channels
@@ -598,23 +659,41 @@ def layer_events(
     if lay.kind not in ("neuron", "output"):
         raise ValueError(f"layer {index} ({lay.name}) is a {lay.kind} layer, it has no adds")
     plan = _plan(snn, lay, lanes)
-    groups = [(s.source, off) for s, off in zip(lay.synapses, plan.offsets, strict=True)]
     n = spikes[0].shape[0]
-    ptr, ids, sign = _events(snn, spikes, groups, n)
+    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
     return plan.fan, ptr, ids, sign, snn.source_of(lay).T
+
+
+def _groups(snn: SnnModel, lay: Layer, plan: _Plan) -> list[tuple[int, int, int, int]]:
+    """(source layer, fan-out row offset, first and end source neuron it reads) per synapse
+    group. A graph group reading one rail of a two-rail source gets only that rail's events:
+    the writer tags each event with the group that reads its channel (the event's group bit),
+    so the other rail's events are not issued to it (docs/architecture.md §3)."""
+    out = []
+    for s, off in zip(lay.synapses, plan.offsets, strict=True):
+        src = snn.layers[s.source]
+        lo, hi = read_channels(s, src, lay)
+        per = src.size // src.channels
+        out.append((s.source, off, lo * per, hi * per))
+    return out
 
 
 def _events(snn, spikes, groups, n):
     """Events of the sources of a layer, bucketed by image · T_src + phase (CSR), each bucket
-    in group order, then neuron order. ``groups``: (source layer, id offset) per synapse
-    group. Returns (ptr, ids, signs)."""
+    in group order, then neuron order. ``groups``: (source layer, id offset, first and end
+    source neuron read) per synapse group. Returns (ptr, ids, signs)."""
     out = None
-    for src, off in groups:
+    for src, off, lo, hi in groups:
         sp = spikes[src]
+        whole = lo == 0 and hi == snn.layers[src].size
         if snn.layers[src].kind == "input":
-            ev = K.events_from_trains(sp.reshape(n, sp.shape[1], -1), off)
+            tr = sp.reshape(n, sp.shape[1], -1)
+            tr = tr if whole else np.ascontiguousarray(tr[:, :, lo:hi])
+            ev = K.events_from_trains(tr, off + lo)
         else:
-            ev = K.events_from_phases(sp.reshape(n, -1), snn.layers[src].T, off)
+            ph = sp.reshape(n, -1)
+            ph = ph if whole else np.ascontiguousarray(ph[:, lo:hi])
+            ev = K.events_from_phases(ph, snn.layers[src].T, off + lo)
         out = ev if out is None else K.merge_events(*out, *ev)
     return out
 

@@ -127,12 +127,45 @@ def _marks(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
     return ptr, tiles, idx
 
 
+#: Above this many (tile, source pixel) pairs the receptive fields are found by sorting the
+#: pairs the fan-out reaches instead of marking a dense table (large graphs: tiles × nodes).
+DENSE_MARKS = 2**26
+
+
+@njit(cache=True)
+def _pair_keys(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_pix, n_rows):
+    """Per synapse: its (tile, source pixel) and (tile, source row) as flat keys."""
+    kp = np.empty(fan_tgt.size, np.int64)
+    kr = np.empty(fan_tgt.size, np.int64)
+    for v in range(fan_ptr.size - 1):
+        p = src_pix[v]
+        r = src_row[v]
+        for f in range(fan_ptr[v], fan_ptr[v + 1]):
+            t = tile_of[fan_tgt[f]]
+            kp[f] = t * n_pix + p
+            kr[f] = t * n_rows + r
+    return kp, kr
+
+
+def _marks_sparse(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
+    """``_marks`` by sorting the distinct pairs (memory: the fan-out's size, not tiles × pixels)."""
+    kp, kr = _pair_keys(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_pix, n_rows)
+    kp = np.unique(kp)  # sorted by tile, then pixel
+    t, p = kp // n_pix, kp % n_pix
+    order = np.argsort(p, kind="stable")  # by pixel, tiles ascending within a pixel
+    ptr = np.zeros(n_pix + 1, np.int64)
+    np.cumsum(np.bincount(p, minlength=n_pix), out=ptr[1:])
+    idx = np.bincount(np.unique(kr) // n_rows, minlength=n_tiles).astype(np.int64)
+    return ptr, t[order].astype(np.int64), idx
+
+
 def build_plan(lay: Layer, fan, src_pix, src_row, per_pix, shape) -> TilePlan:
     """The plan of one tile shape (``fan``: the layer's fan-out table, all groups)."""
     tile_of, n_tiles = tile_map(lay, shape)
     n_rows = int(src_row.max()) + 1 if src_row.size else 1
-    ptr, tiles, idx = _marks(fan.ptr, fan.tgt, src_pix, src_row, tile_of, n_tiles,
-                             per_pix.size, n_rows)  # fmt: skip
+    marks = _marks if n_tiles * max(per_pix.size, n_rows) <= DENSE_MARKS else _marks_sparse
+    ptr, tiles, idx = marks(fan.ptr, fan.tgt, src_pix, src_row, tile_of, n_tiles,
+                            per_pix.size, n_rows)  # fmt: skip
     per_chan = lay.size // lay.channels
     chan = np.arange(lay.size) // per_chan
     pairs = np.unique(tile_of * lay.channels + chan)

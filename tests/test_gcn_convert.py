@@ -190,14 +190,16 @@ def test_what_cannot_be_converted_is_refused_by_node(graph):
         convert(Tanh(adj), x, progress=False)
 
 
-def test_graph_snn_is_refused_by_hwsim(graph):
+def test_graph_snn_runs_on_hwsim(graph):
+    """hwsim takes the node features as golden does and gives golden int's output potentials
+    (the full checks: tests/test_hwsim_graph.py)."""
     from hwsim import ArchConfig, simulate
-    from hwsim.sim import ArchFitError
 
     adj, x = graph
     snn = convert(trained_like(gcn.GCN(adj, 12, 3, hidden=8), 6), x, progress=False)
-    with pytest.raises(ArchFitError, match="graph"):
-        simulate(snn, torch.zeros(1, *snn.input_shape), ArchConfig())
+    r = simulate(snn, x, ArchConfig())
+    g = golden.run(snn, x, "int", device=CPU)
+    assert torch.equal(torch.as_tensor(r.logits_int), g.logits_int)
 
 
 def test_cora_converts_within_a_point():

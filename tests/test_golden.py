@@ -295,7 +295,8 @@ def test_exact_mode_is_eq4_on_the_ann(seed, t, q, shift, c, stride, pad, bn, poo
 def test_exact_threshold_tie_float64():
     """An average pooling of equal spikes under floor coding (threshold_shift=False) lands a
     potential exactly on a coding threshold; float32 rounding once put that neuron a phase
-    late (found by hypothesis), exact mode in float64 decides it as Eq. 4 does."""
+    late (found by hypothesis); exact mode recomputes such neurons in float64 and decides
+    them as Eq. 4 does."""
     seed = 813
     net = make_net(seed, c=3, stride=2, pad=1, bn=False, pool="avg", residual=True)
     gen = torch.Generator().manual_seed(seed)
@@ -305,6 +306,40 @@ def test_exact_threshold_tie_float64():
     got = golden.run(snn, x, "exact", device=CPU)
     torch.testing.assert_close(got.logits.double(), eq4_reference(net, snn, x), rtol=1e-4,
                                atol=1e-4)  # fmt: skip
+
+
+def _float64_exact(monkeypatch, snn, x) -> golden.GoldenResult:
+    """golden exact computed in float64 throughout (no float32 pass, no recomputation)."""
+    from golden import engine
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_engine_dtype", lambda snn, mode: torch.float64)
+        m.setattr(engine, "EXACT_ROUNDING", 0.0)
+        return golden.run(snn, x, "exact", device=CPU)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.integers(1, 6),
+    stride=st.sampled_from([1, 2]),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    shift=st.booleans(),
+    q=st.floats(1.05, 2.0),
+)
+def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, shift, q):
+    """Exact mode's float32 pass with float64 recomputation near the thresholds gives the
+    spikes of a pure float64 run in every layer (including threshold ties of floor coding)."""
+    net = make_net(seed, c=c, stride=stride, pad=1, bn=False, pool=pool, residual=residual)
+    gen = torch.Generator().manual_seed(seed)
+    calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
+    cfg = ConversionConfig(T=7, Q=q, threshold_shift=shift, weight_bits=None)
+    snn = convert(net, calib, cfg, progress=False)
+    got, want = golden.run(snn, x, "exact", device=CPU), _float64_exact(monkeypatch, snn, x)
+    for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
+        assert (a is None and b is None) or torch.equal(a, b), i
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
