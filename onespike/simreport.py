@@ -55,6 +55,27 @@ def load_images(snn, spec: str | None, images: int) -> tuple[torch.Tensor, torch
     return normalise_for(snn, x), y, spec
 
 
+#: Graph data set by node count, for a graph network's artifact when --data is not given.
+GRAPH_BY_NODES = {2708: "cora", 3327: "citeseer", 15362: "r8", 29426: "mr"}
+
+
+def load_graph_for(snn, spec: str | None):
+    """The graph (onespike.graphs.GraphData) a graph network runs on: ``spec`` (cora,
+    citeseer, r8, mr) or the one its node count names; returns (graph, name)."""
+    from onespike import graphs
+
+    nodes = snn.meta["graph"]["nodes"]
+    name = (spec or GRAPH_BY_NODES.get(nodes) or "").strip().lower()
+    if not name:
+        raise ValueError(f"a graph network of {nodes} nodes: pass --data cora|citeseer|r8|mr")
+    if name not in GRAPH_BY_NODES.values():
+        raise ValueError(f"--data {spec}: a graph network needs cora, citeseer, r8 or mr")
+    data = graphs.load_graph(name)
+    if data.num_nodes != nodes:
+        raise ValueError(f"--data {name} has {data.num_nodes} nodes, the artifact's graph {nodes}")
+    return data, name
+
+
 def simulate_with_progress(snn, x: torch.Tensor, arch, *, mode: str, stalls, progress: bool):
     """``hwsim.simulate`` with a tqdm bar over the layers (on stderr)."""
     import hwsim
@@ -83,7 +104,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such artifact: {args.artifact}")
     snn = load(args.artifact)
     hwsim.check_fits(snn, arch)  # fail before loading data
-    x, y, spec = load_images(snn, args.data, args.images)
+    graph = None
+    if snn.meta.get("graph") is not None:  # one graph: its node features, scored on test nodes
+        graph, spec = load_graph_for(snn, args.data)
+        x, y = graph.features(), None
+    else:
+        x, y, spec = load_images(snn, args.data, args.images)
     stalls = None
     if args.stall_rate:
         stalls = hwsim.stall_pattern(args.stall_seed, args.stall_rate)
@@ -99,9 +125,13 @@ def run_simulate(args: argparse.Namespace) -> int:
         "stall_seed": args.stall_seed if args.stall_rate else None,
         "simulation_seconds": seconds,
     }
-    summ = write_report(res, snn, args.out, labels=y.numpy(), extra=extra)
+    if graph is not None:
+        extra["test_node_accuracy"] = graph.accuracy(torch.as_tensor(res.logits_int), "test")
+    summ = write_report(res, snn, args.out, labels=None if y is None else y.numpy(), extra=extra)
     ann, pi = summ["ann_mac_array"], summ["per_image"]
     acc = f", accuracy {summ['accuracy']:.2f} %" if "accuracy" in summ else ""
+    if graph is not None:
+        acc = f", test-node accuracy {extra['test_node_accuracy']:.2f} % (one graph)"
     print(
         f"{args.artifact}: {res.images} images of {spec} on `{arch.name}` (P = {arch.lanes}, "
         f"{arch.clock_mhz:g} MHz), {args.mode} mode{acc}; per image:"

@@ -59,3 +59,25 @@ def test_convert_a_users_gcn_with_a_graph_as_calibration(cora_report, tmp_path):
     art = tmp_path / "g.safetensors"
     assert main(["convert", f"{src}:build", "none", "--calib", "cora", "-o", str(art)]) == 0
     assert load(art).meta["graph"] == {"nodes": 2708, "features": 1433, "one_hot": False}
+
+
+def test_simulate_a_graph_artifact(cora_report, tmp_path, capsys):
+    """hwsim on Cora's SNN from the command line: the graph is found from its node count, the
+    default 256 KiB SRAMs are refused by layer, 1 MiB ones fit, and the test-node accuracy is
+    golden int's."""
+    from pathlib import Path
+
+    import hwsim
+
+    art = str(cora_report / "cora_snn.safetensors")
+    capsys.readouterr()
+    assert main(["simulate", art, "-o", str(tmp_path / "a"), "--no-progress"]) == 2
+    assert "layer 1 (lin0_rails) needs" in capsys.readouterr().err
+    base = Path(hwsim.__file__).parent / "configs" / "default.toml"
+    text = base.read_text().replace("= 256.0", "= 1024.0")
+    (tmp_path / "big.toml").write_text(text)
+    argv = ["simulate", art, "--arch", str(tmp_path / "big.toml"), "-o", str(tmp_path / "s")]
+    assert main([*argv, "--no-progress"]) == 0
+    rows = json.loads((cora_report / "results.json").read_text())["rows"]
+    want = next(r["accuracy"] for r in rows if r["mode"] == "int")
+    assert f"test-node accuracy {want:.2f} %" in capsys.readouterr().out
