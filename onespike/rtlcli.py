@@ -35,7 +35,9 @@ def add_parsers(sub) -> None:
     v.add_argument(
         "--data",
         default=None,
-        help="digits | mnist | cifar10 | .npz (default: from the shape, else random images)",
+        help="digits | mnist | cifar10 | .npz (default: from the shape, else random images); "
+        "cora | citeseer | r8 | mr: a graph network's node features (default: from its node "
+        "count)",
     )
     v.add_argument("--name", default=None, help="core and wrapper name (default: the artifact's)")
 
@@ -51,7 +53,10 @@ def add_parsers(sub) -> None:
     _arch_options(c)
     c.add_argument("--images", type=int, default=2, help="test images " + DEFAULTS_HELP)
     c.add_argument(
-        "--data", default=None, help="digits | mnist | cifar10 | .npz (default: from the shape)"
+        "--data",
+        default=None,
+        help="digits | mnist | cifar10 | .npz (default: from the shape); cora | citeseer | r8 "
+        "| mr: a graph network's node features, one graph (default: from its node count)",
     )
     c.add_argument("--layer", type=int, action="append", help="only these layers (repeatable)")
     c.add_argument(
@@ -97,12 +102,25 @@ def run_verilog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _graph_features(snn, data: str | None):
+    """A graph network's input: the node features (nodes, F) of ``data`` (cora, citeseer, r8,
+    mr) or of the graph its node count names (onespike.simreport.load_graph_for)."""
+    from onespike.simreport import load_graph_for
+
+    graph, _ = load_graph_for(snn, data)
+    return graph.features()
+
+
 def _bench_images(snn, data: str | None, images: int):
     """The benches' images: ``data`` (or the data set of the input shape), else ``images``
-    uniform random images in [0, 1) (seed 0), with a note on stderr."""
+    uniform random images in [0, 1) (seed 0), with a note on stderr; a graph network's node
+    features (one graph)."""
     import torch
 
     from onespike.simreport import DATA_BY_SHAPE
+
+    if snn.meta.get("graph") is not None:
+        return _graph_features(snn, data)
 
     if data is not None or tuple(snn.input_shape) in DATA_BY_SHAPE:
         return load_images(snn, data, images)[0]
@@ -124,7 +142,10 @@ def run_cosim(args: argparse.Namespace) -> int:
 
     snn = load(args.artifact)
     arch = load_arch(args.arch, args.preset)
-    x, _, _ = load_images(snn, args.data, args.images)
+    if snn.meta.get("graph") is not None:  # one graph: its node features
+        x = _graph_features(snn, args.data)
+    else:
+        x, _, _ = load_images(snn, args.data, args.images)
     sim = args.sim or os.environ.get("SIM", "icarus")
     stalls = None
     if args.stall_rate:

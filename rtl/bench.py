@@ -21,8 +21,10 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
 
-# Event word fields (rtl/events.py).
+# Event word fields (rtl/events.py); a source index of more than 20 bits (a graph network's
+# input layer) carries its bits 20–22 in the spare field (rtl/engine.py WIDE_INDEX_BITS).
 INDEX_MASK, PHASE_SHIFT, SIGN_SHIFT, GROUP_SHIFT, END_SHIFT = (1 << 20) - 1, 20, 26, 27, 28
+SPARE_SHIFT = 29
 #: Counter ports read after each image (rtl/engine.py COUNTERS).
 COUNTERS = ("cycles", "stalled", "spikes_in", "spikes_out", "adds", "compares", "multiplies")
 
@@ -55,7 +57,13 @@ class EventDriver:
     def load(self, events: list[list[int]]) -> None:
         words = []
         for i, p, s, *g in events:
-            words.append(i | (p << PHASE_SHIFT) | (s << SIGN_SHIFT) | (sum(g) << GROUP_SHIFT))
+            words.append(
+                (i & INDEX_MASK)
+                | ((i >> PHASE_SHIFT) << SPARE_SHIFT)
+                | (p << PHASE_SHIFT)
+                | (s << SIGN_SHIFT)
+                | (sum(g) << GROUP_SHIFT)
+            )
         self.items = [*words, 1 << END_SHIFT]
 
     async def run(self) -> None:

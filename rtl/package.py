@@ -91,7 +91,8 @@ def write_package(
     _write_reports(snn, arch, out, layers, hw)
     core = out / f"{name}.core"
     core.write_text(core_file(name, layers, stim))
-    (out / "README.md").write_text(README.format(name=name, n=x.shape[0], lanes=arch.lanes))
+    images = 1 if snn.meta.get("graph") is not None else x.shape[0]  # a graph: one input
+    (out / "README.md").write_text(README.format(name=name, n=images, lanes=arch.lanes))
     return core
 
 

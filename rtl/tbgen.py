@@ -12,6 +12,9 @@ from __future__ import annotations
 
 #: Event word fields (rtl/events.py), as the cocotb bench packs them.
 PHASE_SHIFT, SIGN_SHIFT, GROUP_SHIFT, END_SHIFT = 20, 26, 27, 28
+#: Index bits 20–22 of a source over 2^20 neurons travel in the spare bits (rtl/engine.py
+#: WIDE_INDEX_BITS); the bits below 20 in the index field.
+INDEX_MASK, SPARE_SHIFT = (1 << 20) - 1, 29
 #: Expected phase of a neuron that does not spike (phases are below 64).
 NO_SPIKE = 0xFF
 #: Clock period of the bench (ns).
@@ -20,8 +23,14 @@ PERIOD_NS = 10
 
 def event_words(events: list[list[int]]) -> list[int]:
     """32-bit words of (index, phase, sign[, group]) events, then the end marker."""
-    words = [i | (p << PHASE_SHIFT) | (s << SIGN_SHIFT) | (sum(g) << GROUP_SHIFT)
-             for i, p, s, *g in events]  # fmt: skip
+    words = [
+        (i & INDEX_MASK)
+        | ((i >> 20) << SPARE_SHIFT)
+        | (p << PHASE_SHIFT)
+        | (s << SIGN_SHIFT)
+        | (sum(g) << GROUP_SHIFT)
+        for i, p, s, *g in events
+    ]
     return [*words, 1 << END_SHIFT]
 
 

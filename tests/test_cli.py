@@ -57,7 +57,7 @@ def test_verilog_and_cosim_commands(tmp_path: Path, capsys, monkeypatch) -> None
     )
     out = tmp_path / "v"
     assert main(["verilog", str(art), "--preset", "p4", "--layer", "5", "-o", str(out)]) == 0
-    meta = json.loads((out / "layer5.json").read_text())
+    meta = json.loads((out / "rtl" / "layer5.json").read_text())
     assert meta["parameters"]["kind"] == "output" and meta["arch"]["lanes"] == 4
     check_error(["verilog", str(art), "--layer", "0", "-o", str(out)], "(input, input)", capsys)
     check_error(["verilog", str(art), "--layer", "9", "-o", str(out)], "does not exist", capsys)
