@@ -22,6 +22,16 @@ _EXPORTS = {
     "supported_layers": "rtl.generate",
     "write_package": "rtl.package",
     "cosim": "rtl.cosim",
+    "Accelerator": "rtl.accelerator",
+    "EventBuffer": "rtl.evbuf",
+    "BufferReader": "rtl.evbuf",
+    "EventMerger": "rtl.evbuf",
+    "Controller": "rtl.accel_ctrl",
+    "HostInput": "rtl.host",
+    "DebugPort": "rtl.host",
+    "RegisterBlock": "rtl.host",
+    "accel_cosim": "rtl.accel_sim",
+    "AccelReport": "rtl.accel_sim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,261 @@
+"""rtl.Accelerator: a whole SnnModel as one Verilog top (docs/architecture.md §14).
+
+First version: hwsim's **layer mode** (the layers run one after the other), each layer on its
+own engine of today's ``potential_sram`` dataflow (:class:`rtl.LayerEngine`,
+:class:`rtl.MaxPoolEngine`); the output-stationary dataflow (§11) is not in the RTL yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Const, Module, Value, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from converter.model import SnnModel
+from hwsim.config import ArchConfig
+from hwsim.fanout import ceil_div
+from rtl.accel_ctrl import Controller
+from rtl.engine import COUNTERS, LayerEngine, LayerImage
+from rtl.evbuf import BufferReader, EventBuffer, EventMerger
+from rtl.events import INDEX_BITS
+from rtl.generate import layer_image
+from rtl.host import ADDR_BITS, DebugPort, HostInput, RegisterBlock
+from rtl.maxpool import MaxPoolEngine, PoolImage
+
+#: Register map (word addresses of the register block, docs/architecture.md §14).
+REG_STATUS, REG_CLASS, REG_CYCLES, REG_LAYERS = 0, 1, 2, 3
+#: Layer i's registers start at REG_LAYER_BASE + REG_LAYER_STRIDE · i: the engine's counters
+#: (COUNTERS order), then the events in its buffer (REG_EVENTS).
+REG_LAYER_BASE, REG_LAYER_STRIDE, REG_EVENTS = 16, 8, 7
+
+
+def layer_register(layer: int, name: str) -> int:
+    """The word address of layer ``layer``'s register ``name`` (a counter or ``"events"``)."""
+    j = REG_EVENTS if name == "events" else COUNTERS.index(name)
+    return REG_LAYER_BASE + REG_LAYER_STRIDE * layer + j
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer of the accelerator: its sources (one per synapse group), buffer depth (0: no
+    buffer, the output layer) and the last source phase its engine reads (None: all)."""
+
+    index: int
+    kind: str
+    sources: tuple[int, ...]
+    depth: int
+    last_phase: int | None
+
+
+def plan(snn: SnnModel) -> list[LayerPlan]:
+    """The layers in the order they run, with their buffers (every non-output layer keeps its
+    events: worst case one spike per neuron; the input layer size × T_in)."""
+    out = []
+    for i, lay in enumerate(snn.layers):
+        if lay.kind == "input":
+            srcs: tuple[int, ...] = ()
+        elif lay.kind == "maxpool":
+            srcs = (lay.source,)
+        else:
+            srcs = tuple(s.source for s in lay.synapses)
+        if len(set(srcs)) != len(srcs):
+            raise ValueError(f"layer {i} ({lay.name}): two synapse groups read one source")
+        depth = 0 if lay.kind == "output" else lay.size * (lay.T if lay.kind == "input" else 1)
+        last = None
+        if lay.kind in ("neuron", "output"):
+            last = snn.layers[srcs[0]].T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
+        out.append(LayerPlan(i, lay.kind, srcs, depth, last))
+    if out[0].kind != "input" or sum(p.kind == "input" for p in out) != 1:
+        raise ValueError("the accelerator needs exactly one input layer, the first")
+    if out[-1].kind != "output":
+        raise ValueError("the accelerator needs the output layer last")
+    return out
+
+
+class Accelerator(wiring.Component):
+    """A whole SnnModel: one engine per layer, run one after the other, with event buffers.
+
+    Organisation (docs/architecture.md §14): hwsim's layer mode. Each non-input layer has its
+    engine (:class:`rtl.LayerEngine` or :class:`rtl.MaxPoolEngine`: today's potential_sram
+    dataflow, parameters in its own memories); each non-output layer an
+    :class:`~rtl.evbuf.EventBuffer` written from its output queue; each consumer reads its
+    sources through :class:`~rtl.evbuf.BufferReader`\\ s and an
+    :class:`~rtl.evbuf.EventMerger`; the :class:`~rtl.accel_ctrl.Controller` starts layer i
+    when layer i − 1 is done. The engines' cycle counters equal hwsim's layer-mode cycles;
+    the controller adds 2 cycles per layer, plus 1 per run.
+
+    Ports
+    -----
+    start : In(1)
+        Pulse while idle: run the image in the input buffer.
+    busy, done : Out(1)
+        Running; high from the end of a run until the next ``start``.
+    s_axis_tdata, s_axis_tvalid, s_axis_tlast : In; s_axis_tready : Out
+        The input events (AXI4-Stream, :class:`~rtl.host.HostInput`).
+    result_class : Out
+        The output layer's argmax.
+    pot_addr : In; pot_data : Out(P signed A-bit lanes)
+        Row ``pot_addr`` of the output layer's potential SRAM (§2's layout), combinational.
+    dbg_layer : In(8), dbg_addr : In(20); dbg_data, dbg_count : Out(32)
+        :class:`~rtl.host.DebugPort`: a layer's buffered event words (one cycle later) and
+        their number.
+    reg_addr : In(16); reg_data : Out(32)
+        :class:`~rtl.host.RegisterBlock` (status, class, cycles, per-layer counters).
+    """
+
+    def __init__(self, snn: SnnModel, arch: ArchConfig) -> None:
+        if arch.dataflow != "potential_sram":
+            self._MustUse__silence = True  # (refused: never to be elaborated)
+            raise ValueError(
+                "rtl.Accelerator runs the potential_sram dataflow (docs/architecture.md §14); "
+                f"dataflow {arch.dataflow!r} is modelled by hwsim only"
+            )
+        self.snn, self.arch, self.layers = snn, arch, plan(snn)
+        # the engines' images (each layer checked here); the engines are built by elaborate
+        self.images = {p.index: layer_image(snn, p.index, arch.lanes) for p in self.layers[1:]}
+        out = self.images[self.layers[-1].index]
+        rows = out.pixels * ceil_div(out.out_shape[0], arch.lanes)
+        self.registers = self._register_map()
+        super().__init__(
+            {
+                "start": In(1),
+                "busy": Out(1),
+                "done": Out(1),
+                "s_axis_tdata": In(32),
+                "s_axis_tvalid": In(1),
+                "s_axis_tlast": In(1),
+                "s_axis_tready": Out(1),
+                "result_class": Out(range(max(out.n_out, 2))),  # (as the engine's ports)
+                "pot_addr": In(range(max(rows, 2))),
+                "pot_data": Out(data.ArrayLayout(signed(arch.potential_bits), arch.lanes)),
+                "dbg_layer": In(8),
+                "dbg_addr": In(INDEX_BITS),
+                "dbg_data": Out(32),
+                "dbg_count": Out(32),
+                "reg_addr": In(ADDR_BITS),
+                "reg_data": Out(32),
+            }
+        )
+
+    def _register_map(self) -> dict[int, str]:
+        """Word address → register name (``status``, ``class``, ``cycles``, ``layers``,
+        ``<counter>@<layer>``, ``events@<layer>``)."""
+        regs = {REG_STATUS: "status", REG_CLASS: "class", REG_CYCLES: "cycles",
+                REG_LAYERS: "layers"}  # fmt: skip
+        for p in self.layers:
+            if p.index in self.images:
+                regs.update({layer_register(p.index, c): f"{c}@{p.index}" for c in COUNTERS})
+            if p.depth:
+                regs[layer_register(p.index, "events")] = f"events@{p.index}"
+        return regs
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        order = [p.index for p in self.layers[1:]]
+        m.submodules.ctrl = ctrl = Controller(len(order))
+        m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
+        go = {i: ctrl.go[j] for j, i in enumerate(order)}
+        bufs = self._buffers(m, go)
+        addrs: dict[int, list] = {i: [] for i in bufs}  # read addresses to OR per buffer
+        engines = {i: _engine(self.arch, self.images[i]) for i in order}
+        for j, i in enumerate(order):
+            eng = m.submodules[f"engine{i}"] = engines[i]
+            m.d.comb += eng.start.eq(go[i])
+            if i in bufs:
+                wiring.connect(m, eng.o_spikes, bufs[i].w)
+            else:
+                m.d.comb += eng.o_spikes.ready.eq(1)
+            self._feed(m, self.layers[i], eng, bufs, ctrl.pre[j], addrs)
+        # whole-vector assignments (a vector driven bit by bit is slow in Icarus, §10)
+        m.d.comb += [ctrl.fin.eq(Cat(e.done for e in engines.values())),
+                     ctrl.run.eq(Cat(e.busy for e in engines.values()))]  # fmt: skip
+        self._host(m, ctrl, engines, bufs, addrs)
+        for i, buf in bufs.items():
+            total = 0
+            for a in addrs[i]:
+                total = total | a
+            m.d.comb += buf.rd_addr.eq(total)
+        return m
+
+    def _buffers(self, m: Module, go: dict) -> dict[int, EventBuffer]:
+        """One event buffer per non-output layer, cleared when its producer starts."""
+        bufs = {}
+        for p in self.layers:
+            if p.depth:
+                bufs[p.index] = m.submodules[f"buffer{p.index}"] = EventBuffer(p.depth)
+                if p.index in go:
+                    m.d.comb += bufs[p.index].clear.eq(go[p.index])
+        return bufs
+
+    def _feed(self, m: Module, p: LayerPlan, eng, bufs: dict, go, addrs: dict) -> None:
+        """Layer p's readers (one per source) and merger, into the engine's input stream;
+        ``go``: their start, one cycle before the engine's (the controller's ``pre``)."""
+        m.submodules[f"merge{p.index}"] = merge = EventMerger(len(p.sources))
+        m.d.comb += merge.start.eq(go)
+        for g, src in enumerate(p.sources):
+            rd = BufferReader(bufs[src].depth, p.last_phase)
+            m.submodules[f"read{p.index}_{g}"] = rd
+            m.d.comb += [rd.start.eq(go), rd.stop.eq(merge.finished),
+                         rd.count.eq(bufs[src].count), rd.data.eq(bufs[src].rd_data),
+                         getattr(merge, f"ex{g}").eq(rd.exhausted)]  # fmt: skip
+            wiring.connect(m, rd.o, getattr(merge, f"i{g}"))
+            addrs[src].append(rd.addr)
+        wiring.connect(m, merge.o, eng.i_events)
+
+    def _host(self, m: Module, ctrl: Controller, engines: dict, bufs: dict, addrs: dict) -> None:
+        """AXI input, output class and potentials, debug port, register block."""
+        m.submodules.host_in = hin = HostInput()
+        m.d.comb += [hin.tdata.eq(self.s_axis_tdata), hin.tvalid.eq(self.s_axis_tvalid),
+                     hin.tlast.eq(self.s_axis_tlast), self.s_axis_tready.eq(hin.tready),
+                     hin.busy.eq(ctrl.busy), hin.start.eq(self.start)]  # fmt: skip
+        first = self.layers[0].index
+        wiring.connect(m, hin.w, bufs[first].w)
+        m.d.comb += bufs[first].clear.eq(hin.clear)
+        out = engines[self.layers[-1].index]
+        m.d.comb += [self.result_class.eq(out.argmax), out.rd_addr.eq(self.pot_addr),
+                     self.pot_data.eq(out.rd_data)]  # fmt: skip
+        m.submodules.debug = dbg = DebugPort([(i, b.depth) for i, b in bufs.items()])
+        m.d.comb += [dbg.layer.eq(self.dbg_layer), dbg.addr.eq(self.dbg_addr),
+                     dbg.busy.eq(ctrl.busy), self.dbg_data.eq(dbg.data),
+                     self.dbg_count.eq(dbg.count)]  # fmt: skip
+        for i, b in bufs.items():
+            m.d.comb += [getattr(dbg, f"b{i}_data").eq(b.rd_data),
+                         getattr(dbg, f"b{i}_count").eq(b.count)]  # fmt: skip
+            addrs[i].append(getattr(dbg, f"b{i}_addr"))
+        m.submodules.regs = regs = RegisterBlock(list(self.registers))
+        m.d.comb += [regs.addr.eq(self.reg_addr), self.reg_data.eq(regs.data)]
+        overflow = 0
+        for b in bufs.values():
+            overflow = overflow | b.overflow
+        words = [self._register(name, ctrl, engines, bufs, overflow)
+                 for name in self.registers.values()]  # fmt: skip
+        m.d.comb += regs.values.eq(Cat(_word(v) for v in words))
+
+    def _register(self, name: str, ctrl: Controller, engines: dict, bufs: dict, overflow):
+        """The value of register ``name`` (see :meth:`_register_map`)."""
+        if name == "status":  # bit 0 busy, bit 1 done, bit 2 a buffer overflowed
+            return ctrl.busy | (ctrl.done << 1) | (overflow << 2)
+        if name == "class":
+            return self.result_class
+        if name == "cycles":
+            return ctrl.cycles
+        if name == "layers":
+            return len(self.layers)
+        what, layer = name.split("@")
+        if what == "events":
+            return bufs[int(layer)].count
+        return getattr(engines[int(layer)], what)
+
+
+def _word(v) -> Value:
+    """``v`` (an int or an unsigned Value of at most 32 bits) as a 32-bit value."""
+    if isinstance(v, int):
+        return Const(v, 32)
+    v = Value.cast(v)
+    return Cat(v, Const(0, 32 - len(v))) if len(v) < 32 else v[:32]
+
+
+def _engine(arch: ArchConfig, image: LayerImage | PoolImage) -> LayerEngine | MaxPoolEngine:
+    return MaxPoolEngine(arch, image) if isinstance(image, PoolImage) else LayerEngine(arch, image)

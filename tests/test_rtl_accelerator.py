@@ -1,0 +1,179 @@
+"""The whole accelerator (rtl.Accelerator) as one Verilog top, co-simulated end to end."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import BUILD, require_simulator
+
+import golden
+import hwsim
+from converter import ConversionConfig, convert
+
+
+@pytest.fixture(scope="module")
+def digits_snn():
+    """The digits CNN (conv, max pool, conv, avg pool, linear output), default conversion."""
+    from onespike.data import load_digits
+    from onespike.models import train_digits_cnn
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small net: one thread is faster on a busy machine
+    try:
+        model, _ = train_digits_cnn(seed=0)
+        x_tr, _, x_te, _ = load_digits(seed=0)
+        snn = convert(model, list(x_tr.split(256)), ConversionConfig(), name="DigitsCNN",
+                      progress=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return snn, x_te
+
+
+def check_run(snn, x, arch, sim: str, name: str):
+    """accel_cosim under ``sim``; assert every layer exact and the controller's gap cycles."""
+    from rtl.accel_sim import accel_cosim
+
+    require_simulator(sim)
+    rep = accel_cosim(snn, arch, x, sim=sim, out_dir=BUILD / name)
+    assert rep.errors == [], rep.errors[:3]
+    for r in rep.layers:
+        assert r.errors == [] and r.spikes_match, f"layer {r.index}: {r.errors[:3]}"
+        assert r.rtl_cycles == r.expected_cycles
+        if r.kind == "maxpool":  # the buffer's event order decides the drain cycle (§14)
+            assert all(abs(a - b) <= 1 for a, b in zip(r.rtl_cycles, r.hwsim_cycles, strict=True))
+        else:
+            assert r.rtl_cycles == r.hwsim_cycles
+    ref = golden.run(snn, x, "int", device="cpu")
+    assert rep.predictions == ref.predictions.tolist()
+    engines = len(snn.layers) - 1
+    assert rep.gap_cycles == [2 * engines + 1] * x.shape[0]  # docs/architecture.md §14
+    assert rep.ok and rep.sim_seconds > 0 and rep.build_seconds > 0
+    return rep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sim", "images"), [("icarus", 1), ("verilator", 2)])
+def test_digits_through_the_accelerator(digits_snn, sim, images) -> None:
+    """The digits net on the default accelerator (P = 16): input events through the AXI
+    port, one start, one wait for done; every layer's spikes equal golden int's, every
+    engine's cycles hwsim's (layer mode; the max pool's in the buffer's event order, §14),
+    the class and output potentials golden's; the top lints clean."""
+    snn, x = digits_snn
+    # images 3 and 4 (Verilator): in image 4 the buffer order costs the max pool one cycle
+    # less than hwsim's neuron order (docs/architecture.md §14)
+    rep = check_run(snn, x[3 : 3 + images], hwsim.ArchConfig(), sim, f"accel_digits_{sim}")
+    assert [r.kind for r in rep.layers] == ["neuron", "maxpool", "neuron", "neuron", "output"]
+    if sim == "verilator":  # the top lints clean with the engines' waivers (§10)
+        import subprocess
+
+        from rtl.cosim import simulator_env
+
+        vdir = BUILD / f"accel_digits_{sim}" / "verilog"
+        lint = subprocess.run(
+            ["verilator", "--lint-only", "-Wall", "verilator.vlt", "onespike_accel.v"],
+            cwd=vdir, capture_output=True, text=True,
+            env={**os.environ, **simulator_env("verilator")},
+        )  # fmt: skip
+        assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+    js = rep.to_json()
+    assert set(js) == {"layers", "sim_seconds", "build_seconds"}
+    assert set(js["layers"][0]) == {"name", "spikes_match", "rtl_cycles", "hwsim_cycles"}
+
+
+@pytest.mark.slow
+def test_residual_net_through_the_accelerator() -> None:
+    """A tiny ResNet (identity and option-A shortcuts: two-source layers merged per phase,
+    group 0 first; events without fan-out) under Verilator, P = 4."""
+    from test_rtl_residual import tiny_resnet
+
+    snn, x = tiny_resnet("optionA")
+    arch = hwsim.ArchConfig(lanes=4, output_queue_depth=4)
+    rep = check_run(snn, x[:2], arch, "verilator", "accel_residual")
+    assert sum(len(snn.layers[r.index].synapses) == 2 for r in rep.layers) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# the blocks alone (Amaranth's simulator; no Verilog simulator needed)
+# --------------------------------------------------------------------------------------------
+
+
+def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
+    """Two buffers written in phase order, read back through registered-read memories: the
+    merged stream offers an event in every cycle until the end marker (sent once), phase by
+    phase with group 0 first, and drops phases after K."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.sim import Simulator
+
+    from rtl.evbuf import BufferReader, EventBuffer, EventMerger
+    from rtl.events import pack_event
+
+    ev = [
+        sorted(
+            (int(j), int(p))
+            for j, p in zip(rng.integers(0, 50, n), rng.integers(0, 6, n), strict=True)
+        )  # fmt: skip
+        for rng, n in ((np.random.default_rng(1), 23), (np.random.default_rng(2), 17))
+    ]
+    ev = [sorted(e, key=lambda t: t[1]) for e in ev]  # phase order
+    k_last = 4
+    m = Module()
+    bufs = [EventBuffer(32), EventBuffer(32)]
+    rds = [BufferReader(32, k_last), BufferReader(32, k_last)]
+    m.submodules.merge = merge = EventMerger(2)
+    for g in range(2):
+        m.submodules[f"b{g}"], m.submodules[f"r{g}"] = bufs[g], rds[g]
+        m.d.comb += [rds[g].count.eq(bufs[g].count), rds[g].data.eq(bufs[g].rd_data),
+                     bufs[g].rd_addr.eq(rds[g].addr), rds[g].stop.eq(merge.finished),
+                     getattr(merge, f"ex{g}").eq(rds[g].exhausted)]  # fmt: skip
+        wiring.connect(m, rds[g].o, getattr(merge, f"i{g}"))
+    got = []
+
+    async def bench(ctx) -> None:
+        for g in range(2):  # write both buffers
+            for j, p in ev[g]:
+                ctx.set(bufs[g].w.valid, 1)
+                ctx.set(bufs[g].w.payload.as_value(), pack_event(j, p))
+                await ctx.tick()
+            ctx.set(bufs[g].w.valid, 0)
+        for sig in (rds[0].start, rds[1].start, merge.start):
+            ctx.set(sig, 1)
+        await ctx.tick()
+        for sig in (rds[0].start, rds[1].start, merge.start):
+            ctx.set(sig, 0)
+        ctx.set(merge.o.ready, 1)
+        for _ in range(60):
+            valid, word = ctx.get(merge.o.valid), ctx.get(merge.o.payload)
+            got.append((valid, word.index, word.phase, word.group, word.end))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = sorted([(p, g, j) for g in range(2) for j, p in ev[g] if p <= k_last],
+                  key=lambda t: (t[0], t[1]))  # fmt: skip
+    n = len(want)
+    assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
+    assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
+    assert got[n][4] == 1 and all(v == 0 for v, *_ in got[n + 1 :])
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_accelerator_plan_and_register_map(digits_snn) -> None:
+    """Buffer depths are golden's worst case; the register map; the other dataflow refused."""
+    from rtl.accelerator import Accelerator, layer_register
+
+    snn, _ = digits_snn
+    acc = Accelerator(snn, hwsim.ArchConfig())
+    acc._MustUse__silence = True  # (not elaborated here: the co-simulation tests build it)
+    depths = [p.depth for p in acc.layers]
+    assert depths == [64 * snn.layers[0].T, 512, 128, 256, 64, 0]
+    assert acc.registers[0] == "status" and acc.registers[2] == "cycles"
+    assert acc.registers[layer_register(3, "adds")] == "adds@3"
+    assert acc.registers[layer_register(2, "events")] == "events@2"
+    with pytest.raises(ValueError, match="potential_sram"):
+        Accelerator(snn, hwsim.ArchConfig(dataflow="output_stationary"))
