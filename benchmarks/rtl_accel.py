@@ -1,0 +1,152 @@
+"""The whole network through `rtl.Accelerator` (issue 10): simulation speed and checks, one run.
+
+Digits (DigitsCNN, trained here, default conversion, P = 16): --digits-images test images
+under Verilator and 2 under Icarus. ResNet-20 (CIFAR-10 subset, T 16 / Q 1.3, SRAMs grown to
+fit) at P = 16 and P = 64: --r20-images images under Verilator. Every run checks every layer's
+spikes against golden int, the output potentials and class, each layer's cycles and activity
+counters against hwsim (rtl.accel_sim.accel_cosim); the table gives simulation seconds per
+image (start to done, no Python per cycle; build excluded and reported).
+
+Targets (issue 10): digits at most 0.1 s per image under Verilator (the per-layer bench: 0.72 s);
+ResNet-20 at most 60 s per image at P = 16 and 64.
+
+    .venv/bin/python benchmarks/rtl_accel.py [--digits-images 10] [--r20-images 1]
+
+Writes benchmarks/results/rtl_accel.json and rtl_accel.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import hwsim
+from converter import ConversionConfig, convert
+from onespike.data import load_digits
+from onespike.models import train_digits_cnn
+from rtl.accel_sim import accel_cosim
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hwsim_design_space import fitting_arch, setup_resnet20  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUILD = Path(__file__).resolve().parents[1] / "build" / "rtl_accel"
+
+
+def run(net: str, snn, x, arch, sim: str) -> dict:
+    t0 = time.perf_counter()
+    r = accel_cosim(snn, arch, x, sim=sim, out_dir=BUILD / f"{net}_{sim}_p{arch.lanes}")
+    wall = time.perf_counter() - t0
+    cycles_equal = all(r_.rtl_cycles == r_.hwsim_cycles for r_ in r.layers)
+    row = {
+        "commit": _commit(),
+        "net": net,
+        "lanes": arch.lanes,
+        "simulator": sim,
+        "images": int(x.shape[0]),
+        "all_checks_pass": bool(r.ok),
+        "spikes_equal_golden_int": all(layer.spikes_match for layer in r.layers),
+        "layer_cycles_equal_hwsim": bool(cycles_equal),
+        "errors": r.errors[:5] + [e for layer in r.layers for e in layer.errors][:5],
+        "cycles_per_image": [int(c) for c in r.total_cycles],
+        "gap_cycles": [int(c) for c in r.gap_cycles],
+        "sim_seconds": r.sim_seconds,
+        "sim_seconds_per_image": r.sim_seconds_per_image,
+        "load_seconds": r.load_seconds,
+        "readback_seconds": r.readback_seconds,
+        "build_seconds": r.build_seconds,
+        "wall_seconds": wall,
+        "layers": r.to_json()["layers"],
+    }
+    print({k: v for k, v in row.items() if k != "layers"}, flush=True)
+    return row
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# The whole network through `rtl.Accelerator` (benchmarks/rtl_accel.py)",
+        "",
+        f"{meta['machine']}, {meta['cpus']} CPUs, {meta['date']}; command: `{meta['command']}`. "
+        "Simulation: start to done, per image (input written through the AXI port and spikes "
+        "read back through the debug port are timed apart); build: Verilog generation and the "
+        "simulator's compile.",
+        "",
+        "| net | P | simulator | images | all checks | spikes = golden int | layer cycles = "
+        "hwsim | cycles / image | sim s / image | build s | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cyc = sorted(set(r["cycles_per_image"]))
+        cyc_s = f"{cyc[0]:,}" if len(cyc) == 1 else f"{cyc[0]:,}–{cyc[-1]:,}"
+        lines.append(
+            f"| {r['net']} | {r['lanes']} | {r['simulator']} | {r['images']} | "
+            f"{'pass' if r['all_checks_pass'] else 'FAIL'} | "
+            f"{'yes' if r['spikes_equal_golden_int'] else 'NO'} | "
+            f"{'yes' if r['layer_cycles_equal_hwsim'] else 'no'} | {cyc_s} | "
+            f"{r['sim_seconds_per_image']:.3f} | {r['build_seconds']:.0f} | "
+            f"{r.get('commit', '')} |"
+        )
+    lines += [
+        "",
+        "Targets: digits ≤ 0.1 s per image under Verilator; ResNet-20 ≤ 60 s per image "
+        "(P = 16 and 64). Layer cycles are the engines' own counters; the controller's "
+        "hand-over cycles between layers are in `gap_cycles` (docs/architecture.md §14).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--digits-images", type=int, default=10)
+    ap.add_argument("--r20-images", type=int, default=1)
+    ap.add_argument("--lanes", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--skip-r20", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    model, _ = train_digits_cnn(seed=0)
+    xtr, _, xte, _ = load_digits(seed=0)
+    snn = convert(model, list(xtr.split(256)), ConversionConfig(), progress=False)
+    arch = hwsim.ArchConfig()
+    rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
+    rows.append(run("digits", snn, xte[:2], arch, "icarus"))
+    if args.skip_r20:  # keep the ResNet-20 rows of the last full run (each names its commit)
+        old = RESULTS / "rtl_accel.json"
+        if old.is_file():
+            rows += [r for r in json.loads(old.read_text())["runs"] if r["net"] == "resnet20"]
+    else:
+        BUILD.mkdir(parents=True, exist_ok=True)
+        snn, x, _ = setup_resnet20(512, args.r20_images, BUILD / "resnet20.safetensors")
+        for p in args.lanes:
+            arch = fitting_arch(snn, hwsim.ArchConfig(lanes=p, output_queue_depth=64))
+            rows.append(run("resnet20", snn, x, arch, "verilator"))
+    meta = {
+        "machine": platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "date": str(date.today()),
+        "command": "python benchmarks/rtl_accel.py " + " ".join(sys.argv[1:]),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "rtl_accel.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+    (RESULTS / "rtl_accel.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
