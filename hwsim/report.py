@@ -215,7 +215,10 @@ def summary(
     ann8 = ann_mac_array(snn, res.arch, multiply_pj=INT8_MULTIPLY_PJ)
     e_snn = float(tot["energy_pj"])
     cyc = {k: float(res.cycles[k].sum() / n) for k in CYCLE_KINDS}
-    cyc["total"] = sum(cyc.values())
+    cyc["total"] = sum(cyc.values())  # the engines' cycles (every layer)
+    # layer mode: the controller's cycles between the layers (docs/architecture.md §14)
+    cyc["controller"] = float(res.controller_cycles)
+    cyc["image"] = cyc["total"] + cyc["controller"]
     ann_cycles = int(ann["cycles"].sum())
     energy = res.energy_pj()
     out: dict[str, Any] = dict(extra or {})
@@ -228,6 +231,7 @@ def summary(
             "per_image": {
                 "cycles": cyc,
                 "latency_us": cyc["total"] / res.arch.clock_mhz,
+                "image_latency_us": cyc["image"] / res.arch.clock_mhz,
                 "energy_pj": e_snn,
                 "energy_by_action_pj": {a: float(v.sum() / n) for a, v in energy.items()},
                 "adds": float(tot["adds"]),
@@ -328,9 +332,11 @@ def markdown(summ: dict[str, Any]) -> str:
         "| quantity | SNN accelerator | ANN on a P-lane MAC array |",
         "|---|---|---|",
         f"| cycles | {pi['cycles']['total']:,.0f} (busy {pi['cycles']['busy']:,.0f}, stalled "
-        f"{pi['cycles']['stalled']:,.0f}, waiting {pi['cycles']['waiting']:,.0f}) "
+        f"{pi['cycles']['stalled']:,.0f}, waiting {pi['cycles']['waiting']:,.0f}; "
+        f"+ {pi['cycles']['controller']:,.0f} controller cycles between the layers) "
         f"| {ann['cycles']:,} |",
-        f"| latency µs | {pi['latency_us']:,.2f} | {ann['latency_us']:,.2f} |",
+        f"| latency µs | {pi['image_latency_us']:,.2f} (engines {pi['latency_us']:,.2f}) "
+        f"| {ann['latency_us']:,.2f} |",
         f"| energy nJ | {pi['energy_pj'] / 1e3:,.2f} | {ann['energy_pj'] / 1e3:,.2f} |",
         f"| operations | {pi['adds']:,.0f} adds | {ann['macs']:,} MACs |",
         "",

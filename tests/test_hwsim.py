@@ -332,18 +332,24 @@ def test_report_rows_are_per_image_and_add_up() -> None:
     assert rows[-1]["adds"] == pytest.approx(r.counts["adds"].sum() / 4)
     assert rows[-1]["energy_pj"] == pytest.approx(r.total_energy_pj().sum() / 4)
     assert rows[-1]["busy_cycles"] == pytest.approx(r.cycles["busy"].sum() / 4)
-    assert r.latency_per_image_us().sum() == pytest.approx(r.latency_us().sum())
+    # each image also pays the controller's cycles between the layers (docs §14)
+    assert r.controller_cycles == 2 * (len(snn.layers) - 1) + 1
+    assert r.latency_per_image_us().sum() == pytest.approx(
+        r.latency_us().sum() + 4 * r.controller_cycles / r.arch.clock_mhz
+    )
 
 
 def test_pipelined_tiny_stream_hand_computed() -> None:
     """Hidden layer (17 cycles, decides t_o = 0 at cycle 13 and t_o = 1 at 17) feeding the
     output layer (init 3; leak scan after phase 0: 3; readout: 3): in layer mode 17 + 9 = 26
-    cycles, pipelined the output engine starts phase 0 at 13 and phase 1 at 17: 20."""
+    engine cycles and 2 · 2 + 1 = 5 controller cycles (docs/architecture.md §14): 31;
+    pipelined the output engine starts phase 0 at 13 and phase 1 at 17: 20."""
     snn = tiny_snn([5, 5, 5], [100, 100], t_in=2, T=2, T_w=0)
     x = torch.tensor([[0.5]])
     layer = hwsim.simulate(snn, x, ARCH)
     pipe = hwsim.simulate(snn, x, ARCH, mode="pipelined")
-    assert layer.stream_end_cycles.tolist() == [26]
+    assert layer.cycles_per_image.sum(1).tolist() == [26] and layer.controller_cycles == 5
+    assert layer.stream_end_cycles.tolist() == [31]
     assert pipe.stream_end_cycles.tolist() == [20]
     two = hwsim.simulate(snn, torch.tensor([[0.5], [0.5]]), ARCH, mode="pipelined")
     # image 1 enters the hidden engine at 17 and is decided at 30 and 34; output ends at 37
@@ -363,7 +369,11 @@ def test_pipelined_mode_same_spikes_and_faster_stream() -> None:
     assert pipe.stream_end_cycles[-1] >= per_engine.max()  # the slowest engine bounds it
     assert pipe.stream_end_cycles[-1] < layer.stream_end_cycles[-1]
     assert pipe.first_image_latency_us() < layer.first_image_latency_us()
-    assert layer.stream_end_cycles[-1] == layer.total_cycles.sum()
+    assert (
+        layer.stream_end_cycles[-1]
+        == layer.total_cycles.sum() + x.shape[0] * layer.controller_cycles
+    )
+    assert pipe.controller_cycles == 0
     with pytest.raises(ValueError, match="mode must be one of"):
         hwsim.simulate(snn, x, mode="tiled")
 

@@ -216,7 +216,7 @@ def test_cora_output_layer_through_the_cli(tmp_path) -> None:
     args = ["cosim", str(art), "--arch", str(toml), "--layer", "4", "--sim", "verilator",
             "-o", str(tmp_path / "c"), "--json", str(report)]  # fmt: skip
     assert main(args) == 0  # --data: cora, from the node count
-    (rep,) = json.loads(report.read_text())
+    (rep,) = json.loads(report.read_text())["layers"]  # --layer: the per-layer flow
     assert rep["ok"] and rep["rtl_cycles"] == rep["hwsim_cycles"]
     ref = golden.run(snn, x, "int", device="cpu", keep_spikes=False)
     assert rep["predictions"] == ref.predictions.tolist()
