@@ -192,14 +192,15 @@ def synapse_at(
         v = x[b, ci.clamp(0, x.shape[1] - 1), oy * sy, ox * sx] * weight[c]
         return torch.where(ok, v, torch.zeros_like(v))
     (kh, kw), (ph, pw) = syn.kernel, syn.padding
-    xp = F.pad(x, (pw, pw, ph, ph))
     ky = torch.arange(kh, device=x.device).reshape(1, 1, kh, 1)
     kx = torch.arange(kw, device=x.device).reshape(1, 1, 1, kw)
-    rows = (oy * sy).reshape(-1, 1, 1, 1) + ky
-    cols = (ox * sx).reshape(-1, 1, 1, 1) + kx
+    rows = (oy * sy - ph).reshape(-1, 1, 1, 1) + ky
+    cols = (ox * sx - pw).reshape(-1, 1, 1, 1) + kx
+    inside = ((rows >= 0) & (rows < x.shape[2]) & (cols >= 0) & (cols < x.shape[3])).to(x.dtype)
+    rows, cols = rows.clamp(0, x.shape[2] - 1), cols.clamp(0, x.shape[3] - 1)  # zero padding
     if syn.op == "avgpool":  # one weight per channel over the window of the same channel
-        win = xp[b.reshape(-1, 1, 1, 1), c.reshape(-1, 1, 1, 1), rows, cols]
+        win = x[b.reshape(-1, 1, 1, 1), c.reshape(-1, 1, 1, 1), rows, cols] * inside
         return win.sum((1, 2, 3)) * weight[c]
     ci = torch.arange(x.shape[1], device=x.device).reshape(1, -1, 1, 1)
-    patch = xp[b.reshape(-1, 1, 1, 1), ci, rows, cols]  # (m, C_in, kh, kw)
+    patch = x[b.reshape(-1, 1, 1, 1), ci, rows, cols] * inside  # (m, C_in, kh, kw)
     return (patch * weight[c]).sum((1, 2, 3))

@@ -151,6 +151,7 @@ class _Engine:
         self.snn, self.mode, self.dev = snn, mode, device
         self.f = _engine_dtype(snn, mode)
         self.recomputed = 0  # exact mode: neurons recomputed in float64 (see _exact_phases)
+        self.dec64: dict[int, torch.Tensor] = {}  # exact mode: float64 decodes of this batch
         integer = mode == "int"
         self.w = [
             [
@@ -171,6 +172,7 @@ class _Engine:
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):
         snn = self.snn
+        self.dec64 = {}
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -280,11 +282,12 @@ class _Engine:
 
         z comes from float32 sums of n = fan-in products (decoded spikes and weights), whose
         rounding error is at most about (n + 1) · 2^-24 · (Σ|w|·|x| + |B|) in any summation
-        order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1). A neuron whose
-        z / θ lies within twice that bound of a coding threshold is recomputed in float64
-        from its own fan-in (ops.synapse_at) and coded from that value, so a potential on a
-        threshold (an average pooling of equal spikes under floor coding) is decided as Eq. 4
-        in float64 decides it. On ResNet-20 about 0.1 % of the neurons are recomputed.
+        order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1); Σ|w|·|x| is one
+        more float32 pass with |w| on |x|. A neuron whose z / θ lies within twice that bound of
+        a coding threshold is recomputed in float64 from its own fan-in (ops.synapse_at) and
+        coded from that value, so a potential on a threshold (an average pooling of equal
+        spikes under floor coding) is decided as Eq. 4 in float64 decides it. On ResNet-20
+        about 0.05 % of the neurons are recomputed.
         """
         r = z / theta
         th = _thresholds(lay, r.dtype, r.device).flip(0).contiguous()  # ascending
@@ -292,13 +295,11 @@ class _Engine:
         lut = torch.tensor([-1, *range(lay.T - 1, -1, -1)], dtype=torch.int16, device=r.device)
         phase = lut[idx]
         i = self.snn.layers.index(lay)
-        mag = None
+        mag = self.bias[i].to(self.f).abs()  # Σ|w|·|x| + |B|: the size of the float32 sum
         for s, w, x in zip(lay.synapses, self.w[i], decoded, strict=True):
-            y = synapse_forward(x.abs(), s, _abs(w), lay)
-            mag = y if mag is None else mag.add_(y)
+            mag = mag + synapse_forward(x.abs(), s, _abs(w), lay)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
-        tol = mag.add_(self.bias[i].to(self.f).abs()).mul_(gamma).div_(theta)
-        tol.add_(r.abs(), alpha=4 * EXACT_ROUNDING)  # z / θ and the thresholds' own rounding
+        tol = mag.mul_(gamma).div_(theta).add_(r.abs(), alpha=4 * EXACT_ROUNDING)
         pad = torch.cat([th.new_tensor([-float("inf")]), th, th.new_tensor([float("inf")])])
         near = ((r - pad[idx]) <= tol) | ((pad[idx + 1] - r) <= tol)
         flat = torch.nonzero(near.reshape(-1)).squeeze(1)
@@ -306,14 +307,19 @@ class _Engine:
         if flat.numel():
             z64 = self.bias[i].double().reshape(-1)[flat % lay.size]
             for s in lay.synapses:
-                src = self.snn.layers[s.source]
-                x64 = _decode(spikes[s.source], src, torch.float64)
+                x64 = self._decoded64(spikes, s.source)
                 w64 = torch.as_tensor(s.weight, device=self.dev).double()
                 z64 = z64 + synapse_at(x64, s, w64, lay, flat)
             per = lay.size // lay.channels
             th64 = torch.as_tensor(lay.threshold, device=self.dev).double()
             phase.view(-1)[flat] = _encode_hidden(z64 / th64[(flat // per) % lay.channels], lay)
         return phase
+
+    def _decoded64(self, spikes, src: int) -> torch.Tensor:
+        """Source ``src``'s decoded spikes in float64 (once per batch)."""
+        if src not in self.dec64:
+            self.dec64[src] = _decode(spikes[src], self.snn.layers[src], torch.float64)
+        return self.dec64[src]
 
     def _phase_input(self, lay: Layer, spikes, k: int) -> torch.Tensor:
         """S(k) of every neuron (integer values in the engine's float dtype)."""
