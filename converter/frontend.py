@@ -256,8 +256,13 @@ def _apply_group(x: torch.Tensor, g: Group, out_shape: tuple[int, ...]) -> torch
     return synapse_forward(x, syn, g.weight, Layer("tmp", "neuron", tuple(out_shape)))
 
 
-def _concrete_values(gm: torch.fx.GraphModule, example: torch.Tensor) -> dict[str, Any]:
-    """Run the traced graph once and keep every node's output (for shapes and sizes)."""
+def _concrete_values(
+    gm: torch.fx.GraphModule, example: torch.Tensor, what: str | None = None
+) -> dict[str, Any]:
+    """Run the traced graph once and keep every node's output (for shapes and sizes).
+
+    ``what`` names the input in the error when the model cannot run on it (default: an
+    input of shape (N, ...))."""
     seen: dict[str, Any] = {}
 
     class Recorder(torch.fx.Interpreter):
@@ -271,10 +276,8 @@ def _concrete_values(gm: torch.fx.GraphModule, example: torch.Tensor) -> dict[st
             Recorder(gm).run(example)
         except Exception as exc:  # the user's model cannot run on this input
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UnsupportedModelError(
-                f"the model fails on an input of shape (N, "
-                f"{', '.join(map(str, example.shape[1:]))}): {first}"
-            ) from exc
+            what = what or f"an input of shape (N, {', '.join(map(str, example.shape[1:]))})"
+            raise UnsupportedModelError(f"the model fails on {what}: {first}") from exc
     return seen
 
 
@@ -849,7 +852,16 @@ def lower(
     return ctx.layers, ctx.notes
 
 
-_MATMULS = (torch.mm, torch.matmul, torch.sparse.mm, operator.matmul, torch.bmm, torch.einsum)
+#: Products of two matrices (a graph aggregation Â·H, or h @ W): graph_frontend lowers them.
+MATMUL_FUNCS = (torch.mm, torch.matmul, torch.sparse.mm, torch.spmm, operator.matmul)
+MATMUL_METHODS = ("mm", "matmul", "__matmul__", "spmm")
+
+
+def is_matrix_product(node: torch.fx.Node) -> bool:
+    """``node`` multiplies two matrices (function, operator or tensor method)."""
+    return (node.op == "call_function" and node.target in MATMUL_FUNCS) or (
+        node.op == "call_method" and node.target in MATMUL_METHODS
+    )
 
 
 def _refuse_matrix_products(gm: torch.fx.GraphModule) -> None:
@@ -857,9 +869,10 @@ def _refuse_matrix_products(gm: torch.fx.GraphModule) -> None:
     layer the converter knows: refuse it by node before running the model (a GCN takes one
     graph without a batch axis, so the trial run would fail with a shape error instead)."""
     for node in gm.graph.nodes:
-        if (node.op == "call_function" and node.target in _MATMULS) or (
-            node.op == "call_method" and node.target in ("mm", "matmul", "bmm", "__matmul__")
-        ):
+        batched = (node.op == "call_function" and node.target in (torch.bmm, torch.einsum)) or (
+            node.op == "call_method" and node.target == "bmm"
+        )
+        if is_matrix_product(node) or batched:
             raise _unsupported(
                 node,
                 "a matrix product of two tensors (attention, or h @ W) is not supported: use "

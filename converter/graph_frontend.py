@@ -33,13 +33,13 @@ from converter.frontend import (
     Group,
     RawLayer,
     UnsupportedModelError,
+    _concrete_values,
     _is_activation,
     _op_name,
     _unsupported,
+    is_matrix_product,
 )
 
-_MATMUL_FUNCS = (torch.mm, torch.matmul, torch.sparse.mm, operator.matmul, torch.spmm)
-_MATMUL_METHODS = ("mm", "matmul", "__matmul__", "spmm")
 _DROPOUTS = (nn.Dropout, nn.Identity, F.dropout, "contiguous", "detach", "coalesce")
 _RELUS = (nn.ReLU, F.relu, torch.relu, "relu", "relu_")
 _ADDS = (operator.add, operator.iadd, torch.add, "add", "add_")
@@ -56,12 +56,6 @@ _SOFTMAX = (
 
 
 # --------------------------------------------------------------------------- detection
-def _is_product(node: torch.fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in _MATMUL_FUNCS) or (
-        node.op == "call_method" and node.target in _MATMUL_METHODS
-    )
-
-
 def is_graph_model(model: nn.Module) -> bool:
     """True when ``model``'s forward multiplies by a fixed square matrix held by the model (a
     buffer, parameter or constant of shape (N, N)): a graph aggregation Â·H."""
@@ -71,7 +65,7 @@ def is_graph_model(model: nn.Module) -> bool:
         return False
     attrs = {n.name: _attr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     for node in gm.graph.nodes:
-        if _is_product(node) and node.args and isinstance(node.args[0], torch.fx.Node):
+        if is_matrix_product(node) and node.args and isinstance(node.args[0], torch.fx.Node):
             a = attrs.get(node.args[0].name)
             if isinstance(a, torch.Tensor) and a.dim() == 2 and a.shape[0] == a.shape[1]:
                 return True
@@ -192,7 +186,7 @@ def lower_graph(model: nn.Module, x: torch.Tensor) -> tuple[list[RawLayer], list
             f"a graph network takes the node features (N, F), got shape {tuple(x.shape)}"
         )
     ctx = GraphLowering(gm, x)
-    concrete = _concrete(gm, x)
+    concrete = _concrete_values(gm, x, f"node features of shape {tuple(x.shape)}")
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnsupportedModelError(
@@ -202,26 +196,6 @@ def lower_graph(model: nn.Module, x: torch.Tensor) -> tuple[list[RawLayer], list
         ctx.values[node.name] = _lower(ctx, node, concrete)
     meta = {"nodes": int(ctx.nodes), "features": int(ctx.features), "one_hot": ctx.one_hot}
     return ctx.layers, ctx.notes, meta
-
-
-def _concrete(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            out = super().run_node(n)
-            seen[n.name] = out.detach() if isinstance(out, torch.Tensor) else out
-            return out
-
-    with torch.no_grad():
-        try:
-            Recorder(gm).run(x)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UnsupportedModelError(
-                f"the model fails on node features of shape {tuple(x.shape)}: {first}"
-            ) from exc
-    return seen
 
 
 def _resolve(ctx: GraphLowering, a: Any) -> Any:
@@ -266,7 +240,7 @@ def _lower(ctx: GraphLowering, node: torch.fx.Node, concrete: dict) -> Any:
         w = args[1] if len(args) > 1 else kwargs["weight"]
         b = args[2] if len(args) > 2 else kwargs.get("bias")
         return _linear(ctx, node, args[0], w, b)
-    if _is_product(node):
+    if is_matrix_product(node):
         return _product(ctx, node, args[0], args[1])
     if key in _ADDS:
         return _add(ctx, node, args[0], args[1], kwargs)

@@ -513,11 +513,12 @@ def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
 def _engine_dtype(snn: SnnModel, mode: str) -> torch.dtype:
     """The dtype of a mode's potentials, decoded spikes, weights, bias and thresholds.
 
-    ``exact`` and ``pipelined`` work in float64: a potential can land exactly on a coding
-    threshold c · Q^-t (an average pooling of equal spikes under floor coding does), and
-    float32 rounding would then move the spike a phase; float64 decides it as Eq. 4 in
-    float64 does. ``ann`` stays float32 (the PyTorch model's precision), ``int`` carries
-    integers (``_int_conv_dtype``).
+    ``pipelined`` works in float64: a potential can land exactly on a coding threshold
+    c · Q^-t (an average pooling of equal spikes under floor coding does), and float32
+    rounding would then move the spike a phase. ``exact`` runs a float32 pass and recomputes
+    in float64 the neurons that rounding could move (``_Engine._exact_phases``). ``ann``
+    stays float32 (the PyTorch model's precision), ``int`` carries integers
+    (``_int_conv_dtype``).
     """
     if mode == "int":
         return _int_conv_dtype(snn)

@@ -3,6 +3,7 @@ skipped with a clear reason where absent, except in CI (CI=true), where absence 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def _require(subpath: str) -> Path:
             "folder, normally <repo>/../shared/data)"
         )
     return path
+
+
+@functools.cache
+def trained_cora(epochs: int):
+    """(data, model, snn): Cora, Kipf's GCN trained ``epochs`` epochs with seed 0 and its
+    default conversion; trained once per test session and epoch count (do not modify)."""
+    from converter import convert
+    from onespike import gcn, graphs
+
+    _require("planetoid/cora.npz")
+    data = graphs.load_planetoid("cora")
+    model, _ = gcn.train_gcn(data, gcn.build_model(data), seed=0, epochs=epochs)
+    return data, model, convert(model, data.features(), progress=False)
 
 
 def require_simulator(sim: str) -> None:

@@ -16,7 +16,7 @@ from converter import ConversionConfig, convert
 from converter.frontend import UnsupportedModelError
 from converter.model import ArtifactError, load
 from onespike import gcn, graphs
-from tests.conftest import _require
+from tests.conftest import trained_cora
 
 CPU = torch.device("cpu")
 
@@ -205,12 +205,8 @@ def test_graph_snn_runs_on_hwsim(graph):
 def test_cora_converts_within_a_point():
     """The real thing, small: Cora's trained GCN, exact and int within 1.5 points of the ANN
     on the 1,000 test nodes (the benchmark, benchmarks/gcn.py, reports the spread)."""
-    _require("planetoid/cora.npz")
-    data = graphs.load_planetoid("cora")
-    torch.manual_seed(0)
-    model, hist = gcn.train_gcn(data, gcn.build_model(data), seed=0, epochs=100)
+    data, model, snn = trained_cora(100)
     x = data.features()
-    snn = convert(model, x, progress=False)
     ann = data.accuracy(model(x).detach())
     for mode in ("exact", "int"):
         r = golden.run(snn, x, mode, device=CPU)

@@ -20,7 +20,7 @@ from hwsim.fanout import synapse_fanout, table_entries
 from hwsim.report import ann_mac_array, layer_rows
 from hwsim.sim import ArchFitError, check_fits, graph_table_bits, memory_bits
 from onespike import gcn, graphs
-from tests.conftest import _require
+from tests.conftest import trained_cora
 from tests.test_gcn_convert import features, random_graph, trained_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -275,12 +275,8 @@ def test_r8_sizes_are_computed_without_building() -> None:
 def test_cora_agrees_with_golden() -> None:
     """Cora's trained GCN (2,708 nodes, 1,433 features) on the potential-SRAM engine with
     memories sized for it (1 MiB each: its rails layer needs 385 KiB of parameters)."""
-    _require("planetoid/cora.npz")
-    data = graphs.load_planetoid("cora")
-    torch.manual_seed(0)
-    model, _ = gcn.train_gcn(data, gcn.build_model(data), seed=0, epochs=50)
+    data, model, snn = trained_cora(50)
     x = data.features()
-    snn = convert(model, x, progress=False)
     with pytest.raises(ArchFitError, match="lin0_rails"):
         check_fits(snn, PS)
     arch = dataclasses.replace(PS, weight_sram_kib=1024.0, potential_sram_kib=1024.0)

@@ -9,8 +9,6 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
-from conftest import _require, check_layers, require_simulator
 
 import golden
 import hwsim
@@ -19,6 +17,7 @@ from hwsim.sim import graph_bits
 from onespike import gcn, graphs
 from rtl.engine import LayerImage
 from rtl.generate import supported_layers
+from tests.conftest import check_layers, require_simulator, trained_cora
 from tests.test_gcn_convert import features, random_graph, trained_like
 
 ARCH = hwsim.ArchConfig()
@@ -203,12 +202,8 @@ def test_cora_output_layer_through_the_cli(tmp_path) -> None:
 
     from onespike.cli import main
 
-    _require("planetoid/cora.npz")
-    data = graphs.load_planetoid("cora")
-    torch.manual_seed(0)
-    model, _ = gcn.train_gcn(data, gcn.build_model(data), seed=0, epochs=50)
+    data, model, snn = trained_cora(50)
     x = data.features()
-    snn = convert(model, x, progress=False)
     art = snn.save(tmp_path / "cora.safetensors")
     toml = tmp_path / "cora.toml"
     toml.write_text('name = "cora"\nweight_sram_kib = 1024.0\npotential_sram_kib = 1024.0\n')
