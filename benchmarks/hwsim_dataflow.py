@@ -148,7 +148,7 @@ def run(args) -> dict[str, Any]:
         "network": "ResNet-20, CIFAR-10 (T = 16, Q = 1.3, T_w = 16, 8-bit weights)",
         "images": args.images,
         "platform": platform.platform(),
-        "memory_model": "CACTI 7 (45 nm, itrs-lstp, hwsim/configs/cacti_45nm.csv)",
+        "memory_model": "CACTI 7 (45 nm, itrs-lstp, archspec/configs/cacti_45nm.csv)",
         "points": [],
     }
     for p in args.lanes:

@@ -1,6 +1,6 @@
 """hwsim: the Numba cycle-level model of the one-spike reference accelerator."""
 
-from hwsim.config import ACTIONS, DATAFLOWS, MEMORY_MODELS, ArchConfig, EnergyTable
+from archspec.config import ACTIONS, DATAFLOWS, MEMORY_MODELS, ArchConfig, EnergyTable
 from hwsim.sim import ArchFitError, SimResult, check_fits, simulate, stall_pattern
 
 __all__ = [

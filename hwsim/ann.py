@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from archspec.config import ArchConfig
+from archspec.tiles import ann_conv_tiles
 from converter.model import SnnModel
 from converter.ops import ann_ops
-from hwsim.config import ArchConfig
 from hwsim.energy import MUL8_PJ, add_pj, memories, mul_pj
-from hwsim.tiles import ann_conv_tiles
 
 PARTS = ("multiplies", "accumulates", "weight_reads", "activation_reads", "output_stage",
          "leakage")  # fmt: skip

@@ -1,12 +1,12 @@
 """Energy and area of a simulation priced by memory size and width (``memory_model = "cacti"``).
 
-Memories come from the CACTI 45 nm table (``hwsim.memcost``); an access of b bits of a memory
+Memories come from the CACTI 45 nm table (``archspec.memcost``); an access of b bits of a memory
 whose words are B bits wide costs b/B of CACTI's energy per word access (a row of P lanes is
 read or written as one word; an action counts one lane of it). A word wider than the table's
 512 bits is split into ⌈B/512⌉ banks side by side, each of 1/banks of the capacity. Leakage
 (CACTI's per-bank leakage power) is charged for the whole run time of each layer.
 
-Logic keeps Horowitz's 45 nm figures (ISSCC 2014; ``hwsim.config.EnergyTable``), scaled to the
+Logic keeps Horowitz's 45 nm figures (ISSCC 2014; ``archspec.config.EnergyTable``), scaled to the
 width that the dataflow needs: an add or compare of b bits is interpolated linearly between
 his INT8 add (0.03 pJ) and INT32 add (0.1 pJ), a multiply of a × b bits is his INT32 multiply
 (3.1 pJ for 32 × 32) × a·b / 1024 (his INT8 multiply, 0.2 pJ for 8 × 8, is within 3 % of
@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from hwsim.config import ArchConfig
-from hwsim.memcost import SramCost, sram
+from archspec.config import ArchConfig
+from archspec.memcost import SramCost, sram
 
 #: Horowitz (ISSCC 2014), 45 nm, pJ.
 ADD8_PJ, ADD32_PJ, MUL32_PJ, MUL8_PJ = 0.03, 0.1, 3.1, 0.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Columns of the per-image action counts (same order as hwsim.config.ACTIONS).
+# Columns of the per-image action counts (same order as archspec.config.ACTIONS).
 ADDS, WREAD, BREAD, TREAD, PREAD, PWRITE, MUL, CMP, PUSH, POP, IDX, SIN, SOUT = range(13)
 N_ACTIONS = 13
 # Columns of the per-image cycle / queue statistics.

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from archspec.config import COSTED_ACTIONS, ArchConfig
 from converter.model import SnnModel
 from converter.ops import ann_ops
 from golden.energy import ENERGY_TABLES
-from hwsim.config import COSTED_ACTIONS, ArchConfig
 from hwsim.sim import CYCLE_KINDS, SimResult
 
 #: Parts of the ANN baseline's energy, in report order.

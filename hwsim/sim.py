@@ -9,11 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from converter.model import Layer, SnnModel
-from converter.quantize import fixed_base
-from hwsim import kernels as K
-from hwsim.config import ACTIONS, COSTED_ACTIONS, ArchConfig
-from hwsim.fanout import (
+from archspec.config import ACTIONS, COSTED_ACTIONS, ArchConfig
+from archspec.fanout import (
     FanOut,
     ceil_div,
     maxpool_fanout,
@@ -21,7 +18,10 @@ from hwsim.fanout import (
     synapse_fanout,
     table_entries,
 )
-from hwsim.tiles import TilePlan, choose_plan, source_pixels
+from archspec.tiles import TilePlan, choose_plan, source_pixels
+from converter.model import Layer, SnnModel
+from converter.quantize import fixed_base
+from hwsim import kernels as K
 
 MODES = ("layer", "pipelined")
 CYCLE_KINDS = ("busy", "stalled", "waiting")
@@ -62,7 +62,7 @@ class SimResult:
     cycles_per_image : int64 [N, layers]
         busy + stalled + waiting of each image in each layer.
     counts : dict of int64 [layers]
-        Every action of ``hwsim.config.ACTIONS``.
+        Every action of ``archspec.config.ACTIONS``.
     queue_peak : int64 [layers]
         Largest output-queue occupancy seen (events).
     queue_mean : float64 [layers]
@@ -355,7 +355,7 @@ def simulate(
         The images, as for ``golden.run``; a graph network (``snn.meta["graph"]``) takes its
         node features (nodes, F) (the identity for one-hot features), one graph.
     arch : ArchConfig, optional
-        The accelerator (default: ``ArchConfig()``, the same as ``configs/default.toml``).
+        The accelerator (default: ``ArchConfig()``, the same as ``archspec/configs/default.toml``).
     mode : str
         ``"layer"``: one engine runs the layers in turn (image after image);
         ``"pipelined"``: one engine per layer (DESIGN 2.9, Fig. 10): a layer's phase k starts

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hwsim.config import ArchConfig, EnergyTable, check_keys
+from archspec.config import ArchConfig, EnergyTable, check_keys
 
 #: ArchConfig fields a grid may vary (``name`` is set per point).
 ARCH_KEYS = tuple(f.name for f in fields(ArchConfig) if f.name not in ("name", "energy"))

@@ -27,9 +27,9 @@ from amaranth.back import verilog
 
 import golden
 import hwsim
+from archspec.config import ArchConfig
+from archspec.fanout import ceil_div
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
-from hwsim.fanout import ceil_div
 from hwsim.sim import emission_order
 from rtl.accelerator import Accelerator
 from rtl.cosim import CHECKED_COUNTS, CosimError, simulator_env, source_events

@@ -13,9 +13,9 @@ from amaranth.hdl import Cat, Const, Module, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from archspec.config import ArchConfig
+from archspec.fanout import ceil_div
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
-from hwsim.fanout import ceil_div
 from rtl.accel_ctrl import Controller
 from rtl.engine import COUNTERS, LayerEngine, LayerImage
 from rtl.evbuf import BufferReader, EventBuffer, EventMerger

@@ -29,9 +29,9 @@ import torch
 
 import golden
 import hwsim
+from archspec.config import ArchConfig
+from archspec.fanout import ceil_div, read_channels
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
-from hwsim.fanout import ceil_div, read_channels
 from hwsim.sim import emission_order
 from rtl.engine import COUNTERS
 from rtl.generate import generate_verilog, layer_image, supported_layers

@@ -10,10 +10,10 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from archspec.config import ArchConfig
+from archspec.fanout import ceil_div
 from converter.model import SnnModel
 from converter.quantize import fixed_base
-from hwsim.config import ArchConfig
-from hwsim.fanout import ceil_div
 from rtl.csr import CsrImage, CsrWalker
 from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent, event_word, pot_word
 from rtl.neuron import AdderArray, NeuronUnit

@@ -12,8 +12,8 @@ from amaranth.back import verilog
 from amaranth.hdl import Value
 from amaranth.lib.wiring import In
 
+from archspec.config import ArchConfig
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
 from rtl.engine import LayerEngine, LayerImage, _engine_layer
 from rtl.maxpool import MaxPoolEngine, PoolImage
 

@@ -8,8 +8,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from archspec.config import ArchConfig
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
 from rtl.engine import COUNTER_BITS, COUNTERS, _chw, countdown, tap_mask, window_taps
 from rtl.events import INDEX_BITS, SpikeEvent, event_word
 from rtl.queue import InputQueue, OutputQueue

@@ -27,8 +27,8 @@ import torch
 
 import golden
 import hwsim
+from archspec.config import ArchConfig
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
 from rtl import tbgen
 from rtl.generate import generate_verilog, supported_layers
 

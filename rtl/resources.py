@@ -17,8 +17,8 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from archspec.config import ArchConfig
 from converter.model import SnnModel
-from hwsim.config import ArchConfig
 
 #: Flip-flop cell types (their WIDTH parameter is the number of bits).
 FF_TYPES = ("$dff", "$dffe", "$adff", "$adffe", "$sdff", "$sdffe", "$sdffce", "$aldff",

@@ -65,15 +65,14 @@ def test_simulate_a_graph_artifact(cora_report, tmp_path, capsys):
     """hwsim on Cora's SNN from the command line: the graph is found from its node count, the
     default 256 KiB SRAMs are refused by layer, 1 MiB ones fit, and the test-node accuracy is
     golden int's."""
-    from pathlib import Path
 
-    import hwsim
+    from archspec.config import CONFIG_DIR
 
     art = str(cora_report / "cora_snn.safetensors")
     capsys.readouterr()
     assert main(["simulate", art, "-o", str(tmp_path / "a"), "--no-progress"]) == 2
     assert "layer 1 (lin0_rails) needs" in capsys.readouterr().err
-    base = Path(hwsim.__file__).parent / "configs" / "default.toml"
+    base = CONFIG_DIR / "default.toml"
     text = base.read_text().replace("= 256.0", "= 1024.0")
     (tmp_path / "big.toml").write_text(text)
     argv = ["simulate", art, "--arch", str(tmp_path / "big.toml"), "-o", str(tmp_path / "s")]

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import golden
 import hwsim
+from archspec.config import ACTIONS, CONFIG_DIR, COSTED_ACTIONS
 from converter import ConversionConfig, Layer, SnnModel, Synapse, convert
 from converter.model import validate
-from hwsim.config import ACTIONS, CONFIG_DIR, COSTED_ACTIONS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

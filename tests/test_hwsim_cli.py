@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import hwsim
+from archspec.config import CONFIG_DIR, COSTED_ACTIONS
 from converter import ConversionConfig, convert, load
-from hwsim.config import CONFIG_DIR, COSTED_ACTIONS
 from hwsim.report import ann_mac_array
 from onespike.cli import main
 from onespike.data import load_digits

@@ -1,5 +1,5 @@
 """Tests of the output-stationary dataflow (docs/architecture.md §11), the CACTI memory
-prices (hwsim.memcost, hwsim.energy) and the int8 MAC-array baseline (hwsim.ann)."""
+prices (archspec.memcost, hwsim.energy) and the int8 MAC-array baseline (hwsim.ann)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from test_hwsim import ARCH, check_agrees, cycles, make_snn, tiny_snn
 
 import hwsim
+from archspec.config import COSTED_ACTIONS, DATAFLOWS
+from archspec.memcost import sram
 from converter.ops import ann_ops
 from hwsim import energy as E
 from hwsim.ann import ann_array
-from hwsim.config import COSTED_ACTIONS, DATAFLOWS
-from hwsim.memcost import sram
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

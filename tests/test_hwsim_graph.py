@@ -11,12 +11,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import archspec.tiles
 import golden
 import hwsim
+from archspec.fanout import synapse_fanout, table_entries
 from converter import ConversionConfig, convert
 from converter.model import Layer, Synapse
 from hwsim.ann import ann_array
-from hwsim.fanout import synapse_fanout, table_entries
 from hwsim.report import ann_mac_array, layer_rows
 from hwsim.sim import ArchFitError, check_fits, graph_table_bits, memory_bits
 from onespike import gcn, graphs
@@ -174,7 +175,7 @@ def test_sparse_receptive_fields_give_the_same_tiles(monkeypatch) -> None:
     x = features(50, 12, 11)
     model = trained_like(gcn.GCN(adj, 12, 3, hidden=8), 11)
     dense = hwsim.simulate(convert(model, x, progress=False), x, OS)
-    monkeypatch.setattr(hwsim.tiles, "DENSE_MARKS", 0)
+    monkeypatch.setattr(archspec.tiles, "DENSE_MARKS", 0)
     sparse = check_agrees(convert(model, x, progress=False), x, OS)
     np.testing.assert_array_equal(sparse.cycles_per_image, dense.cycles_per_image)
     for a in ("queue_pops", "index_reads", "threshold_reads"):

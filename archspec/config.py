@@ -139,7 +139,7 @@ class ArchConfig:
     memory_model : str
         ``"flat"``: memory accesses priced by the ``[energy]`` table whatever the memory's
         size; ``"cacti"``: by each memory's capacity and word width from the CACTI 45 nm table
-        (``hwsim.memcost``), plus leakage × run time.
+        (``archspec.memcost``), plus leakage × run time.
     event_buffer_kib : float
         Capacity of the event buffer (one layer's input events and, output-stationary, its
         per-phase position index); priced only, not checked.

@@ -7,11 +7,11 @@ bank, one read/write port, 45 nm, ITRS low-standby-power cells and periphery (``
 32 KiB with 64-bit words reads at 17.0 pJ, the figure issue 9 quotes for Accelergy's CACTI
 plug-in), 360 K, CACTI's default design objective (cycle time) and deviation. Regenerate with
 
-    .venv/bin/python -m hwsim.memcost --cacti /path/to/cacti   # writes configs/cacti_45nm.csv
+    .venv/bin/python -m archspec.memcost --cacti /path/to/cacti   # writes configs/cacti_45nm.csv
 
 Lookups interpolate log-linearly in capacity and word width between the table's points and
 refuse points outside it. The logic (adders, multipliers, compares) keeps Horowitz's
-figures (``hwsim.config.EnergyTable``).
+figures (``archspec.config.EnergyTable``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsim.config import CONFIG_DIR
+from archspec.config import CONFIG_DIR
 
 TABLE = CONFIG_DIR / "cacti_45nm.csv"
 #: Capacities (KiB) and word widths (bits) of the generated table.
