@@ -141,10 +141,17 @@ class ArchConfig:
         size; ``"cacti"``: by each memory's capacity and word width from the CACTI 45 nm table
         (``archspec.memcost``), plus leakage × run time.
     event_buffer_kib : float
-        Capacity of the event buffer (one layer's input events and, output-stationary, its
-        per-phase position index); priced only, not checked.
+        Capacity of one event-buffer bank (KiB, 32-bit words). Each layer's events (and,
+        output-stationary, their per-phase position index) fill whole banks of their own.
+    event_buffer_banks : int
+        Banks of the event buffer: the buffers live at once (docs/architecture.md §13,
+        ``hwsim.eventbuf``) must fit; ``simulate`` refuses an image that would overflow.
     tile_spikes_per_neuron : float
         Output-stationary only: the spikes per source neuron the tile-shape choice assumes.
+    tile_channels : int
+        Output-stationary only: 0 (default) lets the tile-shape choice pick each layer's
+        channels per tile; k > 0 fixes them at min(k, C) and leaves the choice the pixel
+        block (docs/architecture.md §11, "Tile shape"); k must be at most ``lanes``.
     weight_buffer_kib : float
         Output-stationary only: a small weight SRAM beside the lanes that holds the weights of
         the current channel group (0: none); a layer whose group does not fit reads the
@@ -167,7 +174,9 @@ class ArchConfig:
     dataflow: str = "potential_sram"
     memory_model: str = "flat"
     event_buffer_kib: float = 64.0
+    event_buffer_banks: int = 4
     tile_spikes_per_neuron: float = 0.5
+    tile_channels: int = 0
     weight_buffer_kib: float = 0.0
 
     def __post_init__(self) -> None:
@@ -190,6 +199,12 @@ class ArchConfig:
                   "tile_spikes_per_neuron"):  # fmt: skip
             _check_number(f, getattr(self, f), allow_zero=False)
         _check_number("weight_buffer_kib", self.weight_buffer_kib, allow_zero=True)
+        _check_int("tile_channels", self.tile_channels, 0)
+        _check_int("event_buffer_banks", self.event_buffer_banks, 1)
+        if self.tile_channels > self.lanes:
+            raise ValueError(
+                f"tile_channels must be at most lanes ({self.lanes}), got {self.tile_channels!r}"
+            )
         if self.output_queue_depth < self.lanes:
             raise ValueError(
                 f"output_queue_depth must be at least lanes ({self.lanes}), "

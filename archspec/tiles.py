@@ -175,15 +175,20 @@ def build_plan(lay: Layer, fan, src_pix, src_row, per_pix, shape) -> TilePlan:
     return TilePlan(tuple(shape), groups, tile_of, tile_chans, idx, src_pix, ptr, tiles, reads)
 
 
-def candidate_shapes(lay: Layer, lanes: int) -> list[tuple[int, int, int]]:
+def candidate_shapes(lay: Layer, lanes: int, channels: int = 0) -> list[tuple[int, int, int]]:
     """Tile shapes that fill more than half of the P lanes (or the whole layer): channel
-    counts up to min(C, P) (powers of two and C itself), pixel blocks of powers of two."""
+    counts up to min(C, P) (powers of two and C itself; only min(``channels``, C) when
+    ``channels`` > 0), pixel blocks of powers of two. A fixed channel count whose tiles
+    cannot fill half the lanes keeps its best-filling pixel blocks."""
     if len(lay.shape) != 3:
         return [(lanes, 1, 1)]
     c, h, w = lay.shape
-    tcs = {min(c, lanes)} | {2**i for i in range(16) if 2**i <= min(c, lanes)}
+    if channels:
+        tcs = {min(c, channels)}
+    else:
+        tcs = {min(c, lanes)} | {2**i for i in range(16) if 2**i <= min(c, lanes)}
     pows = [2**i for i in range(16) if 2**i <= lanes]
-    out = []
+    out, fallback = [], []
     for tc in sorted(tcs):
         budget = lanes // tc
         for th in pows:
@@ -191,8 +196,12 @@ def candidate_shapes(lay: Layer, lanes: int) -> list[tuple[int, int, int]]:
                 n = min(th, h) * min(tw, w)
                 if th * tw > budget or th > 2 * h or tw > 2 * w:
                     continue
+                fallback.append((tc * n, (tc, min(th, h), min(tw, w))))
                 if tc * n * 2 > lanes or (th >= h and tw >= w):
                     out.append((tc, min(th, h), min(tw, w)))
+    if not out and fallback:  # only with a fixed channel count
+        most = max(f for f, _ in fallback)
+        out = [shape for f, shape in fallback if f == most]
     return sorted(set(out))
 
 
@@ -209,10 +218,11 @@ def estimate_cycles(plan: TilePlan, per_pix: np.ndarray, spikes: float, n_in: in
 
 
 def choose_plan(lay: Layer, fan, src_pix, src_row, per_pix, lanes: int, spikes: float,
-                n_in: int, n_ph: int, neuron_lat: int) -> TilePlan:  # fmt: skip
-    """The candidate tile shape with the fewest estimated cycles (ties: more channels)."""
+                n_in: int, n_ph: int, neuron_lat: int, channels: int = 0) -> TilePlan:  # fmt: skip
+    """The candidate tile shape with the fewest estimated cycles (ties: more channels);
+    ``channels`` > 0 keeps only the shapes of min(channels, C) channels per tile."""
     best, best_cost = None, None
-    for shape in candidate_shapes(lay, lanes):
+    for shape in candidate_shapes(lay, lanes, channels):
         plan = build_plan(lay, fan, src_pix, src_row, per_pix, shape)
         cost = estimate_cycles(plan, per_pix, spikes, n_in, n_ph, neuron_lat)
         if best_cost is None or cost < best_cost:

@@ -26,6 +26,7 @@ import torch
 import golden
 import hwsim
 from converter import ConversionConfig, convert
+from hwsim import eventbuf
 from hwsim.report import summary
 from hwsim.sim import ArchFitError
 from onespike import gcn, graphs
@@ -71,6 +72,9 @@ def run_graph(name: str) -> dict:
         except ArchFitError as exc:
             out[preset] = {"refused": str(exc)}
             continue
+        # event-buffer banks for the graph's events (golden int's spikes are hwsim's)
+        banks, _ = eventbuf.banks_needed(snn, arch, eventbuf.event_counts(snn, ref.spikes))
+        arch = dataclasses.replace(arch, event_buffer_banks=max(arch.event_buffer_banks, *banks))
         t0 = time.perf_counter()
         res = hwsim.simulate(snn, x, arch)
         seconds = time.perf_counter() - t0
@@ -83,6 +87,7 @@ def run_graph(name: str) -> dict:
         out[preset] = {
             "weight_sram_kib": arch.weight_sram_kib,
             "potential_sram_kib": arch.potential_sram_kib,
+            "event_buffer_banks": arch.event_buffer_banks,
             "spikes_equal_golden_int": bool(same),
             "energy_uj": s["energy_nj_per_image"] / 1e3,
             "latency_us": s["latency_us_per_image"],

@@ -49,7 +49,7 @@ def main() -> None:
     snn = convert(model, x, progress=False)
     prepare_s = time.perf_counter() - t0
     arch = dataclasses.replace(hwsim.ArchConfig(), weight_sram_kib=1024.0,
-                               potential_sram_kib=1024.0)  # fmt: skip
+                               potential_sram_kib=1024.0, event_buffer_banks=16)  # fmt: skip
     hwsim.check_fits(snn, arch)
 
     rows = []

@@ -19,6 +19,7 @@ in energy or area: no cited per-bit figure is in this project yet (docs/architec
 from __future__ import annotations
 
 import math
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 
@@ -57,14 +58,22 @@ def memory(kib: float, width_bits: int) -> SramCost:
     )  # fmt: skip
 
 
+def banked(bank: SramCost, banks: int) -> SramCost:
+    """``banks`` copies of one SRAM, each accessed alone: an access costs one bank's energy;
+    capacity, leakage and area are the banks' sum."""
+    return dataclass_replace(bank, kib=bank.kib * banks, leakage_mw=bank.leakage_mw * banks,
+                             area_mm2=bank.area_mm2 * banks)  # fmt: skip
+
+
 def memories(arch: ArchConfig) -> dict[str, SramCost]:
     """The SRAMs of ``arch``: parameter SRAM (P·W-bit words), potential SRAM (P·(A+1)-bit
-    words; potential_sram only) and the event buffer (32-bit words)."""
+    words; potential_sram only) and the event buffer (``event_buffer_banks`` banks of 32-bit
+    words)."""
     p = arch.lanes
     out = {"parameter_sram": memory(arch.weight_sram_kib, p * arch.weight_bits)}
     if arch.dataflow == "potential_sram":
         out["potential_sram"] = memory(arch.potential_sram_kib, p * (arch.potential_bits + 1))
-    out["event_buffer"] = memory(arch.event_buffer_kib, 32)
+    out["event_buffer"] = banked(memory(arch.event_buffer_kib, 32), arch.event_buffer_banks)
     if arch.dataflow == "output_stationary" and arch.weight_buffer_kib > 0:
         out["weight_buffer"] = memory(arch.weight_buffer_kib, p * arch.weight_bits)
     return out

@@ -199,6 +199,21 @@ def format_layer_table(rows: list[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- summary
+def event_buffer_summary(res, snn: SnnModel) -> dict[str, Any]:
+    """The event buffer's banks: configured, the most live at once in any image of ``res``,
+    and the worst case over any input (docs/architecture.md §2, ``hwsim.eventbuf``)."""
+    from hwsim import eventbuf
+
+    worst, _ = eventbuf.banks_needed(snn, res.arch, eventbuf.worst_case(snn), res.mode)
+    live = res.event_buffer_banks
+    return {
+        "bank_kib": res.arch.event_buffer_kib,
+        "banks": res.arch.event_buffer_banks,
+        "banks_live_peak": int(live.max()) if live.size else 0,
+        "banks_worst_case": int(worst[0]),
+    }
+
+
 def summary(
     res: SimResult,
     snn: SnnModel,
@@ -261,6 +276,7 @@ def summary(
                     "e_ann_over_e_snn": float(ann8["energy_pj"].sum()) / e_snn if e_snn else None,
                 },
             },
+            "event_buffer": event_buffer_summary(res, snn),
             "predictions": res.predictions.tolist(),
         }
     )

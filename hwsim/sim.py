@@ -21,6 +21,7 @@ from archspec.fanout import (
 from archspec.tiles import TilePlan, choose_plan, source_pixels
 from converter.model import Layer, SnnModel
 from converter.quantize import fixed_base
+from hwsim import eventbuf
 from hwsim import kernels as K
 
 MODES = ("layer", "pipelined")
@@ -101,6 +102,9 @@ class SimResult:
         Output-stationary with a weight buffer: weights loaded into it per image (every weight
         of a layer whose channel-group slice fits and is reused by several tiles), else 0;
         such a layer's ``weight_reads`` are reads of the buffer.
+    event_buffer_banks : int64 [N]
+        Per image, the most event-buffer banks live at once (``hwsim.eventbuf``; at most
+        ``arch.event_buffer_banks``, else ``simulate`` raises ArchFitError).
     controller_cycles : int
         Per image, the controller's cycles besides the engines' (layer mode:
         :func:`controller_cycles`, 2 · E + 1 for E engines; pipelined mode: 0). Part of
@@ -132,6 +136,7 @@ class SimResult:
     potential_peak: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tile_shapes: list = field(default_factory=list)
     weight_fills: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    event_buffer_banks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     controller_cycles: int = 0
     emit_rank: list = field(default_factory=list)
 
@@ -268,6 +273,23 @@ def check_fits(snn: SnnModel, arch: ArchConfig) -> None:
                 f"(the simulator expands them per source neuron), more than hwsim's limit of "
                 f"{MAX_TABLE_ENTRIES:,}"
             )
+
+
+def check_event_buffer(snn: SnnModel, arch: ArchConfig, spikes: list, mode: str) -> np.ndarray:
+    """Event-buffer banks live at once, per image (int64 [N]); raise ArchFitError naming the
+    first image and the layer whose live buffers need more than ``event_buffer_banks``."""
+    if not any(s is not None and len(s) for s in spikes):
+        return np.zeros(0, np.int64)
+    banks, at = eventbuf.banks_needed(snn, arch, eventbuf.event_counts(snn, spikes), mode)
+    over = np.flatnonzero(banks > arch.event_buffer_banks)
+    if over.size:
+        k, j = int(over[0]), int(at[over[0]])
+        raise ArchFitError(
+            f"image {k}: while layer {j} ({snn.layers[j].name}) runs, the live event buffers "
+            f"need {int(banks[k])} banks of {arch.event_buffer_kib:g} KiB, "
+            f"event_buffer_banks = {arch.event_buffer_banks}"
+        )
+    return banks
 
 
 def graph_table_bits(syn, nodes: int) -> int:
@@ -453,6 +475,7 @@ def simulate(
         logits = logits.reshape(out.channels, -1).T.copy()
     res = _result(snn, arch, spikes, logits, counts, stats, adder_cycles, n)
     res.mode = mode
+    res.event_buffer_banks = check_event_buffer(snn, arch, spikes, mode)
     res.potential_bits, res.potential_peak, res.tile_shapes = pot_bits, peaks, shapes
     res.weight_fills, res.emit_rank = fills, ranks
     if mode == "layer":
@@ -608,7 +631,7 @@ def _reloads(theta: np.ndarray, lay: Layer, src: Layer) -> np.ndarray:
 def _os_plan(snn: SnnModel, lay: Layer, arch: ArchConfig) -> TilePlan:
     cache = _PLANS.setdefault(snn, {})
     key = (snn.layers.index(lay), arch.lanes, "os", arch.tile_spikes_per_neuron,
-           arch.neuron_pipeline_cycles)  # fmt: skip
+           arch.neuron_pipeline_cycles, arch.tile_channels)  # fmt: skip
     if key not in cache:
         plan = _plan(snn, lay, arch.lanes)
         pix, row, per_pix = source_pixels(snn.layers, lay, lay.synapses)
@@ -616,7 +639,7 @@ def _os_plan(snn: SnnModel, lay: Layer, arch: ArchConfig) -> TilePlan:
         n_ph = src.T if lay.kind == "output" else lay.T + lay.T_w
         cache[key] = choose_plan(lay, plan.fan, pix, row, per_pix, arch.lanes,
                                  arch.tile_spikes_per_neuron, min(src.T, n_ph), n_ph,
-                                 arch.neuron_pipeline_cycles)  # fmt: skip
+                                 arch.neuron_pipeline_cycles, arch.tile_channels)  # fmt: skip
     return cache[key]
 
 

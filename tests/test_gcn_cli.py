@@ -73,7 +73,7 @@ def test_simulate_a_graph_artifact(cora_report, tmp_path, capsys):
     assert main(["simulate", art, "-o", str(tmp_path / "a"), "--no-progress"]) == 2
     assert "layer 1 (lin0_rails) needs" in capsys.readouterr().err
     base = CONFIG_DIR / "default.toml"
-    text = base.read_text().replace("= 256.0", "= 1024.0")
+    text = base.read_text().replace("= 256.0", "= 1024.0").replace("banks = 4", "banks = 16")
     (tmp_path / "big.toml").write_text(text)
     argv = ["simulate", art, "--arch", str(tmp_path / "big.toml"), "-o", str(tmp_path / "s")]
     assert main([*argv, "--no-progress"]) == 0

@@ -206,7 +206,10 @@ def test_cora_output_layer_through_the_cli(tmp_path) -> None:
     x = data.features()
     art = snn.save(tmp_path / "cora.safetensors")
     toml = tmp_path / "cora.toml"
-    toml.write_text('name = "cora"\nweight_sram_kib = 1024.0\npotential_sram_kib = 1024.0\n')
+    toml.write_text(
+        'name = "cora"\nweight_sram_kib = 1024.0\npotential_sram_kib = 1024.0\n'
+        "event_buffer_banks = 16\n"
+    )
     report = tmp_path / "cosim.json"
     args = ["cosim", str(art), "--arch", str(toml), "--layer", "4", "--sim", "verilator",
             "-o", str(tmp_path / "c"), "--json", str(report)]  # fmt: skip
