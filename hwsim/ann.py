@@ -111,8 +111,9 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
     ``images`` of the SNN's ``spikes``, which only the zero-skipping variant uses).
 
     Returns ``{"dense": {...}, "zero_skip": {...}}``, each with ``cycles``, ``macs``,
-    ``latency_us``, ``energy_pj``, ``energy_by_part_pj`` and ``mac_utilisation``
-    (MACs / (P · cycles))."""
+    ``weight_reads``, ``activation_reads``, ``output_writes`` (8-bit elements; an int16 weight
+    counts once), ``latency_us``, ``energy_pj``, ``energy_by_part_pj`` and
+    ``mac_utilisation`` (MACs / (P · cycles))."""
     p = arch.lanes
     mem = memories(arch)
     par, act = mem["parameter_sram"], mem["event_buffer"]
@@ -238,6 +239,9 @@ def ann_array(snn: SnnModel, arch: ArchConfig, spikes: list, images: int) -> dic
         res[variant] = {
             "cycles": tot["cycles"],
             "macs": tot["macs"],
+            "weight_reads": tot["wreads"] + tot["wreads16"] + tot["wreads_buffer"],
+            "activation_reads": tot["areads"],
+            "output_writes": tot["outputs"],
             "latency_us": lat_us,
             "energy_pj": float(sum(e.values())),
             "energy_by_part_pj": {k: float(v) for k, v in e.items()},
