@@ -167,10 +167,79 @@ def run(args) -> dict[str, Any]:
                 f"{pt['e_ann_zero_skip_over_e_snn']:.2f}, golden {pt['spikes_equal_golden_int']}",
                 flush=True,
             )
+    out["tile_space"] = tile_space(args, snn, x, y)
+    out["pareto"] = pareto(out)
     if args.agree_images:
         out["agreement"] = agreement(args, snn)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def tile_space(args, snn: SnnModel, x, y) -> list[dict[str, Any]]:
+    """The output-stationary engine with a weight buffer at each P, every layer's tiles fixed
+    at k channels (``tile_channels`` = k, powers of two up to P; 0: the per-layer choice)."""
+    rows = []
+    for p in args.lanes:
+        for k in [0] + [2**i for i in range(int(math.log2(p)) + 1)]:
+            base = hwsim.ArchConfig(
+                name=f"os{p}", lanes=p, output_queue_depth=max(64, 2 * p), tile_channels=k,
+                dataflow="output_stationary", memory_model="cacti",
+                weight_buffer_kib=buffer_kib(snn, p),
+            )  # fmt: skip
+            arch = sized(snn, base)
+            res = hwsim.simulate(snn, x, arch)
+            n = res.images
+            e_snn = float(res.total_energy_pj().sum() / n)
+            ann = ann_array(snn, arch, res.spikes, n)
+            adds = float(res.counts["adds"].sum())
+            ref = tile_ref(snn, x)
+            same = all(
+                np.array_equal(a, b) for a, b in zip(res.spikes[1:-1], ref[1:-1], strict=True)
+            )
+            rows.append({
+                "lanes": p,
+                "tile_channels": k,
+                "energy_nj": e_snn / 1e3,
+                "latency_us": float(res.total_cycles.sum() / n) / arch.clock_mhz,
+                "area_mm2": area_mm2(arch)["total_sram"],
+                "lane_utilisation_adder_cycles": adds / max(res.adder_cycles.sum() * p, 1),
+                "e_ann_dense_over_e_snn": ann["dense"]["energy_pj"] / e_snn,
+                "e_ann_zero_skip_over_e_snn": ann["zero_skip"]["energy_pj"] / e_snn,
+                "event_buffer_banks_peak": int(res.event_buffer_banks.max()),
+                "spikes_equal_golden_int": bool(same),
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"P={p} tile_channels={k}: {r['energy_nj'] / 1e3:.1f} uJ, "
+                  f"{r['latency_us']:.0f} us", flush=True)  # fmt: skip
+    return rows
+
+
+def tile_ref(snn: SnnModel, x) -> list:
+    """golden int's spikes of ``x`` (cached: every tile shape must give the same)."""
+    key = (id(snn), x.shape)
+    if key not in _REF:
+        ref = golden.run(snn, x, "int", device="cpu")
+        _REF[key] = [None if s is None else s.numpy() for s in ref.spikes]
+    return _REF[key]
+
+
+_REF: dict = {}
+
+
+def pareto(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The designs (every dataflow point and every tile point) that no other design beats in
+    both energy and latency per image, lowest latency first."""
+    cands = [{"design": p["design"], "lanes": p["lanes"], "tile_channels": 0,
+              "energy_nj": p["energy_nj"], "latency_us": p["latency_us"],
+              "area_mm2": p["area_mm2"]["total_sram"]} for p in res["points"]]  # fmt: skip
+    cands += [{"design": "output_stationary + weight buffer", **{k: t[k] for k in (
+        "lanes", "tile_channels", "energy_nj", "latency_us", "area_mm2")}}
+        for t in res["tile_space"] if t["tile_channels"]]  # fmt: skip
+    front = [c for c in cands if not any(
+        o["energy_nj"] <= c["energy_nj"] and o["latency_us"] <= c["latency_us"]
+        and (o["energy_nj"], o["latency_us"]) != (c["energy_nj"], c["latency_us"])
+        for o in cands)]  # fmt: skip
+    return sorted(front, key=lambda c: c["latency_us"])
 
 
 def agreement(args, snn: SnnModel) -> dict[str, Any]:
@@ -229,6 +298,39 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("latency per image (µs), 500 MHz")
     ax.set_ylabel("energy per image (µJ)")
     ax.set_title("ResNet-20, CIFAR-10 (marker area ∝ SRAM area)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_pareto(res: dict[str, Any], path: Path) -> None:
+    """Energy against latency of every design and tile shape; colour: SRAM area; the Pareto
+    front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(p["latency_us"], p["energy_nj"] / 1e3, p["area_mm2"]["total_sram"], p["design"],
+            p["lanes"], 0) for p in res["points"]]  # fmt: skip
+    pts += [(t["latency_us"], t["energy_nj"] / 1e3, t["area_mm2"], "tile", t["lanes"],
+             t["tile_channels"]) for t in res["tile_space"] if t["tile_channels"]]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sc = ax.scatter([q[0] for q in pts], [q[1] for q in pts], c=[q[2] for q in pts],
+                    cmap="viridis", s=24)  # fmt: skip
+    for q in pts:
+        label = f"P{q[4]} tc{q[5]}" if q[3] == "tile" else f"P{q[4]} {q[3][:9]}"
+        ax.annotate(label, (q[0], q[1]), fontsize=5)
+    front = res["pareto"]
+    ax.plot([f["latency_us"] for f in front], [f["energy_nj"] / 1e3 for f in front], "r-",
+            lw=1, label="Pareto front (energy, latency)")  # fmt: skip
+    fig.colorbar(sc, label="SRAM area (mm²)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency per image (µs), 500 MHz")
+    ax.set_ylabel("energy per image (µJ)")
+    ax.set_title("ResNet-20: P × dataflow × tile channels (tc)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -353,7 +455,34 @@ def markdown(res: dict[str, Any]) -> str:
             t = "×".join(map(str, q["tile"])) if q["tile"] else "—"
             cells.append(f"{t}, {q['potential_bits']}, {100 * q['lane_utilisation']:.0f}")
         lines.append(f"| {lay['layer']} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += [
+        "",
+        "## Tile shape: channels per tile fixed for every layer (output-stationary + weight "
+        "buffer)",
+        "",
+        "tc = `tile_channels` (0: chosen per layer, §11); SRAMs sized to the network; "
+        "event-buffer banks: the most live at once over the images (of 4 × 64 KiB).",
+        "",
+        "| P | tc | energy µJ | latency µs | lane use % | SRAM mm² | E_ANN/E_SNN dense / "
+        "zero-skip | banks | spikes = golden int |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in res["tile_space"]:
+        lines.append(
+            f"| {t['lanes']} | {t['tile_channels'] or 'auto'} | {t['energy_nj'] / 1e3:.1f} | "
+            f"{t['latency_us']:,.0f} | {100 * t['lane_utilisation_adder_cycles']:.0f} | "
+            f"{t['area_mm2']:.3f} | {t['e_ann_dense_over_e_snn']:.2f} / "
+            f"{t['e_ann_zero_skip_over_e_snn']:.2f} | {t['event_buffer_banks_peak']} | "
+            f"{'yes' if t['spikes_equal_golden_int'] else 'NO'} |"
+        )
+    lines += ["", "## Pareto front (energy, latency; every design and tile shape above)", "",
+              "| design | P | tc | energy µJ | latency µs | SRAM mm² |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for f in res["pareto"]:
+        lines.append(f"| {f['design']} | {f['lanes']} | {f['tile_channels'] or 'auto'} | "
+                     f"{f['energy_nj'] / 1e3:.1f} | {f['latency_us']:,.0f} | "
+                     f"{f['area_mm2']:.3f} |")  # fmt: skip
+    lines += ["", "![Pareto front](hwsim_pareto.png)", ""]
     return "\n".join(lines)
 
 
@@ -374,7 +503,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"hwsim_dataflow{tag}.json").write_text(json.dumps(res, indent=2, default=float))
     plot(res, RESULTS / f"hwsim_dataflow{tag}.png")
+    plot_pareto(res, RESULTS / f"hwsim_pareto{tag}.png")
     md = markdown(res).replace("(hwsim_dataflow.png)", f"(hwsim_dataflow{tag}.png)")
+    md = md.replace("(hwsim_pareto.png)", f"(hwsim_pareto{tag}.png)")
     (RESULTS / f"hwsim_dataflow{tag}.md").write_text(md)
     print(md)
 
