@@ -64,7 +64,7 @@ def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage
     """The image of layer ``index`` for a P = ``lanes`` engine.
 
     Raises ValueError naming the layer when no rtl engine can run it (the input layer,
-    residual layers with two synapse groups, events without fan-out)."""
+    an engine's limits on sizes, phases or latencies)."""
     if not 0 <= index < len(snn.layers):
         raise ValueError(f"layer {index} does not exist: the network has {len(snn.layers)}")
     if snn.layers[index].kind == "maxpool":
