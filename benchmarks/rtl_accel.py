@@ -126,11 +126,13 @@ def main() -> None:
     arch = hwsim.ArchConfig()
     rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
     rows.append(run("digits", snn, xte[:2], arch, "icarus"))
-    if args.skip_r20:  # keep the ResNet-20 rows of the last full run (each names its commit)
-        old = RESULTS / "rtl_accel.json"
-        if old.is_file():
-            rows += [r for r in json.loads(old.read_text())["runs"] if r["net"] == "resnet20"]
-    else:
+    # keep the ResNet-20 rows of earlier runs (each names its commit) for the P not run now
+    old = RESULTS / "rtl_accel.json"
+    run_now = set() if args.skip_r20 else set(args.lanes)
+    if old.is_file():
+        rows += [r for r in json.loads(old.read_text())["runs"]
+                 if r["net"] == "resnet20" and r["lanes"] not in run_now]  # fmt: skip
+    if not args.skip_r20:
         BUILD.mkdir(parents=True, exist_ok=True)
         snn, x, _ = setup_resnet20(512, args.r20_images, BUILD / "resnet20.safetensors")
         for p in args.lanes:

