@@ -953,16 +953,24 @@ def _resolve(ctx: Lowering, a: Any) -> Any:
     return a
 
 
-def _output(ctx: Lowering, node: torch.fx.Node) -> None:
+def output_value(ctx, node: torch.fx.Node, dropped: type):
+    """(returned node, its value) of the fx ``output`` node: the one tensor the model returns
+    (a 1-tuple unwrapped; None for a constant), past a ``dropped`` op, whose note is kept.
+    Shared by the CNN and graph front ends."""
     out = node.args[0]
     if isinstance(out, tuple | list):
         if len(out) != 1:
             raise UnsupportedModelError("the model must return exactly one tensor (the logits)")
         out = out[0]
     v = ctx.values[out.name] if isinstance(out, torch.fx.Node) else None
-    if isinstance(v, Dropped):
+    if isinstance(v, dropped):
         ctx.notes.append(v.note)
         v = v.value
+    return out, v
+
+
+def _output(ctx: Lowering, node: torch.fx.Node) -> None:
+    out, v = output_value(ctx, node, Dropped)
     if isinstance(v, Spikes):
         v = _readout(ctx, out, v)
     if not isinstance(v, PreAct) or v.pending_maxpool is not None:

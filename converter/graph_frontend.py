@@ -38,6 +38,7 @@ from converter.frontend import (
     _op_name,
     _unsupported,
     is_matrix_product,
+    output_value,
 )
 
 _DROPOUTS = (nn.Dropout, nn.Identity, F.dropout, "contiguous", "detach", "coalesce")
@@ -456,15 +457,7 @@ def _relu(ctx: GraphLowering, node, v: Any) -> GSpikes:
 
 
 def _output(ctx: GraphLowering, node) -> None:
-    out = node.args[0]
-    if isinstance(out, tuple | list):
-        if len(out) != 1:
-            raise UnsupportedModelError("the model must return exactly one tensor (the logits)")
-        out = out[0]
-    v = ctx.values[out.name] if isinstance(out, torch.fx.Node) else None
-    if isinstance(v, GDropped):
-        ctx.notes.append(v.note)
-        v = v.value
+    out, v = output_value(ctx, node, GDropped)
     if isinstance(v, GSpikes):
         ctx.notes.append(
             f"output '{out.name}': the model ends in spikes; an identity readout decodes them"
