@@ -133,6 +133,7 @@ def point(snn, x, y, arch, ref, label, repeats: int) -> dict[str, Any]:
         "e_ann_zero_skip_over_e_snn": ann["zero_skip"]["energy_pj"] / e_snn,
         "accuracy": float(100.0 * (res.predictions == y.numpy()).mean()),
         "spikes_equal_golden_int": agrees(res, ref),
+        "event_buffer_banks_peak": int(res.event_buffer_banks.max()),
         "simulate_s": speed["hwsim"],
         "gather_add_s": speed["gather"],
         "speed_vs_gather_add": speed["gather"] / speed["hwsim"],
@@ -167,7 +168,7 @@ def run(args) -> dict[str, Any]:
                 f"{pt['e_ann_zero_skip_over_e_snn']:.2f}, golden {pt['spikes_equal_golden_int']}",
                 flush=True,
             )
-    out["tile_space"] = tile_space(args, snn, x, ref)
+    out["tile_space"] = tile_space(args, snn, x, ref, out["points"])
     out["pareto"] = pareto(out)
     if args.agree_images:
         out["agreement"] = agreement(args, snn)
@@ -175,12 +176,19 @@ def run(args) -> dict[str, Any]:
     return out
 
 
-def tile_space(args, snn: SnnModel, x, ref) -> list[dict[str, Any]]:
+def tile_space(args, snn: SnnModel, x, ref, points: list) -> list[dict[str, Any]]:
     """The output-stationary engine with a weight buffer at each P, every layer's tiles fixed
-    at k channels (``tile_channels`` = k, powers of two up to P; 0: the per-layer choice)."""
+    at k channels (``tile_channels`` = k, powers of two up to P; 0: the per-layer choice,
+    taken from that design's row of ``points``)."""
+    keys = ("energy_nj", "latency_us", "lane_utilisation_adder_cycles",
+            "e_ann_dense_over_e_snn", "e_ann_zero_skip_over_e_snn", "event_buffer_banks_peak",
+            "spikes_equal_golden_int")  # fmt: skip
     rows = []
     for p in args.lanes:
-        for k in [0] + [2**i for i in range(int(math.log2(p)) + 1)]:
+        auto = next(q for q in points if q["lanes"] == p and q["design"] == DESIGNS[2][0])
+        rows.append({"lanes": p, "tile_channels": 0, "area_mm2": auto["area_mm2"]["total_sram"],
+                     **{k: auto[k] for k in keys}})  # fmt: skip
+        for k in [2**i for i in range(int(math.log2(p)) + 1)]:
             base = hwsim.ArchConfig(
                 name=f"os{p}", lanes=p, output_queue_depth=max(64, 2 * p), tile_channels=k,
                 dataflow="output_stationary", memory_model="cacti",
