@@ -141,6 +141,16 @@ def _window_fanout(src_shape, out_shape, kernel, stride, padding, w, lanes) -> F
 
 
 @njit(cache=True)
+def tap_target(n: int, pad: int, k: int, stride: int, size: int) -> int:
+    """The output coordinate that input coordinate ``n`` reaches through kernel tap ``k``:
+    (n + pad − k) / stride where that is exact and inside [0, size); −1 otherwise (§3)."""
+    m = n + pad - k
+    if m < 0 or m % stride != 0 or m // stride >= size:
+        return -1
+    return m // stride
+
+
+@njit(cache=True)
 def _window_csr(geo, w4, depthwise, per_tap):
     """Fan-out rows in source order (c_in, y, x), each walking the taps ky-major, then kx, then
     the output channels: oy = (y + p_y − ky) / s_y must be exact and inside the output."""
@@ -153,14 +163,11 @@ def _window_csr(geo, w4, depthwise, per_tap):
         for x in range(wd):
             taps = 0
             for ky in range(kh):
-                ny = y + py - ky
-                if ny < 0 or ny % sy != 0 or ny // sy >= ho:
+                if tap_target(y, py, ky, sy, ho) < 0:
                     continue
                 for kx in range(kw):
-                    nx = x + px - kx
-                    if nx < 0 or nx % sx != 0 or nx // sx >= wo:
-                        continue
-                    taps += 1
+                    if tap_target(x, px, kx, sx, wo) >= 0:
+                        taps += 1
             for c in range(ci):
                 i = (c * h + y) * wd + x
                 ptr[i + 1] = taps * per
@@ -174,14 +181,14 @@ def _window_csr(geo, w4, depthwise, per_tap):
             for x in range(wd):
                 e = ptr[(c * h + y) * wd + x]
                 for ky in range(kh):
-                    ny = y + py - ky
-                    if ny < 0 or ny % sy != 0 or ny // sy >= ho:
+                    oy = tap_target(y, py, ky, sy, ho)
+                    if oy < 0:
                         continue
                     for kx in range(kw):
-                        nx = x + px - kx
-                        if nx < 0 or nx % sx != 0 or nx // sx >= wo:
+                        ox = tap_target(x, px, kx, sx, wo)
+                        if ox < 0:
                             continue
-                        pix = (ny // sy) * wo + nx // sx
+                        pix = oy * wo + ox
                         if depthwise:
                             tgt[e] = c * ho * wo + pix
                             wq[e] = w4[c, 0, 0, 0]

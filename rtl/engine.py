@@ -10,7 +10,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from archspec.config import ArchConfig
-from archspec.fanout import ceil_div
+from archspec.fanout import ceil_div, tap_target
 from converter.model import SnnModel
 from converter.quantize import fixed_base
 from rtl.addrgen import AddressGenerator
@@ -105,10 +105,9 @@ def tap_mask(y: int, x: int, kernel, stride, padding, out_shape) -> list[bool]:
     mask = []
     for ky in range(kh):
         for kx in range(kw):
-            ny, nx = y + py - ky, x + px - kx
-            ok_y = ny >= 0 and ny % sy == 0 and ny // sy < h_out
-            ok_x = nx >= 0 and nx % sx == 0 and nx // sx < w_out
-            mask.append(ok_y and ok_x)
+            mask.append(
+                tap_target(y, py, ky, sy, h_out) >= 0 and tap_target(x, px, kx, sx, w_out) >= 0
+            )
     return mask
 
 
