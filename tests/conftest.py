@@ -131,13 +131,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def client():
-    """A Dask client on a LocalCluster of 2 worker processes (one thread each), per module."""
-    from distributed import Client, LocalCluster
+    """A Dask client on a LocalCluster of 2 worker processes (one thread each), per module,
+    started as the CLI starts its own (``golden.distributed.open_client``)."""
+    from golden.distributed import open_client
 
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    with open_client(2) as c:
+        yield c

@@ -105,3 +105,20 @@ def test_cli_eval_workers_and_scheduler_exclusive(snn_and_data, capsys):
         main(["eval", str(path), "--data", "digits", "--workers", "2", "--scheduler", "tcp://x:1"])
     assert e.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def _worker_environ() -> dict:
+    import os
+
+    keys = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+    return {k: os.environ.get(k) for k in keys}
+
+
+def test_local_workers_keep_glibcs_dynamic_mmap_threshold():
+    """open_client's workers run without Dask's MALLOC_TRIM_THRESHOLD_ (it fixes glibc's mmap
+    threshold and made golden 1.8x slower in a worker) and still with one thread each."""
+    from golden.distributed import open_client
+
+    with open_client(1) as c:
+        env = c.submit(_worker_environ, pure=False).result()
+    assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
