@@ -31,7 +31,19 @@ ADD8_PJ, ADD32_PJ, MUL32_PJ, MUL8_PJ = 0.03, 0.1, 3.1, 0.2
 #: The width of the Q-scaling constant M (docs/semantics.md §1).
 M_BITS = 18
 #: Table limits.
-MAX_WIDTH, MIN_KIB = 512, 1.0
+MAX_WIDTH, MIN_KIB, MAX_KIB = 512, 1.0, 2048.0
+
+# --------------------------------------------------------------------------- logic area
+#: A rough 45 nm model of the area outside the SRAMs (not a synthesis): queues at register-file
+#: density (1.2 µm² per bit, 32-bit events), logic at 0.8 µm² per gate (a NAND2 of Nangate45).
+#: Gates per lane from the generic Yosys synthesis of ``benchmarks/results/rtl_synth.md``
+#: (37,333 gates at P = 16 and 139,779 at P = 64: about 2,300 per lane at A = 32, scaled by
+#: A / 32: the lane is mostly the A-bit multiply-add, adder and compares) plus 1,500 for the
+#: controller.
+QUEUE_UM2_PER_BIT = 1.2
+GATE_UM2 = 0.8
+LANE_GATES_A32 = 2300
+CONTROL_GATES = 1500
 
 
 def add_pj(bits: float) -> float:
@@ -45,16 +57,20 @@ def mul_pj(a_bits: float, b_bits: float) -> float:
 
 
 def memory(kib: float, width_bits: int) -> SramCost:
-    """One memory of ``kib`` KiB and ``width_bits``-bit words, banked above 512 bits; below
-    the table's 1 KiB it is priced as 1 KiB (an upper bound)."""
+    """One memory of ``kib`` KiB and ``width_bits``-bit words, built from the CACTI table's
+    macros: words wider than 512 bits are split into ⌈B/512⌉ macros side by side (an access
+    reads all of them); a capacity over the table's 2 MiB per macro is split into ⌈kib/2 MiB⌉
+    macros stacked in depth (an access reads one; leakage and area are their sum). Below the
+    table's 1 KiB it is priced as 1 KiB (an upper bound)."""
     banks = max(1, math.ceil(width_bits / MAX_WIDTH))
     width = max(8, math.ceil(width_bits / banks))
+    deep = max(1, math.ceil(kib / banks / MAX_KIB))
     # CACTI found no organisation for 1 KiB of 512-bit words: such a memory is priced at 2 KiB
-    per = sram(max(kib / banks, MIN_KIB if width <= 256 else 2 * MIN_KIB), width)
+    per = sram(max(kib / banks / deep, MIN_KIB if width <= 256 else 2 * MIN_KIB), width)
     return SramCost(
         kib=float(kib), width_bits=int(width_bits), read_pj=per.read_pj * banks,
-        write_pj=per.write_pj * banks, leakage_mw=per.leakage_mw * banks,
-        area_mm2=per.area_mm2 * banks, access_ns=per.access_ns, cycle_ns=per.cycle_ns,
+        write_pj=per.write_pj * banks, leakage_mw=per.leakage_mw * banks * deep,
+        area_mm2=per.area_mm2 * banks * deep, access_ns=per.access_ns, cycle_ns=per.cycle_ns,
     )  # fmt: skip
 
 
@@ -117,9 +133,17 @@ def leakage_mw(arch: ArchConfig) -> float:
 
 
 def area_mm2(arch: ArchConfig) -> dict[str, float]:
-    """CACTI area of each SRAM of ``arch`` (mm²), and their total."""
+    """Area of ``arch`` in mm²: each SRAM of ``memories`` (CACTI, 45 nm) and their sum
+    ``total_sram``; ``queues`` (the input and output event queues, register file) and
+    ``logic`` (P lanes and the controller), both from the rough model above; ``total``, the
+    sum of all. The output-stationary lane registers are not priced (module docstring)."""
     out = {k: m.area_mm2 for k, m in memories(arch).items()}
     out["total_sram"] = float(sum(out.values()))
+    queue_bits = (arch.input_queue_depth + arch.output_queue_depth) * 32
+    out["queues"] = queue_bits * QUEUE_UM2_PER_BIT / 1e6
+    lane_gates = arch.lanes * LANE_GATES_A32 * arch.potential_bits / 32
+    out["logic"] = (CONTROL_GATES + lane_gates) * GATE_UM2 / 1e6
+    out["total"] = out["total_sram"] + out["queues"] + out["logic"]
     return out
 
 

@@ -374,7 +374,8 @@ def markdown(summ: dict[str, Any]) -> str:
                 "zero-skipping "
                 f"{summ['ann_baselines']['zero_skip']['energy_nj_per_image']:,.2f} nJ "
                 f"(E_ANN/E_SNN {_f(summ['ann_baselines']['zero_skip']['e_ann_over_e_snn'])}); "
-                f"SRAM area {summ['area_mm2']['total_sram']:.3f} mm²."
+                f"area {summ['area_mm2']['total']:.3f} mm² (SRAMs "
+                f"{summ['area_mm2']['total_sram']:.3f} mm²)."
             ]
             if "ann_baselines" in summ
             else []

@@ -75,7 +75,8 @@ def markdown(res, *, artifact: str, data: str, images: int) -> str:
         "",
         f"{res.points} points ({len(ok)} simulated, {res.failed} failed), {images} image(s) of "
         f"{data} each; this run simulated {res.ran} and found {res.resumed} in the table. "
-        f"Area is the estimate of `onespike.sweep.area_mm2` (45 nm, not a synthesis).",
+        f"Area is `hwsim.energy.area_mm2` (CACTI 45 nm SRAMs plus a rough model of the queues "
+        "and lane logic; not a synthesis).",
     ]
     if res.skipped:
         lines += ["", "Left out of the grid:", ""]

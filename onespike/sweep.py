@@ -50,26 +50,14 @@ CONSTRAINT_KEYS = ("fit_memories", "max_weight_sram_kib", "max_potential_sram_ki
 _ARCH_TYPES = {f.name: str(f.type) for f in fields(ArchConfig)}
 _FLOAT_FIELDS = {k for k, t in _ARCH_TYPES.items() if t == "float"} | set(ENERGY_KEYS)
 
-# --------------------------------------------------------------------------- area model
-#: A rough 45 nm area model (not a synthesis): SRAM at 0.6 µm² per bit (a 0.346 µm² 6T cell,
-#: Intel 45 nm, plus array periphery), queues at register-file density (1.2 µm² per bit, 32-bit
-#: events), logic at 0.8 µm² per gate (a NAND2 of Nangate45). Gates per lane from the generic
-#: Yosys synthesis of ``benchmarks/results/rtl_synth.md`` (37,333 gates at P = 16 and 139,779 at
-#: P = 64: about 2,300 per lane at A = 32, scaled by A / 32: the lane is mostly the A-bit
-#: multiply-add, adder and compares) plus 1,500 for the controller.
-SRAM_UM2_PER_BIT = 0.6
-QUEUE_UM2_PER_BIT = 1.2
-GATE_UM2 = 0.8
-LANE_GATES_A32 = 2300
-CONTROL_GATES = 1500
 
-
+# --------------------------------------------------------------------------- area
 def area_mm2(arch: ArchConfig) -> float:
-    """Estimated silicon area of ``arch`` in mm² (see the constants above)."""
-    sram = (arch.weight_sram_bits + arch.potential_sram_bits) * SRAM_UM2_PER_BIT
-    queues = (arch.input_queue_depth + arch.output_queue_depth) * 32 * QUEUE_UM2_PER_BIT
-    logic = (CONTROL_GATES + arch.lanes * LANE_GATES_A32 * arch.potential_bits / 32) * GATE_UM2
-    return (sram + queues + logic) / 1e6
+    """Area of ``arch`` in mm²: ``hwsim.energy.area_mm2(arch)["total"]`` (CACTI SRAMs plus a
+    rough model of the queues and lane logic; the model ``onespike simulate`` reports)."""
+    from hwsim.energy import area_mm2 as areas
+
+    return areas(arch)["total"]
 
 
 # --------------------------------------------------------------------------- grid

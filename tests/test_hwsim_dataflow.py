@@ -129,6 +129,27 @@ def test_cacti_table_points_and_interpolation() -> None:
         sram(4096, 64)
     wide = E.memory(256, 2048)  # four 512-bit banks of 64 KiB
     assert wide.read_pj == pytest.approx(4 * sram(64, 512).read_pj)
+    deep = E.memory(8192, 64)  # four 2 MiB macros in depth: one is read, all leak and cost area
+    big = sram(2048, 64)
+    assert deep.read_pj == pytest.approx(big.read_pj)
+    assert deep.area_mm2 == pytest.approx(4 * big.area_mm2)
+    assert deep.leakage_mw == pytest.approx(4 * big.leakage_mw)
+
+
+def test_area_is_srams_queues_and_logic_and_the_sweep_ranks_it() -> None:
+    from onespike.sweep import area_mm2 as sweep_area
+
+    arch = dataclasses.replace(hwsim.ArchConfig(), memory_model="cacti")
+    a = E.area_mm2(arch)
+    srams = a["parameter_sram"] + a["potential_sram"] + a["event_buffer"]
+    assert a["total_sram"] == pytest.approx(srams)
+    assert a["total"] == pytest.approx(srams + a["queues"] + a["logic"])
+    assert a["queues"] == pytest.approx((64 + 64) * 32 * E.QUEUE_UM2_PER_BIT / 1e6)
+    wide = E.area_mm2(dataclasses.replace(arch, lanes=4 * arch.lanes))
+    assert wide["logic"] > 3 * a["logic"]
+    assert sweep_area(arch) == a["total"]
+    # the sweep can rank memories past the table's 2 MiB (macros in depth)
+    assert sweep_area(dataclasses.replace(arch, weight_sram_kib=8192.0)) > a["total"]
 
 
 def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
