@@ -69,12 +69,15 @@ def _aggregate(x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer) 
 def _shortcut(x: torch.Tensor, syn: Synapse, weight: torch.Tensor, out: Layer) -> torch.Tensor:
     sh, sw = syn.stride
     xs = x[:, :, ::sh, ::sw]
-    y = x.new_zeros((x.shape[0], *out.shape))
     lo = max(0, syn.channel_offset)
     hi = min(out.channels, syn.channel_offset + x.shape[1])
+    view = (-1, *([1] * (len(out.shape) - 1)))
+    if lo == 0 and hi == out.channels == x.shape[1]:  # every channel, in place: no padding
+        return xs * weight.reshape(view)
+    y = x.new_zeros((x.shape[0], *out.shape))
     if hi > lo:
         src = xs[:, lo - syn.channel_offset : hi - syn.channel_offset]
-        y[:, lo:hi] = src * weight[lo:hi].reshape(-1, *([1] * (len(out.shape) - 1)))
+        y[:, lo:hi] = src * weight[lo:hi].reshape(view)
     return y
 
 

@@ -18,6 +18,7 @@ from converter.ops import (
     synapse_forward,
 )
 from converter.quantize import fixed_base, gain, quantized_base
+from golden import kernels
 
 MODES = ("ann", "exact", "pipelined", "int")
 
@@ -168,6 +169,9 @@ class _Engine:
             else torch.as_tensor(lay.bias_q if integer else lay.bias).to(device)
             for lay in snn.layers
         ]
+        # exact mode: |w| for the rounding bound Σ|w|·|x| (made once per run)
+        self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if mode == "exact" else None
+        self.cpu = _kernels_for(device)
 
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):
@@ -204,7 +208,7 @@ class _Engine:
                     for s in lay.synapses
                 )
             if spikes[i] is not None:
-                counts["spikes"][i] = int(_spike_counts(spikes[i], lay).sum())
+                counts["spikes"][i] = _count_spikes(spikes[i], lay)
         logits = self._rows(vals[-1]).float().cpu()
         li = self._rows(logits_int).cpu() if logits_int is not None else None
         preds = (li if li is not None else logits).argmax(1)
@@ -289,31 +293,64 @@ class _Engine:
         spikes under floor coding) is decided as Eq. 4 in float64 decides it. On ResNet-20
         about 0.05 % of the neurons are recomputed.
         """
-        r = z / theta
-        th = _thresholds(lay, r.dtype, r.device).flip(0).contiguous()  # ascending
-        idx = torch.searchsorted(th, r.contiguous(), right=True)
-        lut = torch.tensor([-1, *range(lay.T - 1, -1, -1)], dtype=torch.int16, device=r.device)
-        phase = lut[idx]
         i = self.snn.layers.index(lay)
         mag = self.bias[i].to(self.f).abs()  # Σ|w|·|x| + |B|: the size of the float32 sum
-        for s, w, x in zip(lay.synapses, self.w[i], decoded, strict=True):
-            mag = mag + synapse_forward(x.abs(), s, _abs(w), lay)
+        for s, w, x in zip(lay.synapses, self.w_abs[i], decoded, strict=True):
+            # decoded spikes of a spiking source are ≥ 0; only the input layer's are signed
+            xa = x.abs() if self.snn.layers[s.source].kind == "input" else x
+            mag = mag + synapse_forward(xa, s, w, lay)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
-        tol = mag.mul_(gamma).div_(theta).add_(r.abs(), alpha=4 * EXACT_ROUNDING)
-        pad = torch.cat([th.new_tensor([-float("inf")]), th, th.new_tensor([float("inf")])])
-        near = ((r - pad[idx]) <= tol) | ((pad[idx + 1] - r) <= tol)
+        th = _thresholds(lay, z.dtype, z.device).flip(0).contiguous()  # ascending
+        if self.cpu and z.dtype == torch.float32:  # the kernel's float32 test
+            phase, near = self._exact_code_cpu(lay, z, mag, theta, th, gamma)
+        else:
+            r = z / theta
+            idx = torch.searchsorted(th, r.contiguous(), right=True)
+            lut = torch.tensor([-1, *range(lay.T - 1, -1, -1)], dtype=torch.int16, device=r.device)
+            phase = lut[idx]
+            tol = mag.mul_(gamma).div_(theta).add_(r.abs(), alpha=4 * EXACT_ROUNDING)
+            pad = torch.cat([th.new_tensor([-float("inf")]), th, th.new_tensor([float("inf")])])
+            near = ((r - pad[idx]) <= tol) | ((pad[idx + 1] - r) <= tol)
         flat = torch.nonzero(near.reshape(-1)).squeeze(1)
         self.recomputed += int(flat.numel())
         if flat.numel():
             z64 = self.bias[i].double().reshape(-1)[flat % lay.size]
             for s in lay.synapses:
-                x64 = self._decoded64(spikes, s.source)
                 w64 = torch.as_tensor(s.weight, device=self.dev).double()
+                src = self.snn.layers[s.source]
+                if self.cpu and s.op == "conv" and src.kind != "input":
+                    z64 = z64 + self._conv_at_cpu(spikes[s.source], src, s, w64, lay, flat)
+                    continue
+                x64 = self._decoded64(spikes, s.source)
                 z64 = z64 + synapse_at(x64, s, w64, lay, flat)
             per = lay.size // lay.channels
             th64 = torch.as_tensor(lay.threshold, device=self.dev).double()
             phase.view(-1)[flat] = _encode_hidden(z64 / th64[(flat // per) % lay.channels], lay)
         return phase
+
+    def _exact_code_cpu(self, lay: Layer, z, mag, theta, th, gamma):
+        """``kernels.exact_code`` on CPU tensors: (phase, near), shaped as z."""
+        z = z.contiguous()
+        mag = mag.expand_as(z).contiguous()
+        phase = torch.empty(z.shape, dtype=torch.int16)
+        near = torch.empty(z.shape, dtype=torch.bool)
+        kernels.exact_code(
+            z.numpy().reshape(-1), mag.numpy().reshape(-1),
+            theta.reshape(-1).contiguous().numpy(), th.numpy(), float(gamma),
+            4 * EXACT_ROUNDING, lay.size // lay.channels,
+            phase.numpy().reshape(-1), near.numpy().reshape(-1),
+        )  # fmt: skip
+        return phase, near
+
+    @staticmethod
+    def _conv_at_cpu(sp, src: Layer, syn, w64, lay: Layer, flat) -> torch.Tensor:
+        """``kernels.conv_at``: ``synapse_at`` of a convolution, read from the phases."""
+        table = torch.tensor([0.0] + [src.Q**-t for t in range(src.T)], dtype=torch.float64)
+        out = torch.empty(flat.numel(), dtype=torch.float64)
+        kernels.conv_at(sp.contiguous().numpy(), table.numpy(), w64.contiguous().numpy(),
+                        *syn.stride, *syn.padding, lay.shape[1], lay.shape[2],
+                        flat.contiguous().numpy(), out.numpy())  # fmt: skip
+        return out
 
     def _decoded64(self, spikes, src: int) -> torch.Tensor:
         """Source ``src``'s decoded spikes in float64 (once per batch)."""
@@ -329,12 +366,16 @@ class _Engine:
             sp = spikes[s.source]
             if self.snn.layers[s.source].kind == "input":
                 mask = sp[:, k].to(self.f)
+            elif self.cpu:
+                mask = torch.empty(sp.shape, dtype=self.f)
+                kernels.phase_mask(sp.contiguous().numpy().reshape(-1), k, mask.numpy().reshape(-1))
             else:
                 mask = (sp == k).to(self.f)
             y = synapse_forward(mask, s, w, lay)
             out = y if out is None else out.add_(y)
         # exact integers already unless a transform-based convolution added tiny errors
-        return out.round_()
+        # (kernels.int_phase rounds them itself)
+        return out if self.cpu else out.round_()
 
     def _pipelined(self, lay, src, spikes, z_full, theta) -> torch.Tensor:
         """DESIGN 2.6 in value form: t_o is decided on V(t_o + T_w).
@@ -345,14 +386,31 @@ class _Engine:
         t_src = src.T
         needed = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(t_src - 1)))
         th = _thresholds(lay, self.f, self.dev)
-        r_full = z_full / theta
         partial = self._partial_potentials(lay, spikes, needed)
+        if self.cpu:
+            return self._pipelined_cpu(lay, partial, z_full, theta, th)
+        r_full = z_full / theta
         phase = torch.full(z_full.shape, -1, dtype=torch.int16, device=self.dev)
         for t_o in range(lay.T):
             k = t_o + lay.T_w
             rk = partial[k] / theta if k in partial else r_full  # k ≥ T_src − 1: all inputs in
             fire = (phase < 0) & (rk >= th[t_o])
             phase[fire] = t_o
+        return phase
+
+    @staticmethod
+    def _pipelined_cpu(lay: Layer, partial: dict, z_full, theta, th) -> torch.Tensor:
+        """``kernels.pipelined_code`` on CPU tensors: the phases of ``_pipelined``."""
+        ks = sorted(partial)
+        part = torch.stack([partial[k] for k in ks]) if ks else z_full.new_zeros((1, 1))
+        sel = [ks.index(t + lay.T_w) if t + lay.T_w in partial else -1 for t in range(lay.T)]
+        phase = torch.empty(z_full.shape, dtype=torch.int16)
+        kernels.pipelined_code(
+            part.contiguous().numpy().reshape(part.shape[0], -1),
+            z_full.contiguous().numpy().reshape(-1), np.array(sel, dtype=np.int64),
+            theta.reshape(-1).contiguous().numpy(), th.numpy(), lay.size // lay.channels,
+            phase.numpy().reshape(-1),
+        )  # fmt: skip
         return phase
 
     def _partial_potentials(self, lay: Layer, spikes, ks: list[int]) -> dict[int, torch.Tensor]:
@@ -385,13 +443,25 @@ class _Engine:
         m_in, m_out = float(fixed_base(src.Q)), float(fixed_base(lay.Q))
         i = self.snn.layers.index(lay)
         n = spikes[lay.synapses[0].source].shape[0]
-        u = self.bias[i].to(torch.float64).unsqueeze(0).expand(n, *lay.shape).clone()
+        u = (
+            self.bias[i]
+            .to(torch.float64)
+            .unsqueeze(0)
+            .expand(n, *lay.shape)
+            .clone(memory_format=torch.contiguous_format)
+        )
 
         def leak(v: torch.Tensor, m: float) -> torch.Tensor:  # round half up, then clamp
             return v.mul_(m).add_(half).mul_(inv).floor_().clamp_(-lim, lim)
 
         if lay.kind == "output":
+            none = (np.zeros((1, 1)), -1, 1, np.zeros(0, np.int16))
             for k in range(src.T):
+                if self.cpu:
+                    self._int_phase_cpu(
+                        u, self._phase_input(lay, spikes, k), k > 0, m_in, lim, *none
+                    )
+                    continue
                 u = leak(u, m_in) if k else u
                 u.add_(self._phase_input(lay, spikes, k))
             g = gain(src.T - 1, src.T, quantized_base(src.Q), quantized_base(src.Q))
@@ -401,13 +471,31 @@ class _Engine:
         view = (-1, *([1] * (len(lay.shape) - 1)))
         phase = torch.full(u.shape, -1, dtype=torch.int16, device=self.dev)
         for k in range(src.T):  # phases with input: every neuron
+            t_o = k - lay.T_w if lay.T_w <= k < lay.T_w + lay.T else -1
+            if self.cpu:
+                args = (
+                    lim,
+                    theta.numpy(),
+                    t_o,
+                    lay.size // lay.channels,
+                    phase.numpy().reshape(-1),
+                )
+                self._int_phase_cpu(u, self._phase_input(lay, spikes, k), k > 0, m_in, *args)
+                continue
             u = leak(u, m_in) if k else u
             u.add_(self._phase_input(lay, spikes, k))
-            if lay.T_w <= k < lay.T_w + lay.T:
-                fire = (u >= theta[:, k - lay.T_w].reshape(view)) & (phase < 0)
-                phase.masked_fill_(fire, k - lay.T_w)
+            if t_o >= 0:
+                fire = (u >= theta[:, t_o].reshape(view)) & (phase < 0)
+                phase.masked_fill_(fire, t_o)
         self._int_tail(lay, src, u, phase, theta, leak, m_out)
         return phase, None
+
+    @staticmethod
+    def _int_phase_cpu(u, s, leak, m, lim, theta, t_o, per, phase) -> None:
+        """``kernels.int_phase`` on CPU tensors: u (contiguous float64) and phase in place."""
+        half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+        kernels.int_phase(u.numpy().reshape(-1), s.contiguous().numpy().reshape(-1), leak,
+                          m, half, inv, lim, theta, t_o, per, phase)  # fmt: skip
 
     def _int_tail(self, lay, src, u, phase, theta, leak, m_out) -> None:
         """Phases after the last input: only unfired neurons with U > 0 can still fire (a
@@ -415,6 +503,12 @@ class _Engine:
         first = max(src.T, lay.T_w)
         last = lay.T - 1 + lay.T_w
         if last < src.T:
+            return
+        if self.cpu:
+            half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+            kernels.int_tail(u.numpy().reshape(-1), phase.numpy().reshape(-1), theta.numpy(),
+                             m_out, half, inv, float(lay.sat_limit), src.T, first, last,
+                             lay.T_w, lay.size // lay.channels)  # fmt: skip
             return
         flat_u, flat_p = u.reshape(-1), phase.reshape(-1)
         idx = torch.nonzero((flat_p < 0) & (flat_u > 0)).squeeze(1)
@@ -431,6 +525,15 @@ class _Engine:
 
 
 # --------------------------------------------------------------------------- helpers
+#: Run the element-wise work of CPU tensors in golden.kernels (Numba); False: PyTorch's
+#: expressions, as on other devices (the tests compare the two).
+USE_KERNELS = True
+
+
+def _kernels_for(device: torch.device) -> bool:
+    return USE_KERNELS and torch.device(device).type == "cpu"
+
+
 #: Exact mode's rounding unit for the float32 pass: twice float32's 2^-24 (a factor 2 of
 #: safety on the first-order error bound); 0 turns the float64 recomputation off.
 EXACT_ROUNDING = 2.0**-23
@@ -485,6 +588,12 @@ def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> tor
         device=sp.device,
         dtype=dtype,
     )
+    if _kernels_for(sp.device):
+        out = torch.empty(sp.shape, dtype=dtype)
+        kernels.decode_phases(
+            sp.contiguous().numpy().reshape(-1), table.numpy(), out.numpy().reshape(-1)
+        )
+        return out
     return table[(sp + 1).long()]
 
 
@@ -492,8 +601,20 @@ def _spike_counts(sp: torch.Tensor, lay: Layer, upto: int | None = None) -> torc
     """Spikes per neuron of ``lay`` (only those of phases ≤ ``upto`` when given)."""
     if lay.kind == "input":
         return sp[:, : None if upto is None else upto + 1].abs().sum(1).to(torch.float32)
+    if _kernels_for(sp.device):
+        out = torch.empty(sp.shape, dtype=torch.float32)
+        last = np.iinfo(np.int16).max if upto is None else upto
+        kernels.fired_mask(sp.contiguous().numpy().reshape(-1), last, out.numpy().reshape(-1))
+        return out
     fired = sp >= 0 if upto is None else (sp >= 0) & (sp <= upto)
     return fired.to(torch.float32)
+
+
+def _count_spikes(sp: torch.Tensor, lay: Layer) -> int:
+    """All spikes of ``lay`` in a batch."""
+    if lay.kind != "input" and _kernels_for(sp.device):
+        return int(kernels.count_fired(sp.contiguous().numpy().reshape(-1)))
+    return int(_spike_counts(sp, lay).sum())
 
 
 def _encode_hidden(v: torch.Tensor, lay: Layer) -> torch.Tensor:

@@ -560,3 +560,41 @@ def test_runs_are_deterministic_and_batch_independent(mode: str) -> None:
     full = golden.run(snn, x, mode, device=CPU)
     check_same(full, golden.run(snn, x, mode, device=CPU))
     check_same(full, golden.run(snn, x, mode, device=CPU, batch_size=5))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.integers(1, 6),
+    stride=st.sampled_from([1, 2]),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    q=st.floats(1.05, 2.0),
+    t_w=st.sampled_from([None, 2]),
+)
+def test_cpu_kernels_equal_the_pytorch_expressions(monkeypatch, seed, c, stride, pool, residual,
+                                                   q, t_w):  # fmt: skip
+    """golden.kernels (the CPU path) gives the spikes, counts and logits of the PyTorch
+    expressions that other devices run, in exact, pipelined and int mode."""
+    from converter.requantize import with_wait
+    from golden import engine
+
+    net = make_net(seed, c=c, stride=stride, pad=1, bn=True, pool=pool, residual=residual)
+    gen = torch.Generator().manual_seed(seed)
+    calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
+    snn = convert(net, calib, ConversionConfig(T=7, Q=q, weight_bits=8), progress=False)
+    if t_w is not None:
+        snn = with_wait(snn, t_w)
+    for mode in ("exact", "pipelined", "int"):
+        got = golden.run(snn, x, mode, device=CPU)
+        with monkeypatch.context() as m:
+            m.setattr(engine, "USE_KERNELS", False)
+            want = golden.run(snn, x, mode, device=CPU)
+        for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
+            assert (a is None and b is None) or torch.equal(a, b), (mode, i)
+        for k in ("spikes", "adds"):
+            assert np.array_equal(got.counts[k], want.counts[k]), (mode, k)
+        assert torch.equal(got.logits, want.logits), mode
+        if mode == "int":
+            assert torch.equal(got.logits_int, want.logits_int)

@@ -1,0 +1,208 @@
+"""Fused CPU kernels (Numba) of golden's element-wise work: decode, exact coding, integer phase.
+
+PyTorch runs each element-wise step (a table lookup, a search among the coding thresholds, the
+leak's multiply, add, floor and clamp, ...) as its own pass over a layer's potentials, and on
+the CPU those passes, not the convolutions, were most of golden's time (ResNet-20, 256 images,
+exact mode: ``aten::index`` 28 %, ``searchsorted`` 20 %, the convolutions 13 %). Each kernel
+here is one parallel pass computing the same values; ``golden.engine`` uses them for CPU
+tensors and keeps the PyTorch expressions for other devices. Every kernel takes flat,
+contiguous NumPy views of the tensors (``Tensor.numpy()`` shares the memory).
+
+Results are those of the PyTorch expressions they replace: the table lookups and the integer
+datapath are exact (every value of §3 is an integer below 2^53 in float64); the exact-mode
+coding decides from the same float32 potentials, and any neuron whose float32 rounding could
+move its phase is flagged for the float64 recomputation (``_Engine._exact_phases``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def decode_phases(sp, table, out):
+    """out[i] = table[sp[i] + 1]: a spiking source's phases (−1: no spike) to values.
+
+    sp : int16 (n,); table : float (T + 1,), entry 0 for "no spike"; out : float (n,).
+    """
+    for i in prange(sp.size):
+        out[i] = table[sp[i] + 1]
+
+
+#: Slack on the float32 test of ``exact_code``: the tolerance and |r − th| are rounded to
+#: float32 (relative errors ≤ 3 · 2^-24), so the tolerance is widened by 2^-20 to keep every
+#: neuron the float64 test would flag.
+SLACK = 1.0 + 2.0**-20
+
+
+@njit(parallel=True, cache=True)
+def exact_code(z, mag, theta, th, gamma, eps, per, phase, near):
+    """Eq. 4 on r = z / θ, with the float32 rounding test of ``_Engine._exact_phases``.
+
+    z, mag : float32 (n,) potentials and Σ|w|·|x| + |B| (flat (N, C, ...) order); theta :
+    float32 (C,) the channels' λ; th : float32 (T,) coding thresholds c·Q^-t ascending
+    (t = T−1 … 0); gamma : the relative rounding bound of the sum; eps : the bound of r's own
+    rounding; per : neurons per channel; phase : int16 (n,) out, t* = T − #{j : r ≥ th_j}
+    or −1 (underflow, no threshold reached); near : bool (n,) out, True where r lies within
+    tol = (mag·gamma/θ + |r|·eps) · SLACK of a threshold. The thresholds are the inner loop
+    and the neurons of a channel the innermost, so the compares run as SIMD, without branches.
+    """
+    nt = th.size
+    channels = theta.size
+    img = channels * per
+    e = np.float32(eps * SLACK)
+    for n in prange(z.size // img):
+        r = np.empty(per, np.float32)
+        tol = np.empty(per, np.float32)
+        cnt = np.empty(per, np.int16)
+        close = np.empty(per, np.uint8)
+        for c in range(channels):
+            base = n * img + c * per
+            tc = theta[c]
+            g = np.float32(gamma / np.float64(tc) * SLACK)
+            for p in range(per):
+                rv = z[base + p] / tc
+                r[p] = rv
+                tol[p] = mag[base + p] * g + abs(rv) * e
+                cnt[p] = 0
+                close[p] = 0
+            for j in range(nt):
+                t = th[j]
+                for p in range(per):
+                    cnt[p] += np.int16(r[p] >= t)
+                    close[p] |= np.uint8(abs(r[p] - t) <= tol[p])
+            for p in range(per):
+                phase[base + p] = -1 if cnt[p] == 0 else nt - cnt[p]
+                near[base + p] = close[p] != 0
+
+
+@njit(parallel=True, cache=True)
+def phase_mask(sp, k, out):
+    """out[i] = 1.0 where sp[i] == k: the neurons of a spiking source that fire at phase k."""
+    for i in prange(sp.size):
+        out[i] = 1.0 if sp[i] == k else 0.0
+
+
+@njit(parallel=True, cache=True)
+def int_phase(u, s, leak, m, half, inv, lim, theta, t_o, per, phase):
+    """One phase of docs/semantics.md §3 on every neuron, in place.
+
+    u : float64 (n,) integer potentials; s : float (n,) the phase's synaptic input S(k)
+    (integers, up to a transform's rounding: rounded here); leak : apply
+    U ← clamp(⌊(U·M + 2^15) / 2^16⌋, ±lim) first (every phase but the first); m, half, inv,
+    lim : M, 2^15, 2^-16 and the saturation limit; theta : float64 (C, T) threshold table;
+    t_o : the output phase decided now (−1: none); per : neurons per channel; phase : int16
+    (n,) in/out, the first phase each neuron fired (−1: not yet).
+    """
+    channels = theta.shape[0]
+    for row in prange(u.size // per):
+        th = theta[row % channels, max(t_o, 0)]
+        for i in range(row * per, (row + 1) * per):
+            v = u[i]
+            if leak:
+                v = np.floor((v * m + half) * inv)
+                v = min(max(v, -lim), lim)
+            # S is an integer up to a transform's rounding (far below 1/2): round to nearest
+            v += np.floor(np.float64(s[i]) + 0.5)
+            u[i] = v
+            if t_o >= 0 and phase[i] < 0 and v >= th:
+                phase[i] = t_o
+
+
+@njit(parallel=True, cache=True)
+def fired_mask(sp, upto, out):
+    """out[i] = 1.0 where 0 ≤ sp[i] ≤ upto: the neurons that spiked by phase ``upto``."""
+    for i in prange(sp.size):
+        out[i] = 1.0 if 0 <= sp[i] <= upto else 0.0
+
+
+@njit(parallel=True, cache=True)
+def count_fired(sp):
+    """How many of the phases ``sp`` (int16, −1: no spike) are spikes."""
+    n = 0
+    for i in prange(sp.size):
+        n += sp[i] >= 0
+    return n
+
+
+@njit(parallel=True, cache=True)
+def conv_at(sp, table, w, sy, sx, py, px, oh, ow, flat, out):
+    """A convolution at a few output neurons, in float64, from the source's phases.
+
+    sp : int16 (N, C_in, H, W) phases (−1: no spike); table : float64 (T + 1,) their values
+    (``decode_phases``); w : float64 (C_out, C_in, kh, kw); stride (sy, sx), zero padding
+    (py, px), output (oh, ow); flat : int64 (m,) neurons, flat indices into (N, C_out, oh, ow);
+    out : float64 (m,) receives Σ w · x over each neuron's fan-in, in the order c, ky, kx.
+    """
+    cout, cin, kh, kw = w.shape
+    h, wd = sp.shape[2], sp.shape[3]
+    for q in prange(flat.size):
+        j = flat[q]
+        b = j // (cout * oh * ow)
+        co = (j // (oh * ow)) % cout
+        oy = (j // ow) % oh
+        ox = j % ow
+        acc = 0.0
+        for ci in range(cin):
+            for ky in range(kh):
+                y = oy * sy - py + ky
+                if y < 0 or y >= h:
+                    continue
+                for kx in range(kw):
+                    x = ox * sx - px + kx
+                    if 0 <= x < wd:
+                        acc += w[co, ci, ky, kx] * table[sp[b, ci, y, x] + 1]
+        out[q] = acc
+
+
+@njit(parallel=True, cache=True)
+def int_tail(u, phase, theta, m, half, inv, lim, k0, first, last, t_w, per):
+    """The phases after a layer's last input (docs/semantics.md §3): leak only, no adds.
+
+    Every neuron leaks phase by phase from k0 to ``last`` and an unfired one fires at the first
+    phase k ≥ ``first`` with U ≥ θ[c, k − t_w] (only one with U > 0 can: a non-positive
+    potential never grows under the leak). The phases are the outer loop and a channel's
+    neurons the inner one, so the leak runs as SIMD, without branches. u : float64 (n,)
+    (not written); phase : int16 (n,) in/out; theta : float64 (C, T); m, half, inv, lim as
+    ``int_phase``.
+    """
+    channels = theta.shape[0]
+    for row in prange(u.size // per):
+        c = row % channels
+        base = row * per
+        v = u[base : base + per].copy()
+        ph = phase[base : base + per]
+        for k in range(k0, last + 1):
+            th = theta[c, k - t_w] if k >= first else np.inf
+            t_o = np.int16(k - t_w)
+            for p in range(per):
+                w = np.floor((v[p] * m + half) * inv)
+                w = min(max(w, -lim), lim)
+                v[p] = w
+                if ph[p] < 0 and w >= th:
+                    ph[p] = t_o
+
+
+@njit(parallel=True, cache=True)
+def pipelined_code(part, full, sel, theta, th, per, phase):
+    """DESIGN 2.6 in value form (``_Engine._pipelined``): t_o is the first phase whose
+    potential V(t_o + T_w) / θ reaches the threshold c · Q^-t_o.
+
+    part : float (K, n) partial potentials V(k) of the phases k that need one; full : float
+    (n,) the potential with every input in; sel : int64 (T,) the row of ``part`` phase t_o
+    reads, −1 for ``full``; theta : (C,) λ per channel; th : (T,) c · Q^-t, decreasing;
+    per : neurons per channel; phase : int16 (n,) out (−1: no spike).
+    """
+    channels = theta.size
+    nt = th.size
+    for row in prange(full.size // per):
+        tc = theta[row % channels]
+        for i in range(row * per, (row + 1) * per):
+            ph = -1
+            for t in range(nt):
+                v = full[i] if sel[t] < 0 else part[sel[t], i]
+                if v / tc >= th[t]:
+                    ph = t
+                    break
+            phase[i] = ph
