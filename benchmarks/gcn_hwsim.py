@@ -74,7 +74,8 @@ def run_graph(name: str) -> dict:
             continue
         # event-buffer banks for the graph's events (golden int's spikes are hwsim's)
         banks, _ = eventbuf.banks_needed(snn, arch, eventbuf.event_counts(snn, ref.spikes))
-        arch = dataclasses.replace(arch, event_buffer_banks=int(max(arch.event_buffer_banks, *banks)))
+        need = int(max(arch.event_buffer_banks, *banks))
+        arch = dataclasses.replace(arch, event_buffer_banks=need)
         t0 = time.perf_counter()
         res = hwsim.simulate(snn, x, arch)
         seconds = time.perf_counter() - t0

@@ -17,19 +17,31 @@ def add_parsers(sub) -> None:
     v = sub.add_parser(
         "verilog",
         help="the accelerator's Verilog for an artifact, as a folder to take away",
-        description="Write one self-contained folder: rtl/ (per layer the engine as Verilog, "
-        "module onespike_layer<i>, and a JSON of ports and parameters; a wrapper holding them "
-        "all; the Verilator lint waivers), mem/ (memory images, $readmemh hex), tb/ (a "
-        "self-checking Verilog bench with stimulus files, the cocotb bench with its Makefile "
-        "and run.py), reports/ (hwsim's cycle and energy estimates, Yosys's cell counts) and "
-        "a FuseSoC core <name>.core with targets sim (Icarus) and lint (Verilator) "
-        "(docs/architecture.md, rtl/package.py).",
+        description="Write one self-contained folder: rtl/ (the whole accelerator, "
+        "rtl.Accelerator, as one Verilog top onespike_accel with its memories initialised, a "
+        "JSON of its ports and register map, the Verilator lint waivers), mem/ (memory images, "
+        "$readmemh hex), tb/ (a self-checking Verilog bench that streams each image's input "
+        "events through the AXI4-Stream port and checks every layer's spikes, the potentials, "
+        "the class and the cycles, with its data files; the cocotb bench with its case, a "
+        "Makefile and run.py), reports/ (hwsim's cycle and energy estimates, Yosys's cell, "
+        "flip-flop and memory-bit counts of the top) and a FuseSoC core <name>.core with "
+        "targets sim (Icarus) and lint (Verilator). With --layer N or --all: the per-layer "
+        "engines instead (module onespike_layer<i> each, a wrapper holding them, per-layer "
+        "benches; also the package of a graph network, which the accelerator does not run) "
+        "(docs/architecture.md §10 and §14, rtl/package.py).",
     )
     v.add_argument("artifact", type=Path)
     _arch_options(v)
     which = v.add_mutually_exclusive_group()
-    which.add_argument("--layer", type=int, help="one layer (index, see `onespike info`)")
-    which.add_argument("--all", action="store_true", help="every supported layer (default)")
+    which.add_argument(
+        "--layer", type=int, help="one layer's engine alone (index, see `onespike info`)"
+    )
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="every supported layer's engine on its own (the per-layer package; default: the "
+        "whole accelerator)",
+    )
     v.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     v.add_argument("--images", type=int, default=2, help="images of the benches " + DEFAULTS_HELP)
     v.add_argument(
@@ -108,11 +120,23 @@ def run_verilog(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch, args.preset)
     x = _bench_images(snn, args.data, args.images)
     name = package_name(args.name or args.artifact.stem)
-    core = write_package(snn, arch, args.out, x, name=name, layer=args.layer)
+    engines = args.all or args.layer is not None
+    if not engines and snn.meta.get("graph") is not None:
+        print("note: the accelerator (rtl.Accelerator) does not run graph layers: packaging "
+              "the per-layer engines", file=sys.stderr)  # fmt: skip
+        engines = True
+    core = write_package(snn, arch, args.out, x, name=name, layer=args.layer, engines=engines)
     for f in sorted((args.out / "rtl").glob("layer*.json"), key=lambda p: int(p.stem[5:])):
         meta = json.loads(f.read_text())
         print(f"{f.with_suffix('.v')}  layer {meta['layer']} ({meta['name']}, "
               f"{meta['parameters']['kind']})")  # fmt: skip
+    top = args.out / "rtl" / "onespike_accel.json"
+    if not engines and top.is_file():
+        layers = json.loads(top.read_text())["layers"]
+        print(
+            f"{top.with_suffix('.v')}  the whole accelerator (module onespike_accel): "
+            + ", ".join(f"{lay['index']} {lay['name']} ({lay['kind']})" for lay in layers)
+        )
     print(f"P = {arch.lanes}; core: {core} (fusesoc --cores-root {args.out} run "
           f"--target=sim onespike:snn:{name}); reports: {args.out / 'reports'}; "
           f"see {args.out / 'README.md'}")  # fmt: skip

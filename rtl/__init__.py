@@ -14,6 +14,7 @@ _EXPORTS = {
     "LayerEngine": "rtl.engine",
     "LayerImage": "rtl.engine",
     "MaxPoolEngine": "rtl.maxpool",
+    "PoolWindows": "rtl.maxpool",
     "OutputQueue": "rtl.queue",
     "SpikeEvent": "rtl.events",
     "pack_event": "rtl.events",

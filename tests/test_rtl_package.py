@@ -1,8 +1,12 @@
 """`onespike verilog ART -o DIR`: the take-away folder (rtl/package.py) — its layout, its
-reports, and its FuseSoC core's lint (Verilator) and sim (Icarus) targets, run as a user would."""
+reports, and its FuseSoC core's lint (Verilator) and sim (Icarus) targets, run as a user would:
+the whole accelerator (the default, on the digits net) and the per-layer engines (``--all``,
+``--layer N``, on a tiny net)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -20,6 +24,9 @@ from tests.conftest import require_simulator, skip_or_fail
 
 NAME = "tiny_cnn"
 VLNV = f"onespike:snn:{NAME}"
+#: The accelerator package of the digits net (the artifact's name).
+ACCEL = "digits_snn"
+ACCEL_VLNV = f"onespike:snn:{ACCEL}"
 
 
 def tiny_cnn():
@@ -37,21 +44,23 @@ def tiny_cnn():
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
-    """The folder `onespike verilog` writes for the tiny net (P = 4, 2 digits images)."""
+    """The per-layer folder `onespike verilog --all` writes for the tiny net (P = 4, 2 digits
+    images)."""
     d = tmp_path_factory.mktemp("pkg")
     art = d / f"{NAME}.safetensors"
     tiny_cnn().save(art)
     out = d / "out"
-    assert main(["verilog", str(art), "--preset", "p4", "--images", "2", "-o", str(out)]) == 0
+    argv = ["verilog", str(art), "--all", "--preset", "p4", "--images", "2", "-o", str(out)]
+    assert main(argv) == 0
     return out
 
 
-def fusesoc(pkg: Path, target: str, work: Path, env: dict | None = None):
+def fusesoc(pkg: Path, target: str, work: Path, env: dict | None = None, vlnv: str = VLNV):
     exe = Path(sys.executable).with_name("fusesoc")
     if not exe.exists():
         skip_or_fail("fusesoc is not installed (scripts/setup.sh installs it)")
     cmd = [str(exe), "--cores-root", str(pkg), "run", f"--target={target}",
-           "--build-root", str(work / "build"), VLNV]  # fmt: skip
+           "--build-root", str(work / "build"), vlnv]  # fmt: skip
     full = {**os.environ, **(env or {})}
     return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=full, timeout=300)
 
@@ -137,3 +146,206 @@ def test_unsupported_layer_is_one_line_exit_2(package: Path, capsys) -> None:
     assert main(["verilog", str(art), "--layer", "0", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("onespike verilog: error:"), err
+
+
+def test_switching_kinds_leaves_no_stale_file(package: Path, tmp_path: Path) -> None:
+    """The accelerator's folder over a per-layer one (and back) keeps no file of the other
+    kind; --layer N packages that layer alone."""
+    art, out = package.parent / f"{NAME}.safetensors", tmp_path / "pkg"
+    base = ["verilog", str(art), "--preset", "p4", "--images", "1", "-o", str(out)]
+    assert main([*base, "--all"]) == 0
+    assert main(base) == 0
+    assert (out / "rtl" / "onespike_accel.v").is_file()
+    stale = [*out.glob("rtl/layer*"), *out.glob("rtl/*_layers.v"), *out.glob("tb/cases/layer*"),
+             *out.glob("tb/stim/layer*"), out / "tb" / "onespike_bench.py"]  # fmt: skip
+    assert not [f for f in stale if f.exists()], stale
+    assert main([*base, "--layer", "2"]) == 0
+    assert sorted(f.name for f in out.glob("rtl/layer*")) == ["layer2.json", "layer2.v"]
+    assert not list(out.glob("rtl/onespike_accel*")) and not list(out.glob("tb/stim/accel_*"))
+
+
+def test_other_dataflow_is_one_line_exit_2(package: Path, tmp_path: Path, capsys) -> None:
+    """The accelerator runs the potential_sram dataflow only: one line, exit 2."""
+    arch = tmp_path / "os.toml"
+    arch.write_text('dataflow = "output_stationary"\n')
+    art = package.parent / f"{NAME}.safetensors"
+    assert main(["verilog", str(art), "--arch", str(arch), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "potential_sram" in err[0], err
+
+
+def test_graph_network_packages_the_engines(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A graph network (which the accelerator does not run) gets the per-layer package, with
+    a note on stderr (write_package stubbed: test_rtl_graph runs its engines)."""
+    from test_rtl_graph import small_gcn
+
+    import rtl.package
+    from onespike import rtlcli
+
+    snn, x = small_gcn()
+    art = snn.save(tmp_path / "gcn.safetensors")
+    calls = []
+
+    def fake(snn, arch, out, x, **kw):
+        calls.append(kw)
+        return Path(out) / "gcn.core"
+
+    monkeypatch.setattr(rtl.package, "write_package", fake)
+    monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
+    assert main(["verilog", str(art), "-o", str(tmp_path / "o")]) == 0
+    assert "does not run graph layers" in capsys.readouterr().err
+    assert calls == [{"name": "gcn", "layer": None, "engines": True}]
+
+
+# --------------------------------------------------------------------------------------------
+# the default: the whole accelerator (rtl.Accelerator), on the digits net
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """(snn, folder, stdout): the digits CNN (default conversion) and the folder `onespike
+    verilog` writes for it by default, the whole accelerator (P = 16, 2 digits test images)."""
+    from onespike.data import load_digits
+    from onespike.models import train_digits_cnn
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small net: one thread is faster on a busy machine
+    try:
+        model, _ = train_digits_cnn(seed=0)
+        x_tr, _, _, _ = load_digits(seed=0)
+        snn = convert(model, list(x_tr.split(256)), ConversionConfig(), name="DigitsCNN",
+                      progress=False)  # fmt: skip
+        d = tmp_path_factory.mktemp("accel")
+        art = snn.save(d / f"{ACCEL}.safetensors")
+        out, text = d / "out", io.StringIO()
+        with contextlib.redirect_stdout(text):
+            assert main(["verilog", str(art), "--images", "2", "-o", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return snn, out, text.getvalue()
+
+
+def golden_classes(snn) -> list[int]:
+    """golden int's classes of the images the CLI packaged (the first 2 digits test images)."""
+    import golden
+    from onespike.simreport import load_images
+
+    x = load_images(snn, None, 2)[0]
+    return golden.run(snn, x, "int", device="cpu").predictions.tolist()
+
+
+def test_accelerator_layout_and_reports(digits, tmp_path: Path) -> None:
+    """The default folder holds the accelerator top (no per-layer engine), its memory images
+    (the per-layer engines' contents), the benches and their data, and the reports: hwsim's
+    cycles as the benches expect them, Yosys's counts of the top."""
+    from hwsim import ArchConfig
+    from rtl.generate import generate_verilog
+
+    snn, pkg, text = digits
+    for f in ("rtl/onespike_accel.v", "rtl/onespike_accel.json", "rtl/verilator.vlt",
+              f"tb/tb_{ACCEL}.v", "tb/onespike_accel_bench.py", "tb/cases/accel.json",
+              "tb/Makefile", "tb/run.py", "tb/stim/accel_input.hex",
+              "tb/stim/accel_layer1_phases.hex", "tb/stim/accel_potentials.hex",
+              f"{ACCEL}.core", "README.md"):  # fmt: skip
+        assert (pkg / f).is_file(), f
+    assert not list((pkg / "rtl").glob("layer*")) and not list((pkg / "rtl").glob("*_layers.v"))
+    assert "\nmodule onespike_accel(" in (pkg / "rtl" / "onespike_accel.v").read_text()
+    assert "the whole accelerator (module onespike_accel)" in text
+    core = (pkg / f"{ACCEL}.core").read_text()
+    assert core.startswith("CAPI=2:") and "  sim:" in core and "  lint:" in core
+    assert "toplevel: onespike_accel" in core and f"toplevel: tb_{ACCEL}" in core
+    make = (pkg / "tb" / "Makefile").read_text()
+    assert "COCOTB_TOPLEVEL = onespike_accel" in make and "cases/accel.json" in make
+    meta = json.loads((pkg / "rtl" / "onespike_accel.json").read_text())
+    assert {"s_axis_tdata", "start", "done", "dbg_data", "reg_data"} <= {
+        p["name"] for p in meta["ports"]}  # fmt: skip
+    assert [lay["kind"] for lay in meta["layers"]] == [lay.kind for lay in snn.layers]
+    # mem/: the engines' memories, as rtl/generate.py writes them for layer 1's engine alone
+    generate_verilog(snn, ArchConfig(), tmp_path, layer=1)
+    for kind in ("weights", "bias", "theta"):
+        f = f"layer1_{kind}.hex"
+        assert (pkg / "mem" / f).read_text() == (tmp_path / f).read_text(), f
+    assert sorted(f.name for f in (pkg / "mem").glob("layer*_weights.hex")) == [
+        f"layer{i}_weights.hex" for i, lay in enumerate(snn.layers)
+        if lay.kind in ("neuron", "output")]  # fmt: skip
+
+    case = json.loads((pkg / "tb" / "cases" / "accel.json").read_text())
+    assert [im["argmax"] for im in case["images"]] == golden_classes(snn)
+    cycles = json.loads((pkg / "reports" / "estimate_cycles.json").read_text())
+    assert cycles["images"] == 2 and cycles["mode"] == "layer" and cycles["arch"]["lanes"] == 16
+    for i in range(1, len(snn.layers)):
+        want = [im["hwsim_cycles"][str(i)] for im in case["images"]]
+        assert cycles["layers"][i]["cycles_per_image"] == want
+    assert cycles["image_cycles"] == [im["hwsim_total_cycles"] for im in case["images"]]
+    energy = json.loads((pkg / "reports" / "estimate_energy.json").read_text())
+    assert energy["energy_pj_per_image"] > 0 and len(energy["layers"]) == len(snn.layers)
+    res = json.loads((pkg / "reports" / "estimate_resources.json").read_text())
+    assert res["top"] == "onespike_accel" and set(res["modules"]) == {"onespike_accel"}
+    top = res["modules"]["onespike_accel"]
+    for key in ("cells", "flip_flop_bits", "memory_bits"):
+        assert res["total"][key] == top[key] > 0
+    # the event buffers (32-bit words, the depths of the plan) are among its memories
+    buffers = 32 * sum(lay["buffer_depth"] for lay in meta["layers"])
+    assert top["memory_bits"] >= buffers > 0 and top["memories"] >= 5
+
+
+def test_accelerator_fusesoc_sim_passes(digits, tmp_path: Path) -> None:
+    """The sim target (Icarus, the plain-Verilog bench) passes, with golden int's classes."""
+    require_simulator("icarus")
+    snn, pkg, _ = digits
+    p = fusesoc(pkg, "sim", tmp_path, vlnv=ACCEL_VLNV)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "PASS: every layer matches golden int and hwsim's cycles (2 images)" in p.stdout
+    for n, c in enumerate(golden_classes(snn)):
+        assert f"image {n}: class {c}, 0 mismatches so far" in p.stdout
+
+
+@pytest.mark.parametrize("what", ["spike", "cycles"])
+def test_accelerator_fusesoc_sim_names_a_mismatch(digits, tmp_path: Path, what: str) -> None:
+    """The bench checks: a golden phase of layer 1 (read back through the debug port), or
+    hwsim's cycles of an engine, changed in its data fails the run and names the neuron, or
+    the layer."""
+    require_simulator("icarus")
+    snn, pkg, _ = digits
+    bad = shutil.copytree(pkg, tmp_path / "bad")
+    if what == "spike":
+        f = bad / "tb" / "stim" / "accel_layer1_phases.hex"
+        lines = f.read_text().split()
+        j = next(k for k, v in enumerate(lines) if v != "ff")
+        lines[j] = f"{int(lines[j], 16) + 1:02x}"
+        n, k = divmod(j, snn.layers[1].size)
+        want = f"layer 1 ({snn.layers[1].name}) image {n}: first difference at neuron {k} "
+    else:
+        f = bad / "tb" / "stim" / "accel_cycles.hex"
+        lines = f.read_text().split()  # image 0: the total, then engine 1, 2, ...
+        lines[2] = f"{int(lines[2], 16) + 1:08x}"
+        want = f"layer 2 ({snn.layers[2].name}) image 0: {int(lines[2], 16) - 1} RTL cycles"
+    f.write_text("\n".join(lines) + "\n")
+    p = fusesoc(bad, "sim", tmp_path, vlnv=ACCEL_VLNV)
+    assert p.returncode != 0 and "FAIL: 1 mismatches" in p.stdout, p.stdout[-3000:]
+    assert want in p.stdout, p.stdout[-3000:]
+
+
+def test_accelerator_fusesoc_lint_is_clean(digits, tmp_path: Path) -> None:
+    require_simulator("verilator")
+    from rtl.cosim import simulator_env
+
+    p = fusesoc(digits[1], "lint", tmp_path, simulator_env("verilator"), vlnv=ACCEL_VLNV)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "%Warning" not in p.stdout + p.stderr
+
+
+def test_accelerator_cocotb_runner_without_the_project(digits, tmp_path: Path) -> None:
+    """tb/run.py runs the cocotb accelerator bench from the folder alone (no PYTHONPATH to
+    this repo): golden int's classes, every check passed."""
+    require_simulator("icarus")
+    snn, pkg, _ = digits
+    tb = shutil.copytree(pkg, tmp_path / "away") / "tb"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "run.py"], cwd=tb, capture_output=True, text=True,
+                       env=env, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PASS" in p.stdout
+    for n, c in enumerate(golden_classes(snn)):
+        assert f"image {n}: class {c}," in p.stdout
