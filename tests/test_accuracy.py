@@ -75,3 +75,30 @@ def test_resnet20_pipelined_with_full_wait_is_exact(cifar) -> None:
     for i, lay in enumerate(snn.layers):
         if lay.kind in ("neuron", "maxpool"):
             assert torch.equal(e.spikes[i], p.spikes[i]), lay.name
+
+
+def test_single_spike_input_ablation_keeps_each_inputs_first_spike() -> None:
+    """benchmarks/accuracy_spread.py's Table VII ablation: golden's binary coding of the
+    transformed inputs is the original code's first spike alone, signed inputs included."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy_spread.py"
+    spec = importlib.util.spec_from_file_location("accuracy_spread", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()  # fmt: skip
+    x = torch.randn(16, 3, 4, 4)  # signed inputs: spikes of both signs
+    snn = convert(net, [x], ConversionConfig(T=8), progress=False)
+    assert snn.layers[0].signed
+    full = golden.run(snn, x, "exact", device="cpu").spikes[0].long()  # (N, T_in, C, H, W)
+    one = golden.run(snn, bench.single_spike_inputs(snn, x), "exact", device="cpu").spikes[0]
+    first = torch.zeros_like(full)
+    fired = full != 0
+    t_first = torch.where(fired.any(1), fired.long().argmax(1), -1)  # first spike's phase
+    for t in range(full.shape[1]):
+        first[:, t] = torch.where(t_first == t, full[:, t], 0)
+    assert torch.equal(one.long(), first)
+    assert (one != 0).sum(1).max() == 1 and (full != 0).sum(1).max() > 1 and (one < 0).any()
