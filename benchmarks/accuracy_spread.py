@@ -145,8 +145,9 @@ def convert_variants(model, batches, cfgs: dict) -> dict:
             lay = raw
             if cfg.calibration != "percentile":
                 fix = cal.refine(
-                    raw, batches, _lambdas(raw, stats, cfg), cfg, cfg.calibration == "weights"
-                )
+                    raw, batches, _lambdas(raw, stats, cfg), cfg, cfg.calibration != "bias",
+                    shortcut_gain=cfg.calibration == "weights_shortcut",
+                )  # fmt: skip
                 lay = cal.apply(raw, fix)
             snn = canonical(build(lay, stats, means, cfg, type(model).__name__))
             validate(snn)

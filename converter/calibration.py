@@ -1,7 +1,8 @@
 """Calibration beyond the percentile λ: the one-spike code in closed form, and the SNN-side
 corrections done layer by layer in network order (after Li et al., ICML 2021): bias
 correction (``calibration="bias"``) and least-squares weight calibration
-(``calibration="weights"``). benchmarks/layer_error.py shows why: the error that grows with
+(``calibration="weights"``; ``"weights_shortcut"`` fits each residual shortcut's per-channel
+gain too). benchmarks/layer_error.py shows why: the error that grows with
 depth is mostly spread, which a bias cannot remove.
 
 The code of a hidden layer (Eq. 4, DESIGN 2.3): a neuron whose normalised potential is
@@ -74,7 +75,58 @@ def _least_squares(xs: torch.Tensor, ys: torch.Tensor, g, ridge: float) -> tuple
     return w.reshape(g.weight.shape), b
 
 
-def refine(raw, batches, lams, config, weights: bool = False, ridge: float = 1e-3) -> list:
+def _least_squares_gain(xs, sc, ys, g, ridge: float) -> tuple:
+    """:func:`_least_squares` with one more input per output channel c: the layer's shortcut
+    value s_c (``sc``, the shortcut group applied with unit weights, shaped as ``ys``), whose
+    weight (the per-channel gain of the residual shortcut) is fitted with the conv's weights
+    and bias. Each channel has its own normal equations (the conv's columns are shared):
+    [F 1 s_c]ᵀ[F 1 s_c] θ_c = [F 1 s_c]ᵀ y_c, solved in float64; the ridge term covers the
+    weights and the gain (a channel the shortcut does not reach gets gain 0), not the bias.
+
+    Returns (weight, bias, gain (C_out,)).
+    """
+    ftf = fts = fty = None
+    sts = sty = None
+    for xb, sb, yb in zip(xs.split(128), sc.split(128), ys.split(128), strict=True):
+        f = _features(xb, g)
+        f = torch.cat([f, torch.ones(f.shape[0], 1, dtype=f.dtype)], 1)
+
+        def rows(t):
+            t = t.double().reshape(t.shape[0], t.shape[1], -1).transpose(1, 2)
+            return t.reshape(-1, t.shape[-1])
+
+        y, s = rows(yb), rows(sb)
+        parts = (f.T @ f, f.T @ s, f.T @ y, (s * s).sum(0), (s * y).sum(0))
+        if ftf is None:
+            ftf, fts, fty, sts, sty = parts
+        else:
+            ftf, fts, fty, sts, sty = (
+                a + b for a, b in zip((ftf, fts, fty, sts, sty), parts, strict=True)
+            )
+    d, c = ftf.shape[0], fts.shape[1]
+    reg = ridge * ftf.diagonal()[:-1].mean().clamp(min=1e-12)
+    a = torch.zeros(c, d + 1, d + 1, dtype=torch.float64)
+    a[:, :d, :d] = ftf
+    a[:, :d, d] = fts.T
+    a[:, d, :d] = fts.T
+    a[:, d, d] = sts
+    ridge_diag = torch.full((d + 1,), float(reg), dtype=torch.float64)
+    ridge_diag[d - 1] = 0.0  # the bias
+    a += torch.diag(ridge_diag)
+    rhs = torch.cat([fty.T, sty.reshape(-1, 1)], 1).unsqueeze(-1)  # (C, d + 1, 1)
+    sol = torch.linalg.solve(a, rhs).squeeze(-1)  # (C, d + 1): weights, bias, gain
+    return sol[:, : d - 1].reshape(g.weight.shape), sol[:, d - 1], sol[:, d]
+
+
+def refine(
+    raw,
+    batches,
+    lams,
+    config,
+    weights: bool = False,
+    ridge: float = 1e-3,
+    shortcut_gain: bool = False,
+) -> list:
     """SNN-side correction in network order (after Li et al., ICML 2021).
 
     Layer by layer, the calibration images run through the ANN and, in parallel, through the
@@ -93,7 +145,9 @@ def refine(raw, batches, lams, config, weights: bool = False, ridge: float = 1e-
     inputs best matches the ANN's pre-activation computed from the ANN's inputs (the other
     groups, e.g. a residual shortcut, keep their weights and are subtracted from the target).
     This also removes the spread that is predictable from the coded inputs, not only the mean.
-    Layers without such a group get the bias correction.
+    With ``shortcut_gain``, a residual shortcut's per-channel weight is fitted with them
+    (:func:`_least_squares_gain`) instead of kept. Layers without such a group get the bias
+    correction.
 
     Returns, per layer, None or (bias, {group index: weight}).
     """
@@ -124,16 +178,26 @@ def refine(raw, batches, lams, config, weights: bool = False, ridge: float = 1e-
                 k = fit[0]
                 g = lay.groups[k]
                 target = za.double()
-                for j, h in enumerate(lay.groups):
-                    if j != k:
-                        syn = _syn_of(h)
-                        target = (
-                            target
-                            - synapse_forward(
-                                snn[h.source], syn, h.weight.float(), _layer_of(lay)
-                            ).double()
-                        )
-                w, b = _least_squares(snn[g.source], target, g, ridge)
+                shortcuts = [j for j, h in enumerate(lay.groups) if h.op == "shortcut"]
+                gain_j = shortcuts[0] if shortcut_gain and shortcuts else None
+                fixed = [j for j in range(len(lay.groups)) if j not in (k, gain_j)]
+                for j in fixed:
+                    h = lay.groups[j]
+                    syn = _syn_of(h)
+                    target = (
+                        target
+                        - synapse_forward(
+                            snn[h.source], syn, h.weight.float(), _layer_of(lay)
+                        ).double()
+                    )
+                if gain_j is not None:
+                    h = lay.groups[gain_j]
+                    ones = torch.ones_like(h.weight, dtype=torch.float32)
+                    sc = synapse_forward(snn[h.source], _syn_of(h), ones, _layer_of(lay))
+                    w, b, gain = _least_squares_gain(snn[g.source], sc, target, g, ridge)
+                    new_w[gain_j] = gain.to(h.weight.dtype)
+                else:
+                    w, b = _least_squares(snn[g.source], target, g, ridge)
                 new_w[k] = w.to(g.weight.dtype)
                 bias = b.reshape(shape).expand(*lay.shape).clone()
                 lay = _with(lay, new_w, bias)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 #: Signed integer weights use the symmetric range [-(2^(b-1) - 1), 2^(b-1) - 1].
 SUPPORTED_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 #: Calibration modes (converter/calibration.py).
-CALIBRATIONS = ("percentile", "bias", "weights")
+CALIBRATIONS = ("percentile", "bias", "weights", "weights_shortcut")
 #: Fraction bits of the fixed-point base constants M = round(Q * 2^F) (docs/semantics.md).
 Q_FRAC_BITS = 16
 
@@ -54,6 +54,8 @@ class ConversionConfig:
         ``"weights"``: the same λ, then each layer's conv or linear weights and bias refitted in
         network order by least squares, so that its potential computed from the exact SNN's
         coded inputs best matches the ANN's on the calibration images.
+        ``"weights_shortcut"``: as ``"weights"``, with each residual shortcut's per-channel
+        weight (its gain, 1 in the ANN) fitted with them.
     input_scale : float or None
         The input range λ_in: an input coded by the input layer must lie in [0, λ_in). ``None``
         takes the calibration maximum (of |x|) times 2^T_in / (2^T_in - 1), which codes

@@ -71,7 +71,9 @@ def convert(
                 from converter import calibration as cal
 
                 lams = _lambdas(raw, stats, config)
-                fixes = cal.refine(raw, batches, lams, config, config.calibration == "weights")
+                gain = config.calibration == "weights_shortcut"
+                fixes = cal.refine(raw, batches, lams, config, config.calibration != "bias",
+                                   shortcut_gain=gain)  # fmt: skip
                 raw = cal.apply(raw, fixes)
     finally:
         for m, training in modes:

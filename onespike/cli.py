@@ -98,12 +98,13 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--calibration",
-        choices=("percentile", "bias", "weights"),
+        choices=("percentile", "bias", "weights", "weights_shortcut"),
         default="percentile",
         help="percentile: λ from the activation percentile; bias: then each layer's bias "
         "corrected in network order on the SNN; weights: then each layer's weights and bias "
         "refitted by least squares on the SNN's coded inputs (deep ResNets: +0.7 to +1.6 "
-        "points; golden ann mode then no longer equals the ANN) " + DEFAULTS_HELP,
+        "points; golden ann mode then no longer equals the ANN); weights_shortcut: also each "
+        "residual shortcut's per-channel gain " + DEFAULTS_HELP,
     )
     g.add_argument(
         "--input-scale",

@@ -68,7 +68,7 @@ def setup():
     cfg = dict(T=8, Q=1.5)  # a coarse code: large coding errors, so the test has a signal
     snns = {
         cal: convert(model, calib, ConversionConfig(calibration=cal, **cfg), progress=False)
-        for cal in ("percentile", "bias", "weights")
+        for cal in ("percentile", "bias", "weights", "weights_shortcut")
     }
     return model, test, want, snns
 
@@ -163,6 +163,58 @@ def test_weights_mode_int_is_spike_exact_in_hwsim(setup):
     g = golden.run(snn, x, "int", device="cpu")
     r = hwsim.simulate(snn, x)
     for i, lay in enumerate(snn.layers):
+        if g.spikes[i] is not None:
+            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
+    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+
+
+def test_least_squares_gain_is_each_channels_least_squares():
+    """The joint fit of conv weights, bias and shortcut gain solves, per output channel, the
+    least-squares problem on [unfolded inputs, 1, shortcut value] (a negligible ridge)."""
+    from converter.calibration import _features, _least_squares_gain
+
+    class G:  # the fields of a raw conv group the fit reads
+        op, kernel, padding, stride = "conv", (3, 3), (1, 1), (1, 1)
+        weight = torch.zeros(3, 2, 3, 3)
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 2, 5, 5, generator=gen)
+    sc = torch.rand(20, 3, 5, 5, generator=gen)
+    sc[:, 2] = 0  # a channel the shortcut does not reach: gain 0
+    y = torch.randn(20, 3, 5, 5, generator=gen)
+    w, b, gain = _least_squares_gain(x, sc, y, G, ridge=1e-10)
+    f = _features(x, G)
+    for c in range(2):
+        s = sc[:, c].reshape(-1, 1).double()
+        a = torch.cat([f, torch.ones_like(s), s], 1)
+        want = torch.linalg.lstsq(a, y[:, c].reshape(-1, 1).double()).solution.squeeze(1)
+        torch.testing.assert_close(w[c].reshape(-1), want[:-2], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(b[c], want[-2], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(gain[c], want[-1], rtol=1e-5, atol=1e-7)
+    assert gain[2] == 0
+
+
+def test_weights_shortcut_mode_fits_gains_and_stays_spike_exact(setup):
+    """calibration="weights_shortcut" changes the residual shortcuts' weights (and nothing of
+    the format); the artifact validates and golden int equals hwsim spike for spike."""
+    import numpy as np
+
+    import hwsim
+
+    _, test, _, snns = setup
+    p, w = snns["percentile"], snns["weights_shortcut"]
+    validate(w)
+    moved = [
+        not torch.equal(torch.as_tensor(sp.weight), torch.as_tensor(sw.weight))
+        for lp, lw in zip(p.layers, w.layers, strict=True)
+        for sp, sw in zip(lp.synapses, lw.synapses, strict=True)
+        if sp.op == "shortcut"
+    ]
+    assert len(moved) == 4 and all(moved)
+    x = test[:4]
+    g = golden.run(w, x, "int", device="cpu")
+    r = hwsim.simulate(w, x)
+    for i, lay in enumerate(w.layers):
         if g.spikes[i] is not None:
             np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
     np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
