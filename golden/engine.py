@@ -172,6 +172,8 @@ class _Engine:
         # exact mode: |w| for the rounding bound Σ|w|·|x| (made once per run)
         self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if mode == "exact" else None
         self.cpu = _kernels_for(device)
+        if self.cpu:
+            kernels.follow_torch_threads()
 
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):

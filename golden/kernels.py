@@ -16,8 +16,19 @@ move its phase is flagged for the float64 recomputation (``_Engine._exact_phases
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+
+def follow_torch_threads() -> None:
+    """Run the kernels on as many threads as PyTorch's CPU ops (``torch.get_num_threads``,
+    which a Dask worker's OMP_NUM_THREADS=1 sets to 1), not on every core: a parallel
+    kernel in each of several single-thread workers would oversubscribe the machine. Numba's
+    setting is per calling thread, so the engine calls this before its kernels."""
+    import torch
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 @njit(parallel=True, cache=True)
