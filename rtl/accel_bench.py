@@ -90,8 +90,9 @@ async def read_potentials(dut, out: dict) -> list[int]:
     n, cb = out["n_out"], out["channel_blocks"]
     channels, pots = n // pixels, [0] * n
     for row in range(out["rows"]):
-        dut.pot_addr.value = row
         await FallingEdge(dut.clk)
+        dut.pot_addr.value = row
+        await FallingEdge(dut.clk)  # a registered read: the row came out at the rising edge
         word = _int(dut.pot_data)
         pix, block = divmod(row, cb)
         for lane in range(lanes):

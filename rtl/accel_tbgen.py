@@ -173,7 +173,7 @@ module {tb};
             // the output potentials (rows of P lanes: pixel, then channel block)
             for (r = 0; r < {rows}; r = r + 1) begin
                 @(negedge clk) pot_addr = r;
-                #1;
+                @(posedge clk) #1;  // a registered read: the row comes out after the edge
                 for (k = 0; k < {lanes}; k = k + 1) begin
                     j = ((r % {cb}) * {lanes} + k) * {pixels} + r / {cb};
                     if ((r % {cb}) * {lanes} + k < {n_out} / {pixels}

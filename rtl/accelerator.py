@@ -97,7 +97,8 @@ class Accelerator(wiring.Component):
     result_class : Out
         The output layer's argmax.
     pot_addr : In; pot_data : Out(P signed A-bit lanes)
-        Row ``pot_addr`` of the output layer's potential SRAM (§2's layout), combinational.
+        Row ``pot_addr`` of the output layer's potential SRAM (§2's layout), a registered
+        read: ``pot_data`` is the row ``pot_addr`` named in the previous cycle.
     dbg_layer : In(8), dbg_addr : In(20); dbg_data, dbg_count : Out(32)
         :class:`~rtl.host.DebugPort`: a layer's buffered event words (one cycle later) and
         their number.

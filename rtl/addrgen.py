@@ -145,12 +145,14 @@ class AddressGenerator(wiring.Component):
     wgt_addr : Out(range(weight words))
         The weight word of this adder cycle.
     wgt_data : In(ArrayLayout(signed(weight_bits), P))
-        That word, read from the weight memory.
+        That word, from the weight memory's registered read: in the next cycle.
     weights : Out(ArrayLayout(signed(weight_bits), P))
-        The PE array's weights: the word, or for a one-target cycle the target's lane only
-        (the other lanes add 0).
+        The PE array's weights, in the cycle after the adder cycle (stage 2 of
+        docs/architecture.md §10): the word, or for a one-target cycle the target's lane only
+        (the other lanes add 0). The event registers still hold the event then: the next
+        event is latched at the end of its first issue cycle, at the earliest that cycle.
     negate : Out(1)
-        The latched event subtracts its weights.
+        The latched event subtracts its weights (stages 1 and 2 alike).
     lanes : Out(range(P + 1))
         Lanes of this cycle that hold a synapse (the ``adds`` counter).
     """

@@ -174,6 +174,7 @@ async def _read_potentials(dut, case: dict) -> list[int]:
     for row in range(case["rows"]):
         await FallingEdge(dut.clk)
         dut.rd_addr.value = row
+        await RisingEdge(dut.clk)  # a registered read: the row comes out after the edge
         await ReadOnly()
         word = _int(dut.rd_data)
         pix, block = divmod(row, cb)

@@ -103,10 +103,17 @@ class CsrWalker(wiring.Component):
 
     On ``load`` (the issue cycle of an event) it latches node ``node``'s edge range of table
     ``table`` from the pointer memory; each ``step`` (an adder cycle) moves to the next edge.
-    ``target`` and ``weight`` are the current edge's (asynchronous reads, as the engine's
-    other memories), ``last`` marks the node's last edge. ``nonempty`` tells, for the node at
-    the input (the head event, before ``load``), whether it has any edge: an event of a node
-    without edges costs its issue cycles only (docs/architecture.md §3).
+    ``last`` marks the node's last edge. ``nonempty`` tells, for the node at the input (the
+    head event, before ``load``), whether it has any edge: an event of a node without edges
+    costs its issue cycles only (docs/architecture.md §3).
+
+    The edge memory's read is registered (an SRAM macro, docs/architecture.md §10): its
+    address runs one edge ahead (the node's first edge in the ``load`` cycle, the next edge
+    in a ``step`` cycle, the current one otherwise), so ``target`` is the current edge's in
+    the adder cycle that addresses its potential row (stage 1), and ``weight``, registered
+    once more, is the edge's in the cycle after it, when the PE array adds it (stage 2). The
+    pointer memory stays asynchronous: hwsim's schedule addresses an event's first target in
+    its issue cycle (§8), and with I = 1 the head's node is known only in that cycle.
 
     Parameters
     ----------
@@ -124,9 +131,9 @@ class CsrWalker(wiring.Component):
     nonempty : Out(1)
         The head's node has at least one edge.
     target : Out(range(N))
-        The current edge's target node.
+        The current edge's target node (stage 1).
     weight : Out(signed(16))
-        The current edge's weight.
+        The weight of the edge that was current in the previous cycle (stage 2).
     last : Out(1)
         The current edge is the last of the latched node.
     """
@@ -166,9 +173,9 @@ class CsrWalker(wiring.Component):
                 for t, w in zip(img.target.tolist(), img.weight.tolist(), strict=True)]  # fmt: skip
         m.submodules.edges = edges = memory.Memory(shape=edge, depth=max(img.edges, 2), init=init)
         # the node's first and end pointers: two asynchronous read ports (a dual-read port,
-        # or two banks of even and odd pointers, in an ASIC)
+        # or two banks of even and odd pointers, in an ASIC), read in the issue cycle
         lo_r, hi_r = ptr.read_port(domain="comb"), ptr.read_port(domain="comb")
-        edge_r = edges.read_port(domain="comb")
+        edge_r = edges.read_port(domain="sync")  # registered: addressed one edge ahead
         base = Signal(range(max(img.tables * rows, 2)))
         if img.tables == 2:  # table 1's pointers follow table 0's
             m.d.comb += base.eq(Mux(self.table, rows, 0) + self.node)
@@ -183,10 +190,12 @@ class CsrWalker(wiring.Component):
             m.d.sync += [e.eq(lo_r.data), e_end.eq(hi_r.data)]
         with m.Elif(self.step):
             m.d.sync += e.eq(e + 1)
+        weight = Signal(signed(GRAPH_WEIGHT_BITS))  # the edge's weight, for the adder's stage 2
+        m.d.sync += weight.eq(edge_r.data.weight)
         m.d.comb += [
-            edge_r.addr.eq(e),
+            edge_r.addr.eq(Mux(self.load, lo_r.data, Mux(self.step, e + 1, e))),
             self.target.eq(edge_r.data.target),
-            self.weight.eq(edge_r.data.weight),
+            self.weight.eq(weight),
             self.last.eq(e + 1 == e_end),
         ]
         return m

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,8 +19,9 @@ from rtl.csr import CsrImage
 from rtl.engine_ctrl import COUNTER_BITS as COUNTER_BITS
 from rtl.engine_ctrl import COUNTERS, EngineController
 from rtl.engine_ctrl import countdown as countdown  # (re-exported: rtl/maxpool.py)
+from rtl.engine_mem import PotentialSram
 from rtl.engine_scan import ArgmaxReadout, ScanRow
-from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent, pot_word
+from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent
 from rtl.neuron import AdderArray, NeuronUnit
 from rtl.queue import InputQueue, OutputQueue
 
@@ -325,10 +326,21 @@ class LayerEngine(wiring.Component):
     cycle, so such layers need L_a ≥ 1 when I = 1), the boundary scan (R rows, a row with
     spikes waits while the output queue cannot take them, then L_n); finally the drain of
     the output queue. The output layer has no compares and no scan after its last event
-    phase; the argmax readout (R rows + L_n) follows it. The memories are read
-    asynchronously, so each adder or scan cycle is one row's read-modify-write; L_a and L_n
-    are the pipeline cycles the schedule reserves (a registered-read pipeline would fill
-    them).
+    phase; the argmax readout (R rows + L_n) follows it.
+
+    Registered reads (docs/architecture.md §10): the potential, weight, bias and threshold
+    memories (and a graph layer's edge memory) read in one cycle, as SRAM macros, so each
+    row is a two-stage pipeline. An adder cycle (ADD) is stage 1: it addresses the target
+    row and the weight word; stage 2, the next cycle, adds and writes the row back while the
+    next adder cycle reads; an event's last write-back falls in the next event's first issue
+    cycle or the first L_a cycle (hence L_a ≥ 1). A scan reads one row ahead (the
+    controller's ``rd_row``): the cycle before the scan (the last of L_a, L_n, or the one that
+    sees the phase's end) reads its first row, and each scan cycle of the schedule is its
+    row's stage 2 (compare, leak, push, write back), so the pushes, stalls and cycles are
+    those of the asynchronous schedule. The potential SRAM reads the old row while writing
+    it (read-first); :class:`~rtl.engine_mem.PotentialSram` forwards a write to the read of
+    the same row in the same cycle (consecutive adder cycles on one row; with L_a = 1 the
+    phase's last write-back and the scan's first read).
 
     The blocks of docs/architecture.md §1, each a component wired here: the input queue
     (:class:`~rtl.queue.InputQueue`); the issue stage and address generator
@@ -338,14 +350,16 @@ class LayerEngine(wiring.Component):
     the scan row's neuron indices and threshold address (:class:`~rtl.engine_scan.ScanRow`);
     the output queue (:class:`~rtl.queue.OutputQueue`); the controller
     (:class:`~rtl.engine_ctrl.EngineController`, the schedule above, with the activity
-    counters); the output layer's readout (:class:`~rtl.engine_scan.ArgmaxReadout`). The
-    potential, weight, bias and threshold memories are Amaranth memories of this module;
-    ``rd_addr`` / ``rd_data`` are the host's read port into the potential SRAM.
+    counters); the output layer's readout (:class:`~rtl.engine_scan.ArgmaxReadout`); the
+    potential SRAM with its bypass (:class:`~rtl.engine_mem.PotentialSram`). The weight,
+    bias and threshold memories are Amaranth memories of this module; ``rd_addr`` /
+    ``rd_data`` are the host's (registered) read port into the potential SRAM.
 
     Parameters
     ----------
     arch : ArchConfig
-        P = ``lanes``, W, A, D_out, I, L_a, L_n.
+        P = ``lanes``, W, A, D_out, I, L_a, L_n (I, L_a, L_n ≥ 1; a ValueError names the
+        parameter otherwise).
     image : LayerImage
         The layer (descriptor constants and memory initial contents).
 
@@ -378,7 +392,8 @@ class LayerEngine(wiring.Component):
     argmax, rd_addr, rd_data : output layer only
         ``argmax`` (Out): the class of the last run (ties: the lowest index); ``rd_addr``
         (In) / ``rd_data`` (Out, P signed A-bit lanes): the host's read port into the
-        potential SRAM (row layout of docs/architecture.md §2), for the output potentials.
+        potential SRAM (row layout of docs/architecture.md §2), for the output potentials;
+        a registered read: ``rd_data`` is the row ``rd_addr`` named in the previous cycle.
     """
 
     def __init__(self, arch: ArchConfig, image: LayerImage) -> None:
@@ -400,17 +415,16 @@ class LayerEngine(wiring.Component):
                 "the rtl engine needs event_issue_cycles ≥ 1 and neuron_pipeline_cycles ≥ 1, "
                 f"got {arch.event_issue_cycles!r} and {arch.neuron_pipeline_cycles!r}"
             )
-        # an event without fan-out ends its I issue cycles with the phase's next event or the
-        # first L_a cycle: with I = 1 the ISSUE state decides the latter a cycle late, so it
-        # counts it as that first L_a cycle (there is none for L_a = 0)
-        if (
-            image.has_events_without_fanout()
-            and arch.event_issue_cycles == 1
-            and arch.adder_pipeline_cycles == 0
-        ):
+        # the memories' reads are registered: a phase's last adder cycle writes its row back
+        # in the next cycle, the first L_a cycle, while the scan (or readout) that follows
+        # reads its first row (docs/architecture.md §10); with L_a = 0 both would fall into
+        # the scan's first cycle. (An event without fan-out, I = 1: the ISSUE state that sees
+        # the phase's end is that first L_a cycle.)
+        if arch.adder_pipeline_cycles < 1:
             raise ValueError(
-                "events without fan-out (stride, shortcut) need event_issue_cycles ≥ 2 or "
-                "adder_pipeline_cycles ≥ 1 on the rtl engine"
+                "the rtl engine needs adder_pipeline_cycles (L_a) ≥ 1: its memories have "
+                "registered reads, and the write-back of a phase's last adder cycle takes the "
+                f"first L_a cycle; got adder_pipeline_cycles={arch.adder_pipeline_cycles!r}"
             )
         self.arch, self.image = arch, image
         #: Lane width of the weight words and the PE array's weights: W, or 16 for a residual
@@ -437,11 +451,10 @@ class LayerEngine(wiring.Component):
     # ------------------------------------------------------------------ memories
     def _memories(self, m: Module):
         p, a, img = self.arch.lanes, self.arch.potential_bits, self.image
-        row = data.ArrayLayout(pot_word(a), p)
         wrow = data.ArrayLayout(signed(self.weight_bits), p)
         arow = data.ArrayLayout(signed(a), p)
+        m.submodules.pot = pot = PotentialSram(p, a, self.rows, host=img.is_output)
         # (memories of one word get two: a zero-width address is not legal Verilog)
-        m.submodules.pot = pot = memory.Memory(shape=row, depth=max(self.rows, 2), init=[])
         m.submodules.wgt = wgt = memory.Memory(
             shape=wrow, depth=max(len(img.weights), 2), init=img.weights.tolist()
         )
@@ -453,25 +466,18 @@ class LayerEngine(wiring.Component):
             m.submodules.thr = thr = memory.Memory(
                 shape=arow, depth=max(len(img.theta), 2), init=img.theta.tolist()
             )
-            thr_r = thr.read_port(domain="comb")
+            thr_r = thr.read_port(domain="sync")
         if img.is_output:  # the host reads the output potentials
-            host = pot.read_port(domain="comb")
-            m.d.comb += host.addr.eq(self.rd_addr)
+            m.d.comb += pot.host_addr.eq(self.rd_addr)
             for lane in range(p):
-                m.d.comb += self.rd_data[lane].eq(host.data[lane].u)
-        # asynchronous reads: a row is read, updated and written back in one cycle
-        return (
-            pot.read_port(domain="comb"),
-            pot.write_port(),
-            wgt.read_port(domain="comb"),
-            bias.read_port(domain="comb"),
-            thr_r,
-        )
+                m.d.comb += self.rd_data[lane].eq(pot.host_data[lane].u)
+        # registered reads (SRAM macros): a word is addressed one cycle before it is used
+        return pot, wgt.read_port(domain="sync"), bias.read_port(domain="sync"), thr_r
 
     def elaborate(self, platform) -> Module:
         m = Module()
         arch, img, p = self.arch, self.image, self.arch.lanes
-        pot_r, pot_w, wgt_r, bias_r, thr_r = self._memories(m)
+        pot, wgt_r, bias_r, thr_r = self._memories(m)
         # the input queue (D_in events) between the event buffer and the issue stage
         m.submodules.iq = iq = InputQueue(arch.input_queue_depth)
         m.submodules.ag = ag = AddressGenerator(img, p, self.weight_bits)
@@ -490,35 +496,39 @@ class LayerEngine(wiring.Component):
                      ag.head.eq(head), ag.load.eq(ctrl.load), ag.step.eq(ctrl.step),
                      ctrl.head_fanout.eq(ag.head_fanout), ctrl.fanout.eq(ag.fanout),
                      ctrl.last.eq(ag.last), ctrl.lanes.eq(ag.lanes)]  # fmt: skip
-        # adder cycles: the weight word and the target row, read-add-write
+        # adder cycles: stage 1 (ADD) addresses the target row and the weight word; stage 2
+        # (the next cycle) adds the word to the row and writes it back (add_row, add_we)
+        add_row, add_we = Signal.like(ag.row), Signal()
+        m.d.sync += [add_row.eq(ag.row), add_we.eq(ctrl.step)]
         m.d.comb += [wgt_r.addr.eq(ag.wgt_addr), ag.wgt_data.eq(wgt_r.data),
                      pe.weights.eq(ag.weights), pe.negate.eq(ag.negate),
-                     pe.row_in.eq(pot_r.data)]  # fmt: skip
-        # scans: the controller's row (initial potentials, boundary scan, readout)
+                     pe.row_in.eq(pot.rd_data)]  # fmt: skip
+        # scans: stage 1 addresses the row of the next scan cycle (ctrl.rd_row: B, U, Θq);
+        # stage 2 is the controller's row (initial potentials, boundary scan, readout)
         m.d.comb += [row.k.eq(ctrl.k), row.cb.eq(ctrl.cb), row.pix.eq(ctrl.pix),
-                     bias_r.addr.eq(ctrl.row),
-                     nu.row_in.eq(pot_r.data), nu.lane_valid.eq(row.lane_valid),
+                     bias_r.addr.eq(ctrl.rd_row),
+                     nu.row_in.eq(pot.rd_data), nu.lane_valid.eq(row.lane_valid),
                      nu.compare.eq(ctrl.compare), nu.leak.eq(ctrl.leak), nu.m.eq(ctrl.m),
                      ctrl.fire.eq(nu.fire), ctrl.compared.eq(nu.compared),
                      ctrl.leaked.eq(nu.leaked)]  # fmt: skip
         if thr_r is not None:  # (the output layer has no thresholds)
-            m.d.comb += [thr_r.addr.eq(row.theta_addr), nu.theta.eq(thr_r.data)]
+            m.d.comb += [row.rd_k.eq(ctrl.rd_k), row.rd_cb.eq(ctrl.rd_cb),
+                         thr_r.addr.eq(row.theta_addr), nu.theta.eq(thr_r.data)]  # fmt: skip
         m.d.comb += [oq.push_data.eq(row.events), oq.push_mask.eq(nu.fire),
                      oq.push_en.eq(ctrl.push_en), ctrl.push_ok.eq(oq.push_ok),
                      ctrl.out_empty.eq(oq.level == 0)]  # fmt: skip
-        # the potential row: the adder's target, else the scan's; one write port for the
-        # initial potentials (fired flags 0), the adder's and the neuron unit's rows
-        addr = Mux(ctrl.step, ag.row, ctrl.row)
+        # the potential SRAM: read the adder's target, else the scan's next row; one write
+        # port for the initial potentials (fired flags 0), the adder's and the neuron unit's
         init_row = Cat(*(Cat(bias_r.data[lane], Const(0, 1)) for lane in range(p)))
         m.d.comb += [
-            pot_r.addr.eq(addr),
-            pot_w.addr.eq(addr),
-            pot_w.en.eq(ctrl.init | ctrl.step | ctrl.scan_we),
-            pot_w.data.eq(Mux(ctrl.init, init_row, Mux(ctrl.step, pe.row_out, nu.row_out))),
+            pot.rd_addr.eq(Mux(ctrl.step, ag.row, ctrl.rd_row)),
+            pot.wr_addr.eq(Mux(add_we, add_row, ctrl.row)),
+            pot.wr_en.eq(ctrl.init | add_we | ctrl.scan_we),
+            pot.wr_data.eq(Mux(ctrl.init, init_row, Mux(add_we, pe.row_out, nu.row_out))),
         ]
         if img.is_output:
             m.submodules.readout = ro = ArgmaxReadout(img, p, arch.potential_bits)
-            m.d.comb += [ro.row.eq(pot_r.data), ro.first.eq(ctrl.row == 0), ro.cb.eq(ctrl.cb),
+            m.d.comb += [ro.row.eq(pot.rd_data), ro.first.eq(ctrl.row == 0), ro.cb.eq(ctrl.cb),
                          ro.pix.eq(ctrl.pix), ro.en.eq(ctrl.readout),
                          self.argmax.eq(ro.argmax)]  # fmt: skip
         return m

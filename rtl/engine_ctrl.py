@@ -54,7 +54,8 @@ class EngineController(wiring.Component):
         Take the head (an event being issued, or the end-of-layer marker at the end).
     load, step : Out(1)
         To the address generator: latch the head event (its first issue cycle); an adder
-        cycle (ADD: the potential row is read, added to and written).
+        cycle (ADD: stage 1, the potential row and the weight word are read; the engine adds
+        and writes the row back in the next cycle, docs/architecture.md §10).
     head_fanout, fanout, last : In(1)
         From the address generator: the head reaches a target; the latched event has taps
         left; this adder cycle is the event's last.
@@ -65,6 +66,12 @@ class EngineController(wiring.Component):
     row, cb, pix : Out(range(R + 1)), Out(range(CB + 1)), Out(range(H_out · W_out + 1))
         The row of the initialisation scan, boundary scan and readout: its index, channel
         block and output pixel.
+    rd_row, rd_cb, rd_k : Out(range(R + 1)), Out(range(CB + 1)), Out(range(K + 2))
+        The row whose potentials (and initial potentials, thresholds) are read this cycle for
+        the next scan cycle (registered reads, docs/architecture.md §10): ``row`` + 1 after a
+        row that is done, ``row`` again while a scan row waits for the output queue, and row
+        0 of phase k outside the scans (of k + 1 in SCAN_TAIL's last cycle), so that the
+        cycle before a scan (the last of L_a, L_n or of the event phase) reads its first row.
     init, scan_we : Out(1)
         Write the potential row: the initial potentials B (fired flags 0); the neuron unit's
         row (a scan row whose spikes the output queue takes).
@@ -109,6 +116,9 @@ class EngineController(wiring.Component):
             "row": Out(range(self.rows + 1)),
             "cb": Out(range(self.n_cb + 1)),
             "pix": Out(range(image.pixels + 1)),
+            "rd_row": Out(range(self.rows + 1)),
+            "rd_cb": Out(range(self.n_cb + 1)),
+            "rd_k": Out(range(image.last_phase + 2)),
             "init": Out(1),
             "scan_we": Out(1),
             "compare": Out(1),
@@ -130,6 +140,10 @@ class EngineController(wiring.Component):
         m = Module()
         img, k = self.image, self.k
         m.d.comb += [
+            # the scan row read this cycle: row 0 of this phase unless a state says otherwise
+            self.rd_row.eq(0),
+            self.rd_cb.eq(0),
+            self.rd_k.eq(k),
             self.leak.eq(k < img.last_phase),
             # M_in while the next phase still has input (k + 1 ≤ T_src − 1), then M_out
             self.m.eq(Mux(k + 1 <= img.t_src - 1, img.m_in, img.m_out)),
@@ -224,9 +238,11 @@ class _Schedule:
             m.next = "SCAN"
 
     def next_row(self) -> None:
-        """Advance a scan by one row: channel block, then pixel."""
+        """Advance a scan by one row: channel block, then pixel (and read the next row)."""
         m, c, n_cb = self.m, self.c, self.c.n_cb
-        m.d.sync += [c.row.eq(c.row + 1), c.cb.eq(Mux(c.cb == n_cb - 1, 0, c.cb + 1))]
+        cb_next = Mux(c.cb == n_cb - 1, 0, c.cb + 1)
+        m.d.sync += [c.row.eq(c.row + 1), c.cb.eq(cb_next)]
+        m.d.comb += [c.rd_row.eq(c.row + 1), c.rd_cb.eq(cb_next)]
         with m.If(c.cb == n_cb - 1):
             m.d.sync += c.pix.eq(c.pix + 1)
 
@@ -244,7 +260,7 @@ class _Schedule:
             m.d.sync += [getattr(c, name).eq(0) for name in COUNTERS]
             m.next = "INIT"
         with m.State("INIT"):
-            m.d.comb += [c.busy.eq(1), c.init.eq(1)]
+            m.d.comb += [c.busy.eq(1), c.init.eq(1), c.rd_row.eq(c.row + 1)]
             m.d.sync += c.row.eq(c.row + 1)
             self.rows_then("INIT_TAIL")
         with countdown(m, "INIT_TAIL", self.wait, c.busy):
@@ -310,9 +326,12 @@ class _Schedule:
                 ]
                 self.next_row()
                 self.rows_then("SCAN_TAIL")
-            with m.Else():  # the queue cannot take this row's spikes yet
+            with m.Else():  # the queue cannot take this row's spikes yet: read it again
+                m.d.comb += [c.rd_row.eq(c.row), c.rd_cb.eq(c.cb)]
                 m.d.sync += c.stalled.eq(c.stalled + 1)
         with countdown(m, "SCAN_TAIL", self.wait, c.busy):
+            # (the next phase's scan may start next cycle: its first row is read now)
+            m.d.comb += c.rd_k.eq(c.k + 1)
             m.d.sync += [self.had.eq(0), c.k.eq(c.k + 1)]
             with m.If(c.k == self.k_last):
                 m.next = "DRAIN"

@@ -14,7 +14,8 @@ class ScanRow(wiring.Component):
     """What a boundary-scan row (pixel, channel block) at phase k addresses (combinational).
 
     Its lanes that hold a neuron, the spike each lane would emit (neuron index in C·H·W
-    order, t_o = k − T_w) and the threshold row Θq[·, t_o] (docs/architecture.md §2, §4).
+    order, t_o = k − T_w), and the threshold word Θq[·, t_o] of the row read for the next
+    scan cycle (the threshold memory's read is registered; docs/architecture.md §2, §4, §10).
 
     Parameters
     ----------
@@ -33,8 +34,12 @@ class ScanRow(wiring.Component):
         Lanes that hold a neuron (the last channel block may be partial).
     events : Out(ArrayLayout(SpikeEvent, P))
         Per lane the output event (index, t_o), 32 bits each.
+    rd_k, rd_cb : In(range(K + 2)), In(range(CB + 1))
+        Spiking layers only: the phase and channel block of the row read this cycle (the
+        controller's ``rd_k``, ``rd_cb``).
     theta_addr : Out(range(thresholds))
-        Spiking layers only: the threshold word (k − T_w) · CB + cb (read when k ≥ T_w).
+        Spiking layers only: its threshold word (rd_k − T_w) · CB + rd_cb (used when
+        k ≥ T_w).
     """
 
     def __init__(self, image, lanes: int) -> None:
@@ -48,6 +53,8 @@ class ScanRow(wiring.Component):
             "events": Out(data.ArrayLayout(SpikeEvent, lanes)),
         }
         if not image.is_output:
+            ports["rd_k"] = In(range(image.last_phase + 2))
+            ports["rd_cb"] = In(range(self.n_cb + 1))
             ports["theta_addr"] = Out(range(max(len(image.theta), 2)))
         super().__init__(ports)
 
@@ -55,7 +62,7 @@ class ScanRow(wiring.Component):
         m = Module()
         img, p, cb = self.image, self.p, self.cb
         if not img.is_output:
-            m.d.comb += self.theta_addr.eq((self.k - img.t_w) * self.n_cb + cb)
+            m.d.comb += self.theta_addr.eq((self.rd_k - img.t_w) * self.n_cb + self.rd_cb)
         t_o = Signal(PHASE_BITS)
         m.d.comb += t_o.eq(self.k - img.t_w)
         # whole-vector assignments: Icarus turns a net driven lane by lane (or field by field)

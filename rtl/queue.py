@@ -59,10 +59,12 @@ class OutputQueue(wiring.Component):
         m = Module()
         d = self.depth
         # a register file with P write ports: the simulators execute its indexed writes
-        # natively (a decoded Array of D slots grows as P · D and runs ~20× slower in Icarus)
-        m.submodules.store = store = memory.Memory(shape=SpikeEvent, depth=d, init=[])
+        # natively (a decoded Array of D slots grows as P · D and runs ~20× slower in Icarus);
+        # D = 1 gets two slots and one-bit pointers (a zero-width address or pointer is not
+        # legal Verilog), of which only slot 0 is used
+        m.submodules.store = store = memory.Memory(shape=SpikeEvent, depth=max(d, 2), init=[])
         head = store.read_port(domain="comb")
-        rp, wp = Signal(range(d)), Signal(range(d))
+        rp, wp = Signal(range(max(d, 2))), Signal(range(max(d, 2)))
         # prefix[l]: events in lanes below l, i.e. lane l's offset from the write pointer
         # (each a named wire: an expression used twice is emitted twice, and Icarus then
         # re-evaluates O(P²) adders whenever a mask bit settles)

@@ -189,7 +189,7 @@ SPIKE_CHECK = """        if (l{i}_got != l{i}_want) begin
 
 OUTPUT_CHECK = """        for (r = 0; r < {rows}; r = r + 1) begin
             @(negedge clk) l{i}_rd_addr = r;
-            #1;
+            @(posedge clk) #1;  // a registered read: the row comes out after the edge
             for (k = 0; k < {lanes}; k = k + 1) begin
                 j = ((r % {channel_blocks}) * {lanes} + k) * {pixels} + r / {channel_blocks};
                 if ((r % {channel_blocks}) * {lanes} + k < {neurons} / {pixels}

@@ -111,8 +111,9 @@ def test_residual_layer_matches_golden_and_hwsim(down, block, arch) -> None:
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_residual_layer_image_and_refusal() -> None:
     """Two groups' weight words one after the other (group 1's int16 shortcut weights widen
-    the lanes to 16 bits); with I = 1 and L_a = 0 an event without fan-out cannot cost only
-    its issue cycle, so the engine refuses such a layer."""
+    the lanes to 16 bits); with L_a = 0 the registered-read pipeline has no cycle for the
+    phase's last write-back (nor, with I = 1, an event without fan-out for its phase end), so
+    the engine refuses it."""
     from hwsim.sim import memory_bits
     from rtl.engine import LayerEngine, LayerImage
 
@@ -129,5 +130,5 @@ def test_residual_layer_image_and_refusal() -> None:
     lay = snn.layers[layer]
     want = len(img.weights) * 4 * 16 + engine.rows * 4 * 32 + lay.channels * lay.T * 32
     assert memory_bits(snn, lay, hwsim.ArchConfig(lanes=4))[0] == want
-    with pytest.raises(ValueError, match="without fan-out"):
+    with pytest.raises(ValueError, match=r"adder_pipeline_cycles \(L_a\) ≥ 1"):
         LayerEngine(hwsim.ArchConfig(lanes=4, adder_pipeline_cycles=0), img)
