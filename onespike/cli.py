@@ -104,7 +104,7 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         "corrected in network order on the SNN; weights: then each layer's weights and bias "
         "refitted by least squares on the SNN's coded inputs (deep ResNets: +0.7 to +1.6 "
         "points; golden ann mode then no longer equals the ANN); weights_shortcut: also each "
-        "residual shortcut's per-channel gain " + DEFAULTS_HELP,
+        "residual shortcut's per-channel gain (measured no better than weights) " + DEFAULTS_HELP,
     )
     g.add_argument(
         "--input-scale",
