@@ -293,7 +293,7 @@ class _Engine:
         a coding threshold is recomputed in float64 from its own fan-in (ops.synapse_at) and
         coded from that value, so a potential on a threshold (an average pooling of equal
         spikes under floor coding) is decided as Eq. 4 in float64 decides it. On ResNet-20
-        about 0.05 % of the neurons are recomputed.
+        about 0.1 % of the neurons are recomputed (45,484 of 48 M on 256 CIFAR images).
         """
         i = self.snn.layers.index(lay)
         mag = self.bias[i].to(self.f).abs()  # Σ|w|·|x| + |B|: the size of the float32 sum
