@@ -66,6 +66,11 @@ def _warm():
     return os.getpid()
 
 
+def _warm_golden(snn, x) -> None:
+    """Load torch's and golden's kernels in a worker (a small exact run, outside the timing)."""
+    golden.run(snn, x, "exact", device="cpu", keep_spikes=False)
+
+
 def bench_sweep(artifact: Path, grid: Path, tmp: Path) -> dict:
     out: dict = {"grid": GRID, "points": load_grid(grid).size}
     # serial, in this process (reference: no Dask at all)
@@ -112,7 +117,9 @@ def bench_eval(snn, x, repeats: int, batch_size: int) -> dict:
     times: dict[str, list[float]] = {"serial": [], "serial_1thread": [], "sharded_2": []}
     ref = None
     with open_client(2) as client:
-        golden.evaluate(snn, x[:8], client=client, batch_size=4, mode="exact")  # warm
+        # warm every worker (torch, golden's Numba kernels), not only those the tasks reach
+        client.run(_warm_golden, snn, x[:4])
+        golden.evaluate(snn, x[:8], client=client, batch_size=4, mode="exact")
         la = load()
         for _ in range(repeats):  # interleaved
             t = time.perf_counter()
