@@ -21,6 +21,8 @@ from converter.quantize import fixed_base, gain, quantized_base
 from golden import kernels
 
 MODES = ("ann", "exact", "pipelined", "int")
+#: The leak's rounding constants (docs/semantics.md §3): ⌊(U·M + 2^(F-1)) · 2^-F⌋.
+ROUND_HALF, SHIFT_INV = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
 
 
 @dataclass
@@ -441,7 +443,7 @@ class _Engine:
         exactly (|U · M| < 2^49): ⌊(U·M + 2^15) / 2^16⌋ is the arithmetic shift of §3.
         """
         lim = float(lay.sat_limit)  # |U| ≤ L after each scaling: a phase of adds cannot overflow
-        half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+        half, inv = ROUND_HALF, SHIFT_INV
         m_in, m_out = float(fixed_base(src.Q)), float(fixed_base(lay.Q))
         i = self.snn.layers.index(lay)
         n = spikes[lay.synapses[0].source].shape[0]
@@ -495,7 +497,7 @@ class _Engine:
     @staticmethod
     def _int_phase_cpu(u, s, leak, m, lim, theta, t_o, per, phase) -> None:
         """``kernels.int_phase`` on CPU tensors: u (contiguous float64) and phase in place."""
-        half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+        half, inv = ROUND_HALF, SHIFT_INV
         kernels.int_phase(u.numpy().reshape(-1), s.contiguous().numpy().reshape(-1), leak,
                           m, half, inv, lim, theta, t_o, per, phase)  # fmt: skip
 
@@ -507,7 +509,7 @@ class _Engine:
         if last < src.T:
             return
         if self.cpu:
-            half, inv = float(1 << (Q_FRAC_BITS - 1)), 1.0 / (1 << Q_FRAC_BITS)
+            half, inv = ROUND_HALF, SHIFT_INV
             kernels.int_tail(u.numpy().reshape(-1), phase.numpy().reshape(-1), theta.numpy(),
                              m_out, half, inv, float(lay.sat_limit), src.T, first, last,
                              lay.T_w, lay.size // lay.channels)  # fmt: skip
