@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "AdderArray": "rtl.neuron",
+    "Lane": "rtl.lane",
+    "PotentialBank": "rtl.engine_mem",
     "NeuronUnit": "rtl.neuron",
     "LayerEngine": "rtl.engine",
     "LayerImage": "rtl.engine",

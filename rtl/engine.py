@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,10 +19,9 @@ from rtl.csr import CsrImage
 from rtl.engine_ctrl import COUNTER_BITS as COUNTER_BITS
 from rtl.engine_ctrl import COUNTERS, EngineController
 from rtl.engine_ctrl import countdown as countdown  # (re-exported: rtl/maxpool.py)
-from rtl.engine_mem import PotentialSram
 from rtl.engine_scan import ArgmaxReadout, ScanRow
 from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent
-from rtl.neuron import AdderArray, NeuronUnit
+from rtl.lane import Lane
 from rtl.queue import InputQueue, OutputQueue
 
 #: Bits of the event's spare field that carry the source index's bits 20–22 for a source of
@@ -338,21 +337,21 @@ class LayerEngine(wiring.Component):
     sees the phase's end) reads its first row, and each scan cycle of the schedule is its
     row's stage 2 (compare, leak, push, write back), so the pushes, stalls and cycles are
     those of the asynchronous schedule. The potential SRAM reads the old row while writing
-    it (read-first); :class:`~rtl.engine_mem.PotentialSram` forwards a write to the read of
-    the same row in the same cycle (consecutive adder cycles on one row; with L_a = 1 the
-    phase's last write-back and the scan's first read).
+    it (read-first); each lane's :class:`~rtl.engine_mem.PotentialBank` forwards a write
+    to the read of the same row in the same cycle (consecutive adder cycles on one row;
+    with L_a = 1 the phase's last write-back and the scan's first read).
 
     The blocks of docs/architecture.md §1, each a component wired here: the input queue
     (:class:`~rtl.queue.InputQueue`); the issue stage and address generator
     (:class:`~rtl.addrgen.AddressGenerator`, with its :class:`~rtl.addrgen.EventDecoder`
-    and, for a graph layer, :class:`~rtl.csr.CsrWalker`); the PE array
-    (:class:`~rtl.neuron.AdderArray`); the neuron unit (:class:`~rtl.neuron.NeuronUnit`) and
-    the scan row's neuron indices and threshold address (:class:`~rtl.engine_scan.ScanRow`);
-    the output queue (:class:`~rtl.queue.OutputQueue`); the controller
+    and, for a graph layer, :class:`~rtl.csr.CsrWalker`); the P lanes (:class:`~rtl.lane.Lane`:
+    the PE's adder, the neuron unit :class:`~rtl.neuron.NeuronUnit` and the lane's bank of
+    the potential SRAM with its bypass, :class:`~rtl.engine_mem.PotentialBank`); the scan
+    row's neuron indices and threshold address (:class:`~rtl.engine_scan.ScanRow`); the
+    output queue (:class:`~rtl.queue.OutputQueue`); the controller
     (:class:`~rtl.engine_ctrl.EngineController`, the schedule above, with the activity
-    counters); the output layer's readout (:class:`~rtl.engine_scan.ArgmaxReadout`); the
-    potential SRAM with its bypass (:class:`~rtl.engine_mem.PotentialSram`). The weight,
-    bias and threshold memories are Amaranth memories of this module; ``rd_addr`` /
+    counters); the output layer's readout (:class:`~rtl.engine_scan.ArgmaxReadout`). The
+    weight, bias and threshold memories are Amaranth memories of this module; ``rd_addr`` /
     ``rd_data`` are the host's (registered) read port into the potential SRAM.
 
     Parameters
@@ -453,7 +452,11 @@ class LayerEngine(wiring.Component):
         p, a, img = self.arch.lanes, self.arch.potential_bits, self.image
         wrow = data.ArrayLayout(signed(self.weight_bits), p)
         arow = data.ArrayLayout(signed(a), p)
-        m.submodules.pot = pot = PotentialSram(p, a, self.rows, host=img.is_output)
+        # the potential SRAM: one bank per lane, in its lane (rtl/lane.py)
+        lanes = [Lane(a, self.weight_bits, img.sat_limit, self.rows, host=img.is_output)
+                 for _ in range(p)]  # fmt: skip
+        for i, lane in enumerate(lanes):
+            m.submodules[f"lane{i}"] = lane
         # (memories of one word get two: a zero-width address is not legal Verilog)
         m.submodules.wgt = wgt = memory.Memory(
             shape=wrow, depth=max(len(img.weights), 2), init=img.weights.tolist()
@@ -468,21 +471,44 @@ class LayerEngine(wiring.Component):
             )
             thr_r = thr.read_port(domain="sync")
         if img.is_output:  # the host reads the output potentials
-            m.d.comb += pot.host_addr.eq(self.rd_addr)
-            for lane in range(p):
-                m.d.comb += self.rd_data[lane].eq(pot.host_data[lane].u)
+            for i, lane in enumerate(lanes):
+                m.d.comb += [lane.host_addr.eq(self.rd_addr), self.rd_data[i].eq(lane.host_u)]
         # registered reads (SRAM macros): a word is addressed one cycle before it is used
-        return pot, wgt.read_port(domain="sync"), bias.read_port(domain="sync"), thr_r
+        return lanes, wgt.read_port(domain="sync"), bias.read_port(domain="sync"), thr_r
+
+    def _wire_lanes(self, m: Module, lanes, ag, ctrl, row, bias_r, thr_r) -> None:
+        """The P lanes: the potential SRAM's addresses and write select (shared), and each
+        lane's weight, initial potential, threshold and valid bit (its slice of the words)."""
+        # adder cycles: stage 1 (ADD) addresses the target row and the weight word; stage 2
+        # (the next cycle) adds the word to the row and writes it back (add_row, add_we)
+        add_row, add_we = Signal.like(ag.row), Signal()
+        m.d.sync += [add_row.eq(ag.row), add_we.eq(ctrl.step)]
+        # read the adder's target, else the scan's next row; one write port for the initial
+        # potentials (fired flags 0), the adder's and the neuron unit's words
+        rd_addr, wr_addr, wr_en = Signal.like(ag.row), Signal.like(ag.row), Signal()
+        m.d.comb += [rd_addr.eq(Mux(ctrl.step, ag.row, ctrl.rd_row)),
+                     wr_addr.eq(Mux(add_we, add_row, ctrl.row)),
+                     wr_en.eq(ctrl.init | add_we | ctrl.scan_we)]  # fmt: skip
+        for i, lane in enumerate(lanes):
+            m.d.comb += [lane.rd_addr.eq(rd_addr), lane.wr_addr.eq(wr_addr),
+                         lane.wr_en.eq(wr_en), lane.init.eq(ctrl.init), lane.add.eq(add_we),
+                         lane.weight.eq(ag.weights[i]), lane.negate.eq(ag.negate),
+                         lane.bias.eq(bias_r.data[i]), lane.valid.eq(row.lane_valid[i]),
+                         lane.compare.eq(ctrl.compare), lane.leak.eq(ctrl.leak),
+                         lane.m.eq(ctrl.m)]  # fmt: skip
+            if thr_r is not None:  # (the output layer has no thresholds)
+                m.d.comb += lane.theta.eq(thr_r.data[i])
+        fire = Cat(*(lane.fire for lane in lanes))
+        m.d.comb += [ctrl.fire.eq(fire), ctrl.compared.eq(Cat(*(x.compared for x in lanes))),
+                     ctrl.leaked.eq(Cat(*(x.leaked for x in lanes)))]  # fmt: skip
 
     def elaborate(self, platform) -> Module:
         m = Module()
         arch, img, p = self.arch, self.image, self.arch.lanes
-        pot, wgt_r, bias_r, thr_r = self._memories(m)
+        lanes, wgt_r, bias_r, thr_r = self._memories(m)
         # the input queue (D_in events) between the event buffer and the issue stage
         m.submodules.iq = iq = InputQueue(arch.input_queue_depth)
         m.submodules.ag = ag = AddressGenerator(img, p, self.weight_bits)
-        m.submodules.pe = pe = AdderArray(p, self.weight_bits, arch.potential_bits)
-        m.submodules.nu = nu = NeuronUnit(p, arch.potential_bits, img.sat_limit)
         m.submodules.row = row = ScanRow(img, p)
         m.submodules.oq = oq = OutputQueue(p, arch.output_queue_depth)
         m.submodules.ctrl = ctrl = EngineController(arch, img)
@@ -495,40 +521,22 @@ class LayerEngine(wiring.Component):
         m.d.comb += [ctrl.head.eq(head), ctrl.head_valid.eq(iq.o.valid), iq.o.ready.eq(ctrl.pop),
                      ag.head.eq(head), ag.load.eq(ctrl.load), ag.step.eq(ctrl.step),
                      ctrl.head_fanout.eq(ag.head_fanout), ctrl.fanout.eq(ag.fanout),
-                     ctrl.last.eq(ag.last), ctrl.lanes.eq(ag.lanes)]  # fmt: skip
-        # adder cycles: stage 1 (ADD) addresses the target row and the weight word; stage 2
-        # (the next cycle) adds the word to the row and writes it back (add_row, add_we)
-        add_row, add_we = Signal.like(ag.row), Signal()
-        m.d.sync += [add_row.eq(ag.row), add_we.eq(ctrl.step)]
-        m.d.comb += [wgt_r.addr.eq(ag.wgt_addr), ag.wgt_data.eq(wgt_r.data),
-                     pe.weights.eq(ag.weights), pe.negate.eq(ag.negate),
-                     pe.row_in.eq(pot.rd_data)]  # fmt: skip
+                     ctrl.last.eq(ag.last), ctrl.lanes.eq(ag.lanes),
+                     wgt_r.addr.eq(ag.wgt_addr), ag.wgt_data.eq(wgt_r.data)]  # fmt: skip
         # scans: stage 1 addresses the row of the next scan cycle (ctrl.rd_row: B, U, Θq);
         # stage 2 is the controller's row (initial potentials, boundary scan, readout)
         m.d.comb += [row.k.eq(ctrl.k), row.cb.eq(ctrl.cb), row.pix.eq(ctrl.pix),
-                     bias_r.addr.eq(ctrl.rd_row),
-                     nu.row_in.eq(pot.rd_data), nu.lane_valid.eq(row.lane_valid),
-                     nu.compare.eq(ctrl.compare), nu.leak.eq(ctrl.leak), nu.m.eq(ctrl.m),
-                     ctrl.fire.eq(nu.fire), ctrl.compared.eq(nu.compared),
-                     ctrl.leaked.eq(nu.leaked)]  # fmt: skip
-        if thr_r is not None:  # (the output layer has no thresholds)
+                     bias_r.addr.eq(ctrl.rd_row)]  # fmt: skip
+        if thr_r is not None:
             m.d.comb += [row.rd_k.eq(ctrl.rd_k), row.rd_cb.eq(ctrl.rd_cb),
-                         thr_r.addr.eq(row.theta_addr), nu.theta.eq(thr_r.data)]  # fmt: skip
-        m.d.comb += [oq.push_data.eq(row.events), oq.push_mask.eq(nu.fire),
+                         thr_r.addr.eq(row.theta_addr)]  # fmt: skip
+        self._wire_lanes(m, lanes, ag, ctrl, row, bias_r, thr_r)
+        m.d.comb += [oq.push_data.eq(row.events), oq.push_mask.eq(ctrl.fire),
                      oq.push_en.eq(ctrl.push_en), ctrl.push_ok.eq(oq.push_ok),
                      ctrl.out_empty.eq(oq.level == 0)]  # fmt: skip
-        # the potential SRAM: read the adder's target, else the scan's next row; one write
-        # port for the initial potentials (fired flags 0), the adder's and the neuron unit's
-        init_row = Cat(*(Cat(bias_r.data[lane], Const(0, 1)) for lane in range(p)))
-        m.d.comb += [
-            pot.rd_addr.eq(Mux(ctrl.step, ag.row, ctrl.rd_row)),
-            pot.wr_addr.eq(Mux(add_we, add_row, ctrl.row)),
-            pot.wr_en.eq(ctrl.init | add_we | ctrl.scan_we),
-            pot.wr_data.eq(Mux(ctrl.init, init_row, Mux(add_we, pe.row_out, nu.row_out))),
-        ]
         if img.is_output:
             m.submodules.readout = ro = ArgmaxReadout(img, p, arch.potential_bits)
-            m.d.comb += [ro.row.eq(pot.rd_data), ro.first.eq(ctrl.row == 0), ro.cb.eq(ctrl.cb),
-                         ro.pix.eq(ctrl.pix), ro.en.eq(ctrl.readout),
-                         self.argmax.eq(ro.argmax)]  # fmt: skip
+            m.d.comb += [ro.row[i].eq(lane.word) for i, lane in enumerate(lanes)]
+            m.d.comb += [ro.first.eq(ctrl.row == 0), ro.cb.eq(ctrl.cb), ro.pix.eq(ctrl.pix),
+                         ro.en.eq(ctrl.readout), self.argmax.eq(ro.argmax)]  # fmt: skip
         return m

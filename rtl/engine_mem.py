@@ -1,29 +1,33 @@
-"""The layer engine's potential SRAM: a registered read with write-to-read forwarding (§10)."""
+"""One lane's bank of the potential SRAM: a registered read with write-to-read forwarding (§10)."""
 
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.events import pot_word
 
 
-class PotentialSram(wiring.Component):
-    """R rows of P potential words (docs/architecture.md §2) as an SRAM macro reads them.
+class PotentialBank(wiring.Component):
+    """Lane i's column of the potential SRAM: R words (potential and fired flag) as an SRAM
+    macro reads them (docs/architecture.md §2, §10).
 
-    One read port with a one-cycle registered read, one write port (docs/architecture.md §10,
-    "Registered reads"). The macro reads the old contents of a row it writes in the same
-    cycle (read-first), so the engine's read-modify-write pipeline needs one bypass: when
-    the write of cycle t hits the row read in cycle t, the row comes out of a register
+    The P banks of an engine share their addresses and enables (a P-word row is one address
+    in every bank), so together they are the row-wide SRAM of §2; one bank per lane keeps
+    every signal one word wide (a simulator evaluates a P·(A+1)-bit row as wide-integer code,
+    which made Verilator 4x slower at P = 64).
+
+    One read port with a one-cycle registered read, one write port (docs/architecture.md
+    §10, "Registered reads"). The macro reads the old contents of a word it writes in the
+    same cycle (read-first), so the engine's read-modify-write pipeline needs one bypass:
+    when the write of cycle t hits the row read in cycle t, the word comes out of a register
     holding that write's data instead of the macro in cycle t + 1. That is the only hazard:
     a row is written in the cycle after its read (stage 2), and a read of cycle t + 1 sees
     every write up to cycle t in the macro.
 
     Parameters
     ----------
-    lanes : int
-        P.
     acc_bits : int
         A.
     rows : int
@@ -35,34 +39,34 @@ class PotentialSram(wiring.Component):
     -----
     rd_addr : In(range(max(R, 2)))
         The row to read (stage 1); it comes out in the next cycle.
-    rd_data : Out(ArrayLayout(pot_word(A), P))
-        The row named by ``rd_addr`` in the previous cycle, with that cycle's write
-        forwarded.
+    rd_data : Out(pot_word(A))
+        The word of the row named by ``rd_addr`` in the previous cycle, with that cycle's
+        write forwarded.
     wr_addr, wr_data, wr_en : In
         The write port: row ``wr_addr`` holds ``wr_data`` from the next cycle on.
-    host_addr, host_data : In(range(max(R, 2))), Out(ArrayLayout(pot_word(A), P))
+    host_addr, host_data : In(range(max(R, 2))), Out(pot_word(A))
         ``host`` only: the host's read port (a second registered read, outside the engine's
-        pipeline): ``host_data`` is the row ``host_addr`` named in the previous cycle. The
-        host reads after the run, when nothing writes.
+        pipeline): ``host_data`` is the word of the row ``host_addr`` named in the previous
+        cycle. The host reads after the run, when nothing writes.
     """
 
-    def __init__(self, lanes: int, acc_bits: int, rows: int, host: bool = False) -> None:
+    def __init__(self, acc_bits: int, rows: int, host: bool = False) -> None:
         self.rows, self.host = max(rows, 2), host
-        self.row = data.ArrayLayout(pot_word(acc_bits), lanes)
+        self.word = pot_word(acc_bits)
         ports = {
             "rd_addr": In(range(self.rows)),
-            "rd_data": Out(self.row),
+            "rd_data": Out(self.word),
             "wr_addr": In(range(self.rows)),
-            "wr_data": In(self.row),
+            "wr_data": In(self.word),
             "wr_en": In(1),
         }
         if host:
-            ports.update(host_addr=In(range(self.rows)), host_data=Out(self.row))
+            ports.update(host_addr=In(range(self.rows)), host_data=Out(self.word))
         super().__init__(ports)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=self.row, depth=self.rows, init=[])
+        m.submodules.mem = mem = memory.Memory(shape=self.word, depth=self.rows, init=[])
         rd = mem.read_port(domain="sync")  # read-first: not transparent for the write port
         wr = mem.write_port()
         m.d.comb += [rd.addr.eq(self.rd_addr), wr.addr.eq(self.wr_addr),

@@ -207,36 +207,32 @@ def test_neuron_unit_matches_semantics(acc_bits) -> None:
 
     from rtl import NeuronUnit
 
-    lanes, lim = 4, 2 ** (acc_bits - 1) - 1 - 300
-    dut = NeuronUnit(lanes, acc_bits, lim)
+    lim = 2 ** (acc_bits - 1) - 1 - 300
+    dut = NeuronUnit(acc_bits, lim)
     rng = np.random.default_rng(acc_bits)
     mismatches = []
 
     async def bench(ctx) -> None:
-        for _ in range(300):
-            u = rng.integers(-lim, lim + 1, lanes)
-            u[rng.random(lanes) < 0.2] = lim  # saturated lanes
-            theta = np.where(rng.random(lanes) < 0.3, u, rng.integers(1, lim + 1, lanes))
-            theta = np.maximum(theta, 1)
-            fired = rng.integers(0, 2, lanes)
+        for _ in range(1200):
+            u = int(lim if rng.random() < 0.2 else rng.integers(-lim, lim + 1))  # saturated
+            theta = max(1, u if rng.random() < 0.3 else int(rng.integers(1, lim + 1)))
+            fired, valid = int(rng.integers(0, 2)), int(rng.random() < 0.9)
             compare, leak = int(rng.integers(0, 2)), int(rng.integers(0, 2))
             # 98304 = 1.5 · 2^16: odd U gives exact ties (rounded half up, also when negative)
             m = int(rng.choice([2**17, 98304, 85197, 65537, int(rng.integers(65536, 2**17))]))
-            ctx.set(
-                dut.row_in, [{"u": int(a), "fired": int(f)} for a, f in zip(u, fired, strict=True)]
-            )
-            ctx.set(dut.theta, [int(t) for t in theta])
-            ctx.set(dut.lane_valid, 2**lanes - 1)
+            ctx.set(dut.word_in, {"u": u, "fired": fired})
+            ctx.set(dut.theta, theta)
+            ctx.set(dut.valid, valid)
             ctx.set(dut.compare, compare)
             ctx.set(dut.leak, leak)
             ctx.set(dut.m, m)
-            out, fire = ctx.get(dut.row_out), ctx.get(dut.fire)
-            for j in range(lanes):
-                want = _neuron_reference(int(u[j]), int(fired[j]), int(theta[j]), compare, leak,
-                                         m, lim)  # fmt: skip
-                got = (out[j].u, out[j].fired, (fire >> j) & 1)
-                if got != want:
-                    mismatches.append((int(u[j]), int(theta[j]), m, got, want))
+            out = ctx.get(dut.word_out)
+            want = _neuron_reference(u, fired, theta, compare, leak, m, lim)
+            if not valid:  # an invalid lane passes through, gated
+                want = (u, fired, 0)
+            got = (out.u, out.fired, ctx.get(dut.fire))
+            if got != want:
+                mismatches.append((u, theta, m, valid, got, want))
 
     sim = Simulator(dut)
     sim.add_testbench(bench)
