@@ -152,9 +152,10 @@ class _Engine:
 
     def __init__(self, snn: SnnModel, mode: str, device: torch.device):
         self.snn, self.mode, self.dev = snn, mode, device
-        self.f = _engine_dtype(snn, mode)
-        self.recomputed = 0  # exact mode: neurons recomputed in float64 (see _exact_phases)
-        self.dec64: dict[int, torch.Tensor] = {}  # exact mode: float64 decodes of this batch
+        self.cpu = _kernels_for(device)
+        self.f = _engine_dtype(snn, mode, self.cpu)
+        self.recomputed = 0  # neurons recomputed in float64 (_exact_phases, _pipelined_cpu)
+        self.dec64: dict[tuple, torch.Tensor] = {}  # float64 decodes of this batch
         integer = mode == "int"
         self.w = [
             [
@@ -171,9 +172,9 @@ class _Engine:
             else torch.as_tensor(lay.bias_q if integer else lay.bias).to(device)
             for lay in snn.layers
         ]
-        # exact mode: |w| for the rounding bound Σ|w|·|x| (made once per run)
-        self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if mode == "exact" else None
-        self.cpu = _kernels_for(device)
+        # float32 passes (exact mode; pipelined on the CPU): |w| for the rounding bound Σ|w|·|x|
+        rounded = mode == "exact" or (mode == "pipelined" and self.f == torch.float32)
+        self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if rounded else None
         if self.cpu:
             kernels.follow_torch_threads()
 
@@ -277,13 +278,27 @@ class _Engine:
         decoded = [
             _decode(spikes[s.source], self.snn.layers[s.source], self.f) for s in lay.synapses
         ]
+        if lay.kind == "output" and self.mode == "pipelined" and self.f != torch.float64:
+            return None, (self._output64(lay, spikes), None)  # (float64 on every device)
         z = self._preact_float(lay, decoded)
         if lay.kind == "output":
             return None, (z, None)
         theta = self._chan(lay.threshold, lay)
         if self.mode == "exact":
             return self._exact_phases(lay, spikes, decoded, z, theta), None
-        return self._pipelined(lay, src, spikes, z, theta), None
+        return self._pipelined(lay, src, spikes, decoded, z, theta), None
+
+    def _output64(self, lay: Layer, spikes) -> torch.Tensor:
+        """The output layer's potentials in float64, as ``_preact_float`` computes them where
+        the engine works in float64 (pipelined mode's logits on the CPU)."""
+        i = self.snn.layers.index(lay)
+        z = None
+        for s in lay.synapses:
+            w = _weight(s, torch.as_tensor(s.weight), lay, self.dev, torch.float64)
+            x = _decode(spikes[s.source], self.snn.layers[s.source], torch.float64)
+            y = synapse_forward(x, s, w, lay)
+            z = y if z is None else z.add_(y)
+        return z.add_(self.bias[i].to(torch.float64))
 
     def _exact_phases(self, lay: Layer, spikes, decoded, z, theta) -> torch.Tensor:
         """Eq. 4 decided as in float64, at float32 speed.
@@ -297,12 +312,7 @@ class _Engine:
         spikes under floor coding) is decided as Eq. 4 in float64 decides it. On ResNet-20
         about 0.1 % of the neurons are recomputed (45,484 of 48 M on 256 CIFAR images).
         """
-        i = self.snn.layers.index(lay)
-        mag = self.bias[i].to(self.f).abs()  # Σ|w|·|x| + |B|: the size of the float32 sum
-        for s, w, x in zip(lay.synapses, self.w_abs[i], decoded, strict=True):
-            # decoded spikes of a spiking source are ≥ 0; only the input layer's are signed
-            xa = x.abs() if self.snn.layers[s.source].kind == "input" else x
-            mag = mag + synapse_forward(xa, s, w, lay)
+        mag = self._magnitude(lay, decoded)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
         th = _thresholds(lay, z.dtype, z.device).flip(0).contiguous()  # ascending
         if self.cpu and z.dtype == torch.float32:  # the kernel's float32 test
@@ -315,22 +325,43 @@ class _Engine:
             tol = mag.mul_(gamma).div_(theta).add_(r.abs(), alpha=4 * EXACT_ROUNDING)
             pad = torch.cat([th.new_tensor([-float("inf")]), th, th.new_tensor([float("inf")])])
             near = ((r - pad[idx]) <= tol) | ((pad[idx + 1] - r) <= tol)
-        flat = torch.nonzero(near.reshape(-1)).squeeze(1)
+        if self.cpu:  # NumPy's nonzero is several times faster than torch's on the CPU
+            flat = torch.from_numpy(np.flatnonzero(near.numpy().reshape(-1)))
+        else:
+            flat = torch.nonzero(near.reshape(-1)).squeeze(1)
         self.recomputed += int(flat.numel())
         if flat.numel():
-            z64 = self.bias[i].double().reshape(-1)[flat % lay.size]
-            for s in lay.synapses:
-                w64 = torch.as_tensor(s.weight, device=self.dev).double()
-                src = self.snn.layers[s.source]
-                if self.cpu and s.op == "conv" and src.kind != "input":
-                    z64 = z64 + self._conv_at_cpu(spikes[s.source], src, s, w64, lay, flat)
-                    continue
-                x64 = self._decoded64(spikes, s.source)
-                z64 = z64 + synapse_at(x64, s, w64, lay, flat)
+            z64 = self._potential64_at(lay, spikes, flat)
             per = lay.size // lay.channels
             th64 = torch.as_tensor(lay.threshold, device=self.dev).double()
             phase.view(-1)[flat] = _encode_hidden(z64 / th64[(flat // per) % lay.channels], lay)
         return phase
+
+    def _magnitude(self, lay: Layer, decoded) -> torch.Tensor:
+        """Σ|w|·|x| + |B| per neuron, in one more float32 pass: the size of the float32 sum
+        that bounds its rounding (``_exact_phases``)."""
+        i = self.snn.layers.index(lay)
+        mag = self.bias[i].to(self.f).abs()
+        for s, w, x in zip(lay.synapses, self.w_abs[i], decoded, strict=True):
+            # decoded spikes of a spiking source are ≥ 0; only the input layer's are signed
+            xa = x.abs() if self.snn.layers[s.source].kind == "input" else x
+            mag = mag + synapse_forward(xa, s, w, lay)
+        return mag
+
+    def _potential64_at(self, lay: Layer, spikes, flat, upto: int | None = None):
+        """The potential in float64 of the neurons ``flat`` (flat indices into
+        (N, *lay.shape)) from their own fan-in; ``upto``: only input phases ≤ upto."""
+        i = self.snn.layers.index(lay)
+        z64 = self.bias[i].double().reshape(-1)[flat % lay.size]
+        for s in lay.synapses:
+            w64 = torch.as_tensor(s.weight, device=self.dev).double()
+            src = self.snn.layers[s.source]
+            if self.cpu and s.op == "conv" and src.kind != "input":
+                z64 = z64 + self._conv_at_cpu(spikes[s.source], src, s, w64, lay, flat, upto)
+                continue
+            x64 = self._decoded64(spikes, s.source, upto)
+            z64 = z64 + synapse_at(x64, s, w64, lay, flat)
+        return z64
 
     def _exact_code_cpu(self, lay: Layer, z, mag, theta, th, gamma):
         """``kernels.exact_code`` on CPU tensors: (phase, near), shaped as z."""
@@ -347,20 +378,26 @@ class _Engine:
         return phase, near
 
     @staticmethod
-    def _conv_at_cpu(sp, src: Layer, syn, w64, lay: Layer, flat) -> torch.Tensor:
-        """``kernels.conv_at``: ``synapse_at`` of a convolution, read from the phases."""
-        table = torch.tensor([0.0] + [src.Q**-t for t in range(src.T)], dtype=torch.float64)
+    def _conv_at_cpu(sp, src: Layer, syn, w64, lay: Layer, flat, upto=None) -> torch.Tensor:
+        """``kernels.conv_at``: ``synapse_at`` of a convolution, read from the phases (only
+        those ≤ ``upto`` when given)."""
+        last = src.T - 1 if upto is None else upto
+        q = [src.Q**-t if t <= last else 0.0 for t in range(src.T)]
+        table = torch.tensor([0.0, *q], dtype=torch.float64)
         out = torch.empty(flat.numel(), dtype=torch.float64)
         kernels.conv_at(sp.contiguous().numpy(), table.numpy(), w64.contiguous().numpy(),
                         *syn.stride, *syn.padding, lay.shape[1], lay.shape[2],
                         flat.contiguous().numpy(), out.numpy())  # fmt: skip
         return out
 
-    def _decoded64(self, spikes, src: int) -> torch.Tensor:
-        """Source ``src``'s decoded spikes in float64 (once per batch)."""
-        if src not in self.dec64:
-            self.dec64[src] = _decode(spikes[src], self.snn.layers[src], torch.float64)
-        return self.dec64[src]
+    def _decoded64(self, spikes, src: int, upto: int | None = None) -> torch.Tensor:
+        """Source ``src``'s decoded spikes in float64 (of phases ≤ ``upto`` when given;
+        once per batch)."""
+        if (src, upto) not in self.dec64:
+            self.dec64[(src, upto)] = _decode(
+                spikes[src], self.snn.layers[src], torch.float64, upto=upto
+            )
+        return self.dec64[(src, upto)]
 
     def _phase_input(self, lay: Layer, spikes, k: int) -> torch.Tensor:
         """S(k) of every neuron (integer values in the engine's float dtype)."""
@@ -381,18 +418,21 @@ class _Engine:
         # (kernels.int_phase rounds them itself)
         return out if self.cpu else out.round_()
 
-    def _pipelined(self, lay, src, spikes, z_full, theta) -> torch.Tensor:
+    def _pipelined(self, lay, src, spikes, decoded, z_full, theta) -> torch.Tensor:
         """DESIGN 2.6 in value form: t_o is decided on V(t_o + T_w).
 
         V(k) = B + Σ_{t≤k} Q_in^-t S(t) is U(k) / Q_in^k; the threshold in this form is
         c · θ · Q_out^-t_o. Once k ≥ T_src − 1 every input is in and V is the exact potential.
+        Decided as in float64: on other devices the potentials are float64; on the CPU they
+        are float32 passes with exact mode's rounding test on every compare, and the neurons
+        it flags are recomputed in float64 (``_pipelined_cpu``).
         """
         t_src = src.T
         needed = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(t_src - 1)))
         th = _thresholds(lay, self.f, self.dev)
         partial = self._partial_potentials(lay, spikes, needed)
         if self.cpu:
-            return self._pipelined_cpu(lay, partial, z_full, theta, th)
+            return self._pipelined_cpu(lay, spikes, decoded, partial, z_full, theta, th)
         r_full = z_full / theta
         phase = torch.full(z_full.shape, -1, dtype=torch.int16, device=self.dev)
         for t_o in range(lay.T):
@@ -402,19 +442,39 @@ class _Engine:
             phase[fire] = t_o
         return phase
 
-    @staticmethod
-    def _pipelined_cpu(lay: Layer, partial: dict, z_full, theta, th) -> torch.Tensor:
-        """``kernels.pipelined_code`` on CPU tensors: the phases of ``_pipelined``."""
+    def _pipelined_cpu(self, lay: Layer, spikes, decoded, partial: dict, z_full, theta, th):
+        """``kernels.pipelined_code`` on CPU tensors: the phases of ``_pipelined``; a float32
+        compare within its rounding bound (``_exact_phases``; the full input's Σ|w|·|x| + |B|
+        bounds every partial sum's) sends the neuron to float64."""
         ks = sorted(partial)
         part = torch.stack([partial[k] for k in ks]) if ks else z_full.new_zeros((1, 1))
         sel = [ks.index(t + lay.T_w) if t + lay.T_w in partial else -1 for t in range(lay.T)]
         phase = torch.empty(z_full.shape, dtype=torch.int16)
+        near = np.zeros(z_full.numel(), dtype=np.bool_)
+        mag = self._magnitude(lay, decoded)  # (the CPU engine's pipelined dtype is float32)
+        gamma, eps = (fan_in(lay) + 2) * EXACT_ROUNDING, 4 * EXACT_ROUNDING
         kernels.pipelined_code(
             part.contiguous().numpy().reshape(part.shape[0], -1),
             z_full.contiguous().numpy().reshape(-1), np.array(sel, dtype=np.int64),
             theta.reshape(-1).contiguous().numpy(), th.numpy(), lay.size // lay.channels,
-            phase.numpy().reshape(-1),
+            mag.expand_as(z_full).contiguous().numpy().reshape(-1), gamma, eps,
+            phase.numpy().reshape(-1), near,
         )  # fmt: skip
+        flat = torch.from_numpy(np.flatnonzero(near))
+        self.recomputed += int(flat.numel())
+        if flat.numel():
+            v64 = {k: self._potential64_at(lay, spikes, flat, upto=k) for k in ks}
+            full64 = self._potential64_at(lay, spikes, flat)
+            per = lay.size // lay.channels
+            chan = (flat // per) % lay.channels
+            theta64 = torch.as_tensor(lay.threshold, device=self.dev).double()[chan]
+            th64 = _thresholds(lay, torch.float64, self.dev)
+            got = torch.full((flat.numel(),), -1, dtype=torch.int16)
+            for t_o in range(lay.T):
+                k = t_o + lay.T_w
+                fire = (got < 0) & (v64.get(k, full64) / theta64 >= th64[t_o])
+                got[fire] = t_o
+            phase.view(-1)[flat] = got
         return phase
 
     def _partial_potentials(self, lay: Layer, spikes, ks: list[int]) -> dict[int, torch.Tensor]:
@@ -635,19 +695,21 @@ def _thresholds(lay: Layer, dtype, device) -> torch.Tensor:
     return torch.tensor([lay.shift * lay.Q**-t for t in range(lay.T)], dtype=dtype, device=device)
 
 
-def _engine_dtype(snn: SnnModel, mode: str) -> torch.dtype:
+def _engine_dtype(snn: SnnModel, mode: str, cpu_kernels: bool) -> torch.dtype:
     """The dtype of a mode's potentials, decoded spikes, weights, bias and thresholds.
 
-    ``pipelined`` works in float64: a potential can land exactly on a coding threshold
+    ``pipelined`` decides as in float64: a potential can land exactly on a coding threshold
     c · Q^-t (an average pooling of equal spikes under floor coding does), and float32
-    rounding would then move the spike a phase. ``exact`` runs a float32 pass and recomputes
-    in float64 the neurons that rounding could move (``_Engine._exact_phases``). ``ann``
-    stays float32 (the PyTorch model's precision), ``int`` carries integers
-    (``_int_conv_dtype``).
+    rounding would then move the spike a phase. It works in float64 on other devices; on the
+    CPU (``kernels``: PyTorch's float64 convolution is about 12x slower than its float32 one)
+    (``cpu_kernels``) it runs float32 passes and recomputes in float64 the neurons that
+    rounding could move, as
+    ``exact`` does everywhere (``_Engine._exact_phases``). ``ann`` stays float32 (the PyTorch
+    model's precision), ``int`` carries integers (``_int_conv_dtype``).
     """
     if mode == "int":
         return _int_conv_dtype(snn)
-    return torch.float64 if mode == "pipelined" else torch.float32
+    return torch.float64 if mode == "pipelined" and not cpu_kernels else torch.float32
 
 
 def _int_conv_dtype(snn: SnnModel) -> torch.dtype:

@@ -196,24 +196,42 @@ def int_tail(u, phase, theta, m, half, inv, lim, k0, first, last, t_w, per):
 
 
 @njit(parallel=True, cache=True)
-def pipelined_code(part, full, sel, theta, th, per, phase):
+def pipelined_code(part, full, sel, theta, th, per, mag, gamma, eps, phase, near):
     """DESIGN 2.6 in value form (``_Engine._pipelined``): t_o is the first phase whose
-    potential V(t_o + T_w) / θ reaches the threshold c · Q^-t_o.
+    potential V(t_o + T_w) / θ reaches the threshold c · Q^-t_o, with exact mode's rounding
+    test (``exact_code``) on each compare it makes.
 
     part : float (K, n) partial potentials V(k) of the phases k that need one; full : float
     (n,) the potential with every input in; sel : int64 (T,) the row of ``part`` phase t_o
     reads, −1 for ``full``; theta : (C,) λ per channel; th : (T,) c · Q^-t, decreasing;
-    per : neurons per channel; phase : int16 (n,) out (−1: no spike).
+    per : neurons per channel; mag : float (n,) Σ|w|·|x| + |B| of the full input (it bounds
+    every partial sum's too); gamma, eps : as ``exact_code`` (0: no test); phase : int16 (n,)
+    out (−1: no spike); near : bool (n,) out, True where a compare up to the decided phase
+    lies within its rounding bound (the neuron is then decided in float64).
     """
     channels = theta.size
     nt = th.size
     for row in prange(full.size // per):
+        base = row * per
         tc = theta[row % channels]
-        for i in range(row * per, (row + 1) * per):
-            ph = -1
-            for t in range(nt):
-                v = full[i] if sel[t] < 0 else part[sel[t], i]
-                if v / tc >= th[t]:
-                    ph = t
-                    break
-            phase[i] = ph
+        g = np.float32(gamma / np.float64(tc) * SLACK)
+        e = np.float32(eps * SLACK)
+        tol = np.empty(per, np.float32)
+        for p in range(per):
+            tol[p] = mag[base + p] * g
+        ph = np.full(per, -1, np.int16)
+        close = np.zeros(per, np.uint8)
+        # the phases outside, a channel's neurons inside: branch-free, so the compares run
+        # as SIMD; a neuron's compares after its phase is decided are masked out
+        for t in range(nt):
+            k = sel[t]
+            th_t = th[t]
+            for p in range(per):
+                v = full[base + p] if k < 0 else part[k, base + p]
+                r = v / tc
+                open_ = ph[p] < 0
+                close[p] |= np.uint8(open_ & (abs(r - th_t) <= tol[p] + abs(r) * e))
+                ph[p] = np.int16(t) if open_ & (r >= th_t) else ph[p]
+        for p in range(per):
+            phase[base + p] = ph[p]
+            near[base + p] = close[p] != 0

@@ -313,7 +313,7 @@ def _float64_exact(monkeypatch, snn, x) -> golden.GoldenResult:
     from golden import engine
 
     with monkeypatch.context() as m:
-        m.setattr(engine, "_engine_dtype", lambda snn, mode: torch.float64)
+        m.setattr(engine, "_engine_dtype", lambda snn, mode, cpu: torch.float64)
         m.setattr(engine, "EXACT_ROUNDING", 0.0)
         return golden.run(snn, x, "exact", device=CPU)
 
@@ -340,6 +340,61 @@ def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, 
     got, want = golden.run(snn, x, "exact", device=CPU), _float64_exact(monkeypatch, snn, x)
     for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
         assert (a is None and b is None) or torch.equal(a, b), i
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.integers(1, 6),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    shift=st.booleans(),
+    q=st.floats(1.05, 2.0),
+    t_w=st.integers(0, 7),
+)
+def test_pipelined_decides_as_float64(monkeypatch, seed, c, pool, residual, shift, q, t_w):
+    """Pipelined mode on the CPU (float32 passes, float64 recomputation of the neurons a
+    compare's rounding could move) gives the spikes and logits of its float64 run (the
+    PyTorch expressions other devices use), including threshold ties of floor coding and
+    decisions on partial potentials (T_w < T)."""
+    from converter.requantize import with_wait
+    from golden import engine
+
+    net = make_net(seed, c=c, stride=1, pad=1, bn=False, pool=pool, residual=residual)
+    gen = torch.Generator().manual_seed(seed)
+    calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
+    cfg = ConversionConfig(T=7, Q=q, threshold_shift=shift, weight_bits=None)
+    snn = with_wait(convert(net, calib, cfg, progress=False), t_w)
+    got = golden.run(snn, x, "pipelined", device=CPU)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "USE_KERNELS", False)
+        want = golden.run(snn, x, "pipelined", device=CPU)
+    check_same(got, want)
+
+
+def test_pipelined_recomputes_the_neurons_its_float32_pass_cannot_decide(monkeypatch):
+    """With a rounding unit far above float32's every compare is 'near': every neuron of
+    every spiking layer goes through the float64 recomputation, and the spikes stay those of
+    the float64 run."""
+    from converter.requantize import with_wait
+    from golden import engine
+
+    _, snn, x = default_snn(T=8, Q=1.4)
+    snn = with_wait(snn, 2)
+    want = golden.run(snn, x, "pipelined", device=CPU)
+    seen = []
+    orig = engine._Engine._potential64_at
+
+    def spy(self, lay, spikes, flat, upto=None):
+        seen.append(int(flat.numel()))
+        return orig(self, lay, spikes, flat, upto)
+
+    monkeypatch.setattr(engine, "EXACT_ROUNDING", 0.25)
+    monkeypatch.setattr(engine._Engine, "_potential64_at", spy)
+    got = golden.run(snn, x, "pipelined", device=CPU)
+    check_same(got, want)
+    assert seen and max(seen) > 0
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
