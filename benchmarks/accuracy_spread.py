@@ -4,7 +4,10 @@ disjoint sets of --calib-images training images, SNN accuracy in each golden mod
 mean ± std over the sets of (SNN − ANN) and of the paired difference between the modes.
 
     .venv/bin/python benchmarks/accuracy_spread.py --nets 20 32 44 56 \\
-        --configs percentile:16:1.3 bias:16:1.3 --modes exact int
+        --configs percentile:16:1.3 bias:16:1.3 weights:24:1.2:99.999 --modes exact int
+
+A config is calibration:T:Q[:percentile] (ConversionConfig's fields; the percentile of λ is
+99.99 unless given).
 
 Modes are golden's, plus ``exact_single_input``: the paper's Table VII ablation (exact mode,
 the input coded with a single spike instead of binary coding; ``single_spike_inputs``).
@@ -233,11 +236,12 @@ def main() -> None:
                     todo[c] = row
             groups: dict = {}
             for c in todo:
-                calname, t, q = c.split(":")
+                calname, t, q, *pct = c.split(":")  # an optional 4th field: the percentile
                 cfg = ConversionConfig(
-                    T=int(t), Q=float(q), input_mean=mean, input_std=std, calibration=calname
-                )
-                groups.setdefault((t, q), {})[c] = cfg
+                    T=int(t), Q=float(q), input_mean=mean, input_std=std, calibration=calname,
+                    **({"percentile": float(pct[0])} if pct else {}),
+                )  # fmt: skip
+                groups.setdefault((t, q, *pct), {})[c] = cfg
             for cfgs in groups.values():
                 t0 = time.time()
                 snns = convert_variants(model, list(calib.split(256)), cfgs)
