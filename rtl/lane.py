@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.engine_mem import PotentialBank
 from rtl.events import pot_word
-from rtl.neuron import M_BITS, NeuronUnit
+from rtl.neuron import NEURON_INPUTS, NEURON_OUTPUTS, NeuronUnit, neuron_ports
 
 
 class Lane(wiring.Component):
@@ -68,15 +68,8 @@ class Lane(wiring.Component):
             "weight": In(signed(weight_bits)),
             "negate": In(1),
             "bias": In(signed(acc_bits)),
-            "theta": In(signed(acc_bits)),
-            "valid": In(1),
-            "compare": In(1),
-            "leak": In(1),
-            "m": In(M_BITS),
             "word": Out(pot_word(acc_bits)),
-            "fire": Out(1),
-            "compared": Out(1),
-            "leaked": Out(1),
+            **neuron_ports(acc_bits),
         }
         if host:
             ports.update(host_addr=In(addr), host_u=Out(signed(acc_bits)))
@@ -88,11 +81,9 @@ class Lane(wiring.Component):
         m.submodules.nu = nu = NeuronUnit(self.acc_bits, self.sat_limit)
         cur = bank.rd_data
         m.d.comb += [bank.rd_addr.eq(self.rd_addr), bank.wr_addr.eq(self.wr_addr),
-                     bank.wr_en.eq(self.wr_en), self.word.eq(cur),
-                     nu.word_in.eq(cur), nu.theta.eq(self.theta), nu.valid.eq(self.valid),
-                     nu.compare.eq(self.compare), nu.leak.eq(self.leak), nu.m.eq(self.m),
-                     self.fire.eq(nu.fire), self.compared.eq(nu.compared),
-                     self.leaked.eq(nu.leaked)]  # fmt: skip
+                     bank.wr_en.eq(self.wr_en), self.word.eq(cur), nu.word_in.eq(cur)]  # fmt: skip
+        m.d.comb += [getattr(nu, n).eq(getattr(self, n)) for n in NEURON_INPUTS]
+        m.d.comb += [getattr(self, n).eq(getattr(nu, n)) for n in NEURON_OUTPUTS]
         # the PE: U ± w, truncated back to A bits
         total = Mux(self.negate, cur.u - self.weight, cur.u + self.weight)
         with m.If(self.init):

@@ -14,6 +14,19 @@ FRAC_BITS = 16
 M_BITS = 18
 
 
+#: The neuron unit's inputs and outputs besides its word (a :class:`~rtl.lane.Lane` passes
+#: them through).
+NEURON_INPUTS = ("theta", "valid", "compare", "leak", "m")
+NEURON_OUTPUTS = ("fire", "compared", "leaked")
+
+
+def neuron_ports(acc_bits: int) -> dict:
+    """The ports :data:`NEURON_INPUTS` and :data:`NEURON_OUTPUTS` of a neuron unit."""
+    ins = {"theta": In(signed(acc_bits)), "valid": In(1), "compare": In(1), "leak": In(1),
+           "m": In(M_BITS)}  # fmt: skip
+    return {**ins, **{name: Out(1) for name in NEURON_OUTPUTS}}
+
+
 class NeuronUnit(wiring.Component):
     """One lane's neuron at a phase boundary (docs/semantics.md §3, combinational).
 
@@ -57,15 +70,8 @@ class NeuronUnit(wiring.Component):
         super().__init__(
             {
                 "word_in": In(pot_word(acc_bits)),
-                "theta": In(signed(acc_bits)),
-                "valid": In(1),
-                "compare": In(1),
-                "leak": In(1),
-                "m": In(M_BITS),
                 "word_out": Out(pot_word(acc_bits)),
-                "fire": Out(1),
-                "compared": Out(1),
-                "leaked": Out(1),
+                **neuron_ports(acc_bits),
             }
         )
 
