@@ -262,43 +262,35 @@ class _Engine:
             -1, *([1] * (len(lay.shape) - 1))
         )
 
-    def _preact_float(self, lay: Layer, xs: list[torch.Tensor]) -> torch.Tensor:
+    def _preact_float(self, lay: Layer, xs: list[torch.Tensor], dtype=None) -> torch.Tensor:
+        """The layer's potentials from its inputs ``xs``, in the engine's dtype or ``dtype``
+        (the weights then converted from the SnnModel's, as an engine of that dtype has them)."""
         i = self.snn.layers.index(lay)
+        f = self.f if dtype is None else dtype
+        ws = self.w[i]
+        if f != self.f:
+            ws = [_weight(s, torch.as_tensor(s.weight), lay, self.dev, f) for s in lay.synapses]
         z = None
-        for s, w, x in zip(lay.synapses, self.w[i], xs, strict=True):
-            y = synapse_forward(x.to(self.f), s, w, lay)
+        for s, w, x in zip(lay.synapses, ws, xs, strict=True):
+            y = synapse_forward(x.to(f), s, w, lay)
             z = y if z is None else z.add_(y)
-        return z.add_(self.bias[i].to(self.f))
+        return z.add_(self.bias[i].to(f))
 
     # ---------------------------------------------------------------- spiking layers
     def _spiking_layer(self, lay: Layer, spikes):
         src = self.snn.source_of(lay)
         if self.mode == "int":
             return self._int_layer(lay, src, spikes)
-        decoded = [
-            _decode(spikes[s.source], self.snn.layers[s.source], self.f) for s in lay.synapses
-        ]
-        if lay.kind == "output" and self.mode == "pipelined" and self.f != torch.float64:
-            return None, (self._output64(lay, spikes), None)  # (float64 on every device)
-        z = self._preact_float(lay, decoded)
+        # pipelined logits are float64 on every device (the CPU engine's passes are float32)
+        f = torch.float64 if lay.kind == "output" and self.mode == "pipelined" else self.f
+        decoded = [_decode(spikes[s.source], self.snn.layers[s.source], f) for s in lay.synapses]
+        z = self._preact_float(lay, decoded, f)
         if lay.kind == "output":
             return None, (z, None)
         theta = self._chan(lay.threshold, lay)
         if self.mode == "exact":
             return self._exact_phases(lay, spikes, decoded, z, theta), None
         return self._pipelined(lay, src, spikes, decoded, z, theta), None
-
-    def _output64(self, lay: Layer, spikes) -> torch.Tensor:
-        """The output layer's potentials in float64, as ``_preact_float`` computes them where
-        the engine works in float64 (pipelined mode's logits on the CPU)."""
-        i = self.snn.layers.index(lay)
-        z = None
-        for s in lay.synapses:
-            w = _weight(s, torch.as_tensor(s.weight), lay, self.dev, torch.float64)
-            x = _decode(spikes[s.source], self.snn.layers[s.source], torch.float64)
-            y = synapse_forward(x, s, w, lay)
-            z = y if z is None else z.add_(y)
-        return z.add_(self.bias[i].to(torch.float64))
 
     def _exact_phases(self, lay: Layer, spikes, decoded, z, theta) -> torch.Tensor:
         """Eq. 4 decided as in float64, at float32 speed.
@@ -700,12 +692,12 @@ def _engine_dtype(snn: SnnModel, mode: str, cpu_kernels: bool) -> torch.dtype:
 
     ``pipelined`` decides as in float64: a potential can land exactly on a coding threshold
     c · Q^-t (an average pooling of equal spikes under floor coding does), and float32
-    rounding would then move the spike a phase. It works in float64 on other devices; on the
-    CPU (``kernels``: PyTorch's float64 convolution is about 12x slower than its float32 one)
-    (``cpu_kernels``) it runs float32 passes and recomputes in float64 the neurons that
-    rounding could move, as
-    ``exact`` does everywhere (``_Engine._exact_phases``). ``ann`` stays float32 (the PyTorch
-    model's precision), ``int`` carries integers (``_int_conv_dtype``).
+    rounding would then move the spike a phase. It works in float64 on other devices; with
+    the CPU kernels (``cpu_kernels``; PyTorch's float64 convolution is about 12x slower than
+    its float32 one) it runs float32 passes and recomputes in float64 the neurons that
+    rounding could move, as ``exact`` does everywhere (``_Engine._exact_phases``). ``ann``
+    stays float32 (the PyTorch model's precision), ``int`` carries integers
+    (``_int_conv_dtype``).
     """
     if mode == "int":
         return _int_conv_dtype(snn)
