@@ -30,7 +30,7 @@ import torch
 import golden
 from converter import ConversionConfig
 from converter import calibration as cal
-from converter.convert import _lambdas, build, calibrate
+from converter.convert import build, calibrate
 from converter.frontend import lower
 from converter.model import canonical, validate
 from onespike import data, models
@@ -145,14 +145,8 @@ def convert_variants(model, batches, cfgs: dict) -> dict:
         raw, _ = lower(model, batches[0][:1], (first.input_mean, first.input_std))
         stats, means = calibrate(raw, batches, first, False)
         for name, cfg in cfgs.items():
-            lay = raw
-            if cfg.calibration != "percentile":
-                fix = cal.refine(
-                    raw, batches, _lambdas(raw, stats, cfg), cfg, cfg.calibration != "bias",
-                    shortcut_gain=cfg.calibration == "weights_shortcut",
-                )  # fmt: skip
-                lay = cal.apply(raw, fix)
-            snn = canonical(build(lay, stats, means, cfg, type(model).__name__))
+            lay, st = cal.correct(raw, batches, stats, cfg)
+            snn = canonical(build(lay, st, means, cfg, type(model).__name__))
             validate(snn)
             out[name] = snn
     return out

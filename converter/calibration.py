@@ -2,8 +2,9 @@
 corrections done layer by layer in network order (after Li et al., ICML 2021): bias
 correction (``calibration="bias"``) and least-squares weight calibration
 (``calibration="weights"``; ``"weights_shortcut"`` fits each residual shortcut's per-channel
-gain too). benchmarks/layer_error.py shows why: the error that grows with
-depth is mostly spread, which a bias cannot remove.
+gain too; ``"search"`` also chooses each layer's λ by the error of its decoded output).
+benchmarks/layer_error.py shows why: the error that grows with depth is mostly spread, which
+a bias cannot remove.
 
 The code of a hidden layer (Eq. 4, DESIGN 2.3): a neuron whose normalised potential is
 v = a / λ fires at t* = min{t : v ≥ c · Q^-t} and stands for Q^-t*; no phase fits (v below
@@ -13,8 +14,90 @@ c · Q^-(T-1)) means no spike, i.e. 0 (underflow); everything above 1 stands for
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
+
+#: λ candidates of ``calibration="search"``: the percentile's λ times Q^(j / LAMBDA_STEPS) for
+#: j in LAMBDA_RANGE, i.e. from Q^-2 (more saturation, less underflow) to Q^+1, in eighths of
+#: one phase step (the code's error depends on where values fall on the grid Q^-t).
+LAMBDA_STEPS = 8
+LAMBDA_RANGE = range(-2 * LAMBDA_STEPS, LAMBDA_STEPS + 1)
+
+
+class Fix(NamedTuple):
+    """One layer's correction by :func:`refine`."""
+
+    bias: torch.Tensor
+    #: group index -> refitted weight
+    weights: dict
+    #: per channel, the factor by which λ is multiplied (None: λ unchanged)
+    lam_scale: torch.Tensor | None = None
+
+
+def correct(raw, batches, stats, config) -> tuple[list, list]:
+    """The SNN-side corrections ``config.calibration`` asks for: the raw layers with their
+    corrected biases and weights, and the λ statistics (``stats`` of
+    converter.convert.calibrate) with the searched λ where ``"search"``. ``"percentile"``
+    returns both unchanged."""
+    if config.calibration == "percentile":
+        return raw, stats
+    from converter.convert import _lambdas
+
+    fixes = refine(
+        raw,
+        batches,
+        _lambdas(raw, stats, config),
+        config,
+        weights=config.calibration != "bias",
+        shortcut_gain=config.calibration == "weights_shortcut",
+        search_lambda=config.calibration == "search",
+    )
+    stats = [
+        s if f is None or f.lam_scale is None else s * f.lam_scale.to(s.dtype)
+        for s, f in zip(stats, fixes, strict=True)
+    ]
+    return apply(raw, fixes), stats
+
+
+def search_scale(
+    v: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, per_channel: bool, T: int,
+    Q: float, shift: float,
+) -> torch.Tensor:  # fmt: skip
+    """The λ factor α, per channel (or one for the layer), among Q^(j / LAMBDA_STEPS) for j in
+    LAMBDA_RANGE, whose decoded output o = α λ · code(v / α) best matches the ANN's activation
+    up to a gain per channel: it minimises min_g Σ (g · o − target)² = Σ t² − (Σ o t)² / Σ o²
+    over the calibration samples (summed over the channels where λ is per layer); ties keep
+    α = 1. The gain is free because the next layer's least-squares refit has a weight per
+    input channel and absorbs any scale; what λ decides is the code's underflow, saturation
+    and where values fall on the grid Q^-t. (Plain squared error, gain fixed at 1, was
+    measured worse: benchmarks/results/accuracy_search.md.)
+
+    v : (N, C, ...) the SNN's potential normalised by the current λ (a / λ, ≥ 0).
+    target : (N, C, ...) the ANN's activation, in the units of λ · v.
+    lam : (C,) the current λ. Returns α, shape (C,), float64.
+    """
+    c = v.shape[1]
+    dims = [0] + list(range(2, v.dim()))
+    lam = lam.reshape((1, c) + (1,) * (v.dim() - 2)).to(v.dtype)
+    t = target.double()
+    tt = t.pow(2).sum(dims)
+    best = torch.ones(c, dtype=torch.float64)
+    best_err = None
+    for j in [0] + [j for j in LAMBDA_RANGE if j != 0]:
+        alpha = Q ** (j / LAMBDA_STEPS)
+        out = (code(v / alpha, T, Q, shift) * (alpha * lam)).double()
+        oo, ot = out.pow(2).sum(dims), (out * t).sum(dims)
+        err = tt - torch.where(oo > 0, ot * ot / oo.clamp(min=1e-300), 0.0)
+        if not per_channel:
+            err = err.sum().expand(c)
+        if best_err is None:
+            best_err = err
+            continue
+        better = err < best_err
+        best = torch.where(better, alpha, best)
+        best_err = torch.where(better, err, best_err)
+    return best
 
 
 def code(v: torch.Tensor, T: int, Q: float, shift: float) -> torch.Tensor:
@@ -126,6 +209,7 @@ def refine(
     weights: bool = False,
     ridge: float = 1e-3,
     shortcut_gain: bool = False,
+    search_lambda: bool = False,
 ) -> list:
     """SNN-side correction in network order (after Li et al., ICML 2021).
 
@@ -149,9 +233,13 @@ def refine(
     (:func:`_least_squares_gain`) instead of kept. Layers without such a group get the bias
     correction.
 
-    Returns, per layer, None or (bias, {group index: weight}).
+    ``search_lambda``: each hidden layer's λ is then chosen by :func:`search_scale` (per
+    channel where λ is per channel), so that its decoded output best matches the ANN's
+    activation; the later layers are fitted to the SNN with that λ.
+
+    Returns, per layer, None or a :class:`Fix`.
     """
-    from converter.convert import _chan, _preactivation, _raw_input
+    from converter.convert import _chan, _preactivation, _raw_input, lambda_per_channel
     from converter.ops import synapse_forward
 
     shift = (1 + 1 / config.q) / 2 if config.threshold_shift else 1.0
@@ -208,12 +296,20 @@ def refine(
                 d = (za - zs).double().mean(dims)
                 bias = lay.bias.double() + d.reshape(shape)
                 zs = zs + d.float().reshape(shape)
-            out[i] = (bias, new_w)
+            scale = None
             if lay.kind != "output":
                 theta = _chan(lay.theta_unit.float(), lay.shape)
                 lam = _chan(torch.as_tensor(lams[i], dtype=torch.float32), lay.shape)
                 ann[i] = za.clamp(min=0) / theta
-                snn[i] = code(zs.clamp(min=0) / theta / lam, config.T, config.q, shift) * lam
+                v = zs.clamp(min=0) / theta / lam
+                if search_lambda:
+                    per_channel = lambda_per_channel(lay, config) and not lay.rails
+                    scale = search_scale(v, ann[i], lam.reshape(-1), per_channel, config.T,
+                                         config.q, shift)  # fmt: skip
+                    alpha = _chan(scale.float(), lay.shape)
+                    v, lam = v / alpha, lam * alpha
+                snn[i] = code(v, config.T, config.q, shift) * lam
+            out[i] = Fix(bias, new_w, scale)
             del za, zs
         for j in range(1, i):
             if last[j] == i:
@@ -242,5 +338,6 @@ def _with(lay, new_w: dict, bias: torch.Tensor):
 def apply(raw, refined) -> list:
     """The raw layers with the corrections of :func:`refine`."""
     return [
-        lay if r is None else _with(lay, r[1], r[0]) for lay, r in zip(raw, refined, strict=True)
+        lay if r is None else _with(lay, r.weights, r.bias)
+        for lay, r in zip(raw, refined, strict=True)
     ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 #: Signed integer weights use the symmetric range [-(2^(b-1) - 1), 2^(b-1) - 1].
 SUPPORTED_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 #: Calibration modes (converter/calibration.py).
-CALIBRATIONS = ("percentile", "bias", "weights", "weights_shortcut")
+CALIBRATIONS = ("percentile", "bias", "weights", "weights_shortcut", "search")
 #: Fraction bits of the fixed-point base constants M = round(Q * 2^F) (docs/semantics.md).
 Q_FRAC_BITS = 16
 
@@ -56,6 +56,10 @@ class ConversionConfig:
         coded inputs best matches the ANN's on the calibration images.
         ``"weights_shortcut"``: as ``"weights"``, with each residual shortcut's per-channel
         weight (its gain, 1 in the ANN) fitted with them.
+        ``"search"``: as ``"weights"``, with each hidden layer's λ (per channel where λ is per
+        channel) chosen, in network order, among the percentile's λ times Q^(j/8),
+        j = -16 … 8, to minimise the squared error of the layer's decoded output against the
+        ANN's activation, up to a gain per channel, on the calibration images.
     input_scale : float or None
         The input range λ_in: an input coded by the input layer must lie in [0, λ_in). ``None``
         takes the calibration maximum (of |x|) times 2^T_in / (2^T_in - 1), which codes

@@ -70,11 +70,7 @@ def convert(
             if config.calibration != "percentile":
                 from converter import calibration as cal
 
-                lams = _lambdas(raw, stats, config)
-                gain = config.calibration == "weights_shortcut"
-                fixes = cal.refine(raw, batches, lams, config, config.calibration != "bias",
-                                   shortcut_gain=gain)  # fmt: skip
-                raw = cal.apply(raw, fixes)
+                raw, stats = cal.correct(raw, batches, stats, config)
     finally:
         for m, training in modes:
             m.training = training
@@ -239,14 +235,19 @@ def calibrate(
 _PER_CHANNEL_OPS = ("conv", "shortcut", "avgpool", "graph", "embedding")
 
 
-def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
-    per_channel = (
+def lambda_per_channel(lay: RawLayer, config: ConversionConfig) -> bool:
+    """Whether layer ``lay`` gets one λ per channel (else one per layer)."""
+    return (
         config.per_channel
         and lay.kind == "neuron"
         and len(lay.shape) == 3
         and all(g.op in _PER_CHANNEL_OPS for g in lay.groups)
         and not lay.per_layer_lambda  # read by a graph aggregation: one λ (semantics.md §5)
     )
+
+
+def _statistic(a: torch.Tensor, lay: RawLayer, config: ConversionConfig) -> torch.Tensor:
+    per_channel = lambda_per_channel(lay, config)
     c = lay.shape[0]
     if lay.rails:  # both rails share one λ: the statistic of |v| = pos + neg
         half = c // 2

@@ -32,6 +32,8 @@ def _q(text: str) -> float | str:
 
 
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
+    from converter.config import CALIBRATIONS
+
     g = p.add_argument_group("conversion (DESIGN Section 2)")
     g.add_argument(
         "--T", type=int, default=16, help="phases of every hidden layer " + DEFAULTS_HELP
@@ -98,13 +100,14 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--calibration",
-        choices=("percentile", "bias", "weights", "weights_shortcut"),
+        choices=CALIBRATIONS,
         default="percentile",
         help="percentile: λ from the activation percentile; bias: then each layer's bias "
         "corrected in network order on the SNN; weights: then each layer's weights and bias "
         "refitted by least squares on the SNN's coded inputs (deep ResNets: +0.7 to +1.6 "
         "points; golden ann mode then no longer equals the ANN); weights_shortcut: also each "
-        "residual shortcut's per-channel gain (measured no better than weights) " + DEFAULTS_HELP,
+        "residual shortcut's per-channel gain (measured no better than weights); search: "
+        "weights, with each layer's λ searched for the least decoded-output error " + DEFAULTS_HELP,
     )
     g.add_argument(
         "--input-scale",

@@ -68,7 +68,7 @@ def setup():
     cfg = dict(T=8, Q=1.5)  # a coarse code: large coding errors, so the test has a signal
     snns = {
         cal: convert(model, calib, ConversionConfig(calibration=cal, **cfg), progress=False)
-        for cal in ("percentile", "bias", "weights", "weights_shortcut")
+        for cal in ("percentile", "bias", "weights", "weights_shortcut", "search")
     }
     return model, test, want, snns
 
@@ -215,6 +215,68 @@ def test_weights_shortcut_mode_fits_gains_and_stays_spike_exact(setup):
     g = golden.run(w, x, "int", device="cpu")
     r = hwsim.simulate(w, x)
     for i, lay in enumerate(w.layers):
+        if g.spikes[i] is not None:
+            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
+    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+
+
+def test_search_scale_is_the_argmin_of_the_gain_free_error():
+    """search_scale returns, per channel, the candidate α whose decoded output has the least
+    squared error against the target after the best gain; one α for all channels when λ is
+    per layer."""
+    from converter.calibration import LAMBDA_RANGE, LAMBDA_STEPS, search_scale
+
+    T, Q, shift = 8, 1.5, (1 + 1 / 1.5) / 2
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(64, 3, 4, 4, generator=gen) ** 3
+    target[:, 0] *= 0.1  # far below λ: mostly underflow at α = 1, a smaller λ codes it
+    target[:, 2] *= 3.0  # above λ: saturates at α = 1
+    lam = torch.tensor([1.0, 1.0, 1.0])
+    v = target / lam.reshape(1, 3, 1, 1)
+    alpha = search_scale(v, target, lam, True, T, Q, shift)
+
+    def err(a):
+        o = code(v / a, T, Q, shift).double() * a
+        oo, ot = o.pow(2).sum((0, 2, 3)), (o * target.double()).sum((0, 2, 3))
+        return target.double().pow(2).sum((0, 2, 3)) - torch.where(oo > 0, ot * ot / oo, 0.0)
+
+    cands = [Q ** (j / LAMBDA_STEPS) for j in LAMBDA_RANGE]
+    errs = torch.stack([err(a) for a in cands])  # (candidates, C)
+    for c in range(3):
+        assert err(alpha[c].item())[c] == pytest.approx(errs[:, c].min().item(), rel=1e-12)
+    assert alpha[0] < 1 and alpha[2] > 1
+    one = search_scale(v, target, lam, False, T, Q, shift)
+    assert torch.all(one == one[0])
+    total = torch.stack([err(a).sum() for a in cands])
+    assert err(one[0].item()).sum() == pytest.approx(total.min().item(), rel=1e-12)
+
+
+def test_search_mode_moves_lambda_and_stays_spike_exact(setup):
+    """calibration="search" changes λ of some hidden layers (the weights are refitted to
+    it), lowers the logits' RMS error below percentile calibration's, and the artifact keeps
+    golden int and hwsim spike for spike."""
+    import numpy as np
+
+    import hwsim
+
+    _, test, want, snns = setup
+    p, s = snns["percentile"], snns["search"]
+    validate(s)
+    moved = [
+        not np.array_equal(lp.lam, ls.lam)
+        for lp, ls in zip(p.layers, s.layers, strict=True)
+        if lp.kind == "neuron"
+    ]
+    assert any(moved)
+    err = {}
+    for cal in ("percentile", "search"):
+        got = golden.run(snns[cal], test, "exact", keep_spikes=False).logits.double()
+        err[cal] = (got - want.double()).pow(2).mean().sqrt().item()
+    assert err["search"] < err["percentile"], err
+    x = test[:4]
+    g = golden.run(s, x, "int", device="cpu")
+    r = hwsim.simulate(s, x)
+    for i, lay in enumerate(s.layers):
         if g.spikes[i] is not None:
             np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
     np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
