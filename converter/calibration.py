@@ -71,7 +71,8 @@ def search_scale(
     α = 1. The gain is free because the next layer's least-squares refit has a weight per
     input channel and absorbs any scale; what λ decides is the code's underflow, saturation
     and where values fall on the grid Q^-t. (Plain squared error, gain fixed at 1, was
-    measured worse: benchmarks/results/accuracy_search.md.)
+    measured worse: ResNet-32, T 24, Q 1.2, first calibration set, exact 91.74 % against
+    92.13 % without the search and 92.72 % with the gain free.)
 
     v : (N, C, ...) the SNN's potential normalised by the current λ (a / λ, ≥ 0).
     target : (N, C, ...) the ANN's activation, in the units of λ · v.
