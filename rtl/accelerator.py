@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Value, signed
+from amaranth.hdl import (
+    Cat,
+    ClockDomain,
+    Const,
+    DomainRenamer,
+    Module,
+    ResetSignal,
+    Value,
+    signed,
+)
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,6 +26,7 @@ from archspec.config import ArchConfig
 from archspec.fanout import ceil_div
 from converter.model import SnnModel
 from rtl.accel_ctrl import Controller
+from rtl.clockgate import ClockGate
 from rtl.engine import COUNTERS, LayerEngine, LayerImage
 from rtl.evbuf import BufferReader, EventBuffer, EventMerger
 from rtl.events import INDEX_BITS
@@ -162,7 +172,8 @@ class Accelerator(wiring.Component):
         addrs: dict[int, list] = {i: [] for i in bufs}  # read addresses to OR per buffer
         engines = {i: _engine(self.arch, self.images[i]) for i in order}
         for j, i in enumerate(order):
-            eng = m.submodules[f"engine{i}"] = engines[i]
+            m.submodules[f"engine{i}"] = self._gated(m, ctrl, j, f"engine{i}", engines[i])
+            eng = engines[i]
             m.d.comb += eng.start.eq(go[i])
             if i in bufs:
                 wiring.connect(m, eng.o_spikes, bufs[i].w)
@@ -179,6 +190,19 @@ class Accelerator(wiring.Component):
                 total = total | a
             m.d.comb += buf.rd_addr.eq(total)
         return m
+
+    def _gated(self, m: Module, ctrl: Controller, j: int, name: str, eng):
+        """Engine ``eng`` (the j-th to run) in its own clock domain, gated by a
+        :class:`~rtl.clockgate.ClockGate`: clocked while the accelerator is idle or in reset,
+        and during a run while it or the engine before it runs (its readers and merger
+        start while the engine before it drains); otherwise it sits in IDLE with ``done``
+        set and its clock changes nothing."""
+        m.domains += (dom := ClockDomain(name, local=True))
+        m.submodules[f"{name}_gate"] = gate = ClockGate()
+        near = ctrl.layer == j if j == 0 else (ctrl.layer == j) | (ctrl.layer == j - 1)
+        m.d.comb += [gate.en.eq(ResetSignal() | ~ctrl.busy | near), dom.clk.eq(gate.clk),
+                     dom.rst.eq(ResetSignal())]  # fmt: skip
+        return DomainRenamer(name)(eng)
 
     def _buffers(self, m: Module, go: dict) -> dict[int, EventBuffer]:
         """One event buffer per non-output layer, cleared when its producer starts."""
