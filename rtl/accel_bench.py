@@ -3,13 +3,14 @@
 The host side (:mod:`rtl.accel_sim`) writes the case to the JSON file named by
 ``ONESPIKE_BENCH``: the layers, the register map, the output layer's row layout and per image
 the input event words, golden ``int``'s phases of every spiking layer, the output potentials
-and class, and hwsim's layer-mode cycles per layer and per image (the engines' and the
-controller's). Per image the bench writes the input
-events through the AXI4-Stream port (one beat per cycle), pulses ``start`` and waits for
-``done`` with no Python code per cycle, then reads every layer's buffered events through the
-debug port, the counters through the register block and the output potentials, checks them
-and writes what it measured to ``ONESPIKE_BENCH_OUT``. It runs inside the simulator and
-imports neither amaranth nor torch.
+and class, hwsim's layer-mode cycles per layer and per image (the engines' and the
+controller's) and hwsim's activity counts per engine over the images. Per image the bench
+writes the input events through the AXI4-Stream port (one beat per cycle), pulses ``start``
+and waits for ``done`` with no Python code per cycle, then reads every layer's buffered
+events through the debug port, the counters through the register block and the output
+potentials and checks them (the counters summed over the images); it writes what it
+measured to ``ONESPIKE_BENCH_OUT``. It runs inside the simulator and imports neither
+amaranth nor torch.
 """
 
 from __future__ import annotations
@@ -149,10 +150,25 @@ def check_image(case: dict, n: int, image: dict, got: dict) -> list[str]:
     return errors
 
 
+def count_errors(case: dict, measured: list[dict]) -> list[str]:
+    """Each engine's activity counters (register block), summed over the images, against
+    hwsim's counts of the case (``hwsim_counts``)."""
+    errors = []
+    names = {str(lay["index"]): f"{lay['index']} ({lay['name']})" for lay in case["layers"]}
+    for i, want in case["hwsim_counts"].items():
+        for k, w in want.items():
+            rtl = sum(got["registers"][f"{k}@{i}"] for got in measured)
+            if rtl != w:
+                errors.append(f"layer {names[i]}: counter {k}: RTL {rtl}, hwsim {w} "
+                              f"(over {len(measured)} images)")  # fmt: skip
+    return errors
+
+
 @cocotb.test()
 async def accelerator_matches_golden_and_hwsim(dut) -> None:
     """Every image of the case through the whole accelerator: each layer's spikes equal
-    golden int's, the output potentials and class too, each engine's cycles hwsim's."""
+    golden int's, the output potentials and class too, each engine's cycles hwsim's, and its
+    counters, over the images, hwsim's counts."""
     with open(os.environ["ONESPIKE_BENCH"]) as f:
         case = json.load(f)
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
@@ -185,6 +201,7 @@ async def accelerator_matches_golden_and_hwsim(dut) -> None:
         timing["readback_s"] += t3 - t2
         errors += check_image(case, n, image, got)
         measured.append(got)
+    errors += count_errors(case, measured)
     with open(os.environ["ONESPIKE_BENCH_OUT"], "w") as f:
         json.dump({"images": measured, "errors": errors, **timing}, f)
     assert not errors, "\n".join(errors[:20])

@@ -131,8 +131,9 @@ class AccelReport:
 
 
 def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dict:
-    """The bench's case: layers, register map, output layout and per image the input words,
-    golden's phases, potentials, class and hwsim's cycles."""
+    """The bench's case: layers, register map, output layout, per image the input words,
+    golden's phases, potentials, class and hwsim's cycles, and hwsim's activity counts per
+    engine over the images (``hwsim_counts``: layer → counter → count)."""
     arch, out_idx = acc.arch, acc.layers[-1].index
     c, h, w = acc.images[out_idx].out_shape
     cb = ceil_div(c, arch.lanes)
@@ -148,6 +149,9 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
                              for p in acc.layers[1:]},
             "hwsim_total_cycles": int(hw.image_cycles[n]),
         })  # fmt: skip
+    # hwsim's activity counts of each engine, summed over the images (as hwsim counts them)
+    counts = {str(p.index): {k: int(hw.counts[k][p.index]) for k in CHECKED_COUNTS}
+              for p in acc.layers[1:]}  # fmt: skip
     return {
         "layers": [{"index": p.index, "name": snn.layers[p.index].name, "kind": p.kind,
                     "buffered": bool(p.depth)} for p in acc.layers],
@@ -155,6 +159,7 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
         "output": {"lanes": arch.lanes, "potential_bits": arch.potential_bits,
                    "pixels": h * w, "n_out": c * h * w, "channel_blocks": cb, "rows": cb * h * w},
         "images": images,
+        "hwsim_counts": counts,
     }  # fmt: skip
 
 
@@ -255,10 +260,7 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
         errors = [e for e in res["errors"] if e.startswith(prefix)]
         regs = [g["registers"] for g in got]
         counters = {k: sum(r[f"{k}@{i}"] for r in regs) for k in COUNTERS}
-        hw_counts = {k: int(hw.counts[k][i]) for k in CHECKED_COUNTS}
-        name = snn.layers[i].name
-        errors += [f"layer {i} ({name}): counter {k}: RTL {counters[k]}, hwsim {hw_counts[k]}"
-                   for k in CHECKED_COUNTS if counters[k] != hw_counts[k]]  # fmt: skip
+        hw_counts = {k: int(hw.counts[k][i]) for k in CHECKED_COUNTS}  # (the bench checks)
         if p.depth:
             for n, g in enumerate(got):
                 errors += order_errors(snn, i, n, g["buffers"][str(i)], hw)

@@ -8,7 +8,8 @@ through the debug port against golden ``int`` (neuron and phase, each neuron at 
 many events as golden's spikes; the input layer's buffer against the words sent), the output
 potentials (``pot_addr`` → ``pot_data``) and the class (``result_class`` and the class
 register) against golden's, each engine's cycles and the controller's total (register block)
-against hwsim's layer mode, and the status register (done, no buffer overflowed). The
+against hwsim's layer mode, each engine's activity counters summed over the images against
+hwsim's counts, and the status register (done, no buffer overflowed). The
 expected values come from hex files (``$readmemh``, read from the simulator's working folder)
 that :func:`stimulus_files` writes from the case of :func:`rtl.accel_sim.accel_case`. Needs
 no Python: ``iverilog -g2012`` and ``vvp`` run it; a mismatch prints the layer, image, neuron
@@ -27,8 +28,10 @@ def stimulus_files(case: dict) -> dict[str, str]:
     if there are none) and ``accel_input_count.hex`` (words per image); ``accel_cycles.hex``
     (per image hwsim's image latency, then each engine's cycles in run order);
     ``accel_potentials.hex`` (per image the output layer's A-bit two's complement potentials,
-    neuron order) and ``accel_class.hex``; per buffered layer i but the input,
-    ``accel_layer<i>_phases.hex`` (per image and neuron golden's phase, ``ff`` for none)."""
+    neuron order) and ``accel_class.hex``; ``accel_counts.hex`` (per engine in run order,
+    hwsim's activity counts over the images, 64-bit, in :func:`_counters` order); per
+    buffered layer i but the input, ``accel_layer<i>_phases.hex`` (per image and neuron
+    golden's phase, ``ff`` for none)."""
     images, bits = case["images"], case["output"]["potential_bits"]
     words = [w for im in images for w in im["input"]] or [0]
     cycles = []
@@ -42,6 +45,10 @@ def stimulus_files(case: dict) -> dict[str, str]:
             [v & ((1 << bits) - 1) for im in images for v in im["potentials"]], -(-bits // 4)
         ),
         "accel_class.hex": _lines([im["argmax"] for im in images], 8),
+        "accel_counts.hex": _lines(
+            [case["hwsim_counts"][str(i)][k] for i in _engines(case) for k in _counters(case)],
+            16,
+        ),
     }
     for i in _spiking(case):
         phases = [NO_SPIKE if p < 0 else p for im in images for p in im["phases"][str(i)]]
@@ -52,6 +59,11 @@ def stimulus_files(case: dict) -> dict[str, str]:
 def _engines(case: dict) -> list[int]:
     """The layers with an engine (every layer but the input), in run order."""
     return [lay["index"] for lay in case["layers"] if lay["kind"] != "input"]
+
+
+def _counters(case: dict) -> list[str]:
+    """The activity counters the case gives hwsim's counts of (the same for every engine)."""
+    return list(next(iter(case["hwsim_counts"].values())))
 
 
 def _spiking(case: dict) -> list[int]:
@@ -79,6 +91,11 @@ def testbench(tb: str, top: str, case: dict, widths: dict[str, int]) -> str:
     cycle_checks = [CYCLE_CHECK.format(j=j + 1, addr=regs[f"cycles@{i}"], name=names[i],
                                        stride=len(engines) + 1)
                     for j, i in enumerate(engines)]  # fmt: skip
+    counters = _counters(case)
+    slots = [(j * len(counters) + c, i, k) for j, i in enumerate(engines)
+             for c, k in enumerate(counters)]  # fmt: skip
+    count_reads = [COUNT_READ.format(slot=q, addr=regs[f"{k}@{i}"]) for q, i, k in slots]
+    count_checks = [COUNT_CHECK.format(slot=q, name=names[i], what=k) for q, i, k in slots]
     fmt = dict(
         tb=tb, top=top, half=PERIOD_NS // 2, timeout=PERIOD_NS * sum(per_image),
         n_images=n_images, n_words=max(sum(len(im["input"]) for im in images), 1),
@@ -89,6 +106,8 @@ def testbench(tb: str, top: str, case: dict, widths: dict[str, int]) -> str:
         w_class=widths["result_class"], reg_status=regs["status"], reg_class=regs["class"],
         reg_cycles=regs["cycles"], layer_memories="\n".join(decl), load="\n".join(load),
         layer_checks="".join(checks), cycle_checks="".join(cycle_checks),
+        n_counts=len(slots), count_reads="".join(count_reads),
+        count_checks="".join(count_checks),
     )  # fmt: skip
     return TB_TEMPLATE.format(**fmt)
 
@@ -123,6 +142,8 @@ module {tb};
     reg [31:0] want_cycles [0:{n_cycles} - 1];
     reg [{bits} - 1:0] want_pots [0:{n_images} * {n_out} - 1];
     reg [31:0] want_class [0:{n_images} - 1];
+    reg [63:0] want_counts [0:{n_counts} - 1];
+    reg [63:0] got_counts [0:{n_counts} - 1];
 {layer_memories}
     integer errors = 0;
 
@@ -147,6 +168,8 @@ module {tb};
         $readmemh("accel_cycles.hex", want_cycles);
         $readmemh("accel_potentials.hex", want_pots);
         $readmemh("accel_class.hex", want_class);
+        $readmemh("accel_counts.hex", want_counts);
+        for (k = 0; k < {n_counts}; k = k + 1) got_counts[k] = 0;
 {load}
         repeat (2) @(posedge clk);
         @(negedge clk) rst = 0;
@@ -204,11 +227,14 @@ module {tb};
                 $display("image %0d: the controller counted %0d cycles, hwsim %0d", n, v,
                          want_cycles[n * {stride}]);
             end
-{cycle_checks}            e = e + input_count[n];
+{cycle_checks}            // the engines' activity counters, summed over the images
+{count_reads}            e = e + input_count[n];
             $display("image %0d: class %0d, %0d mismatches so far", n, result_class, errors);
         end
-        if (errors != 0) $fatal(1, "FAIL: %0d mismatches", errors);
-        $display("PASS: every layer matches golden int and hwsim's cycles ({n_images} images)");
+        // against hwsim's counts over the images
+{count_checks}        if (errors != 0) $fatal(1, "FAIL: %0d mismatches", errors);
+        $display({{"PASS: every layer matches golden int and hwsim's cycles and counts ",
+                  "({n_images} images)"}});
         $finish;
     end
 endmodule
@@ -274,4 +300,15 @@ CYCLE_CHECK = """            read_reg({addr}, v);
                 $display("layer {name} image %0d: %0d RTL cycles, hwsim %0d", n, v,
                          want_cycles[n * {stride} + {j}]);
             end
+"""
+
+COUNT_READ = """            read_reg({addr}, v);
+            got_counts[{slot}] = got_counts[{slot}] + v;
+"""
+
+COUNT_CHECK = """        if (got_counts[{slot}] != want_counts[{slot}]) begin
+            errors = errors + 1;
+            $display("layer {name}: counter {what}: RTL %0d, hwsim %0d (over the images)",
+                     got_counts[{slot}], want_counts[{slot}]);
+        end
 """

@@ -539,6 +539,11 @@ export PYTHONPATH := $(TB_DIR):$(PYTHONPATH)
 $(shell mkdir -p $(TB_DIR)results)
 
 include $(shell cocotb-config --makefiles)/Makefile.sim
+ifeq ($(SIM),verilator)
+# cocotb makes every signal public (--public-flat-rw: a much larger, slower model); the bench
+# needs the top's ports only, which verilator.vlt makes public. (After the include: it wins.)
+COMPILE_ARGS += --no-public-flat-rw
+endif
 """
 
 ACCEL_RUN_PY = (

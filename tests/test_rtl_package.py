@@ -296,16 +296,18 @@ def test_accelerator_fusesoc_sim_passes(digits, tmp_path: Path) -> None:
     snn, pkg, _ = digits
     p = fusesoc(pkg, "sim", tmp_path, vlnv=ACCEL_VLNV)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "PASS: every layer matches golden int and hwsim's cycles (2 images)" in p.stdout
+    assert "PASS: every layer matches golden int and hwsim's cycles and counts (2 images)" in (
+        p.stdout
+    )
     for n, c in enumerate(golden_classes(snn)):
         assert f"image {n}: class {c}, 0 mismatches so far" in p.stdout
 
 
-@pytest.mark.parametrize("what", ["spike", "cycles"])
+@pytest.mark.parametrize("what", ["spike", "cycles", "counts"])
 def test_accelerator_fusesoc_sim_names_a_mismatch(digits, tmp_path: Path, what: str) -> None:
-    """The bench checks: a golden phase of layer 1 (read back through the debug port), or
-    hwsim's cycles of an engine, changed in its data fails the run and names the neuron, or
-    the layer."""
+    """The bench checks: a golden phase of layer 1 (read back through the debug port),
+    hwsim's cycles of an engine, or hwsim's count of an engine's counter, changed in its data
+    fails the run and names the neuron, or the layer (and the counter)."""
     require_simulator("icarus")
     snn, pkg, _ = digits
     bad = shutil.copytree(pkg, tmp_path / "bad")
@@ -316,11 +318,19 @@ def test_accelerator_fusesoc_sim_names_a_mismatch(digits, tmp_path: Path, what: 
         lines[j] = f"{int(lines[j], 16) + 1:02x}"
         n, k = divmod(j, snn.layers[1].size)
         want = f"layer 1 ({snn.layers[1].name}) image {n}: first difference at neuron {k} "
-    else:
+    elif what == "cycles":
         f = bad / "tb" / "stim" / "accel_cycles.hex"
         lines = f.read_text().split()  # image 0: the total, then engine 1, 2, ...
         lines[2] = f"{int(lines[2], 16) + 1:08x}"
         want = f"layer 2 ({snn.layers[2].name}) image 0: {int(lines[2], 16) - 1} RTL cycles"
+    else:
+        case = json.loads((pkg / "tb" / "cases" / "accel.json").read_text())
+        first = next(iter(case["hwsim_counts"]["2"]))  # engine 2's first counter
+        f = bad / "tb" / "stim" / "accel_counts.hex"
+        lines = f.read_text().split()  # per engine in run order (1, 2, ...), its counters
+        j = len(case["hwsim_counts"]["1"])
+        lines[j] = f"{int(lines[j], 16) + 1:016x}"
+        want = f"layer 2 ({snn.layers[2].name}): counter {first}: RTL {int(lines[j], 16) - 1}, "
     f.write_text("\n".join(lines) + "\n")
     p = fusesoc(bad, "sim", tmp_path, vlnv=ACCEL_VLNV)
     assert p.returncode != 0 and "FAIL: 1 mismatches" in p.stdout, p.stdout[-3000:]
@@ -336,16 +346,23 @@ def test_accelerator_fusesoc_lint_is_clean(digits, tmp_path: Path) -> None:
     assert "%Warning" not in p.stdout + p.stderr
 
 
-def test_accelerator_cocotb_runner_without_the_project(digits, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_accelerator_cocotb_runner_without_the_project(digits, tmp_path: Path, sim) -> None:
     """tb/run.py runs the cocotb accelerator bench from the folder alone (no PYTHONPATH to
-    this repo): golden int's classes, every check passed."""
-    require_simulator("icarus")
+    this repo): golden int's classes, every check passed; under Verilator only the top's
+    ports are public (the Makefile turns cocotb's --public-flat-rw off)."""
+    require_simulator(sim)
     snn, pkg, _ = digits
     tb = shutil.copytree(pkg, tmp_path / "away") / "tb"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([sys.executable, "run.py"], cwd=tb, capture_output=True, text=True,
-                       env=env, timeout=300)  # fmt: skip
+    p = subprocess.run([sys.executable, "run.py", "--sim", sim], cwd=tb, capture_output=True,
+                       text=True, env=env, timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert "PASS" in p.stdout
     for n, c in enumerate(golden_classes(snn)):
         assert f"image {n}: class {c}," in p.stdout
+    if sim == "verilator":
+        # Verilator's record of its command line (for --skip-identical)
+        dat = (tb / "sim_build" / "accel" / "Vtop__verFiles.dat").read_text().splitlines()
+        cmds = next(line for line in dat if line.startswith('C "'))
+        assert cmds.rindex("--no-public-flat-rw") > cmds.rindex("--public-flat-rw"), cmds
