@@ -73,6 +73,21 @@ def setup():
     return model, test, want, snns
 
 
+def assert_int_equals_hwsim(snn, x) -> None:
+    """golden int and the accelerator model (hwsim) give the same spikes in every layer and
+    the same output potentials."""
+    import numpy as np
+
+    import hwsim
+
+    g = golden.run(snn, x, "int", device="cpu")
+    r = hwsim.simulate(snn, x)
+    for i, lay in enumerate(snn.layers):
+        if g.spikes[i] is not None:
+            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
+    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+
+
 def test_code_equals_golden_exact_coding():
     from converter.model import Layer
     from golden.engine import _decode, _encode_hidden
@@ -154,18 +169,8 @@ def test_weights_mode_keeps_format_and_geometry(setup):
 
 def test_weights_mode_int_is_spike_exact_in_hwsim(setup):
     """The refitted artifact keeps golden int and the accelerator model spike for spike."""
-    import numpy as np
-
-    import hwsim
-
     _, test, _, snns = setup
-    snn, x = snns["weights"], test[:4]
-    g = golden.run(snn, x, "int", device="cpu")
-    r = hwsim.simulate(snn, x)
-    for i, lay in enumerate(snn.layers):
-        if g.spikes[i] is not None:
-            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
-    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+    assert_int_equals_hwsim(snns["weights"], test[:4])
 
 
 def test_least_squares_gain_is_each_channels_least_squares():
@@ -197,10 +202,6 @@ def test_least_squares_gain_is_each_channels_least_squares():
 def test_weights_shortcut_mode_fits_gains_and_stays_spike_exact(setup):
     """calibration="weights_shortcut" changes the residual shortcuts' weights (and nothing of
     the format); the artifact validates and golden int equals hwsim spike for spike."""
-    import numpy as np
-
-    import hwsim
-
     _, test, _, snns = setup
     p, w = snns["percentile"], snns["weights_shortcut"]
     validate(w)
@@ -211,13 +212,7 @@ def test_weights_shortcut_mode_fits_gains_and_stays_spike_exact(setup):
         if sp.op == "shortcut"
     ]
     assert len(moved) == 4 and all(moved)
-    x = test[:4]
-    g = golden.run(w, x, "int", device="cpu")
-    r = hwsim.simulate(w, x)
-    for i, lay in enumerate(w.layers):
-        if g.spikes[i] is not None:
-            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
-    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+    assert_int_equals_hwsim(w, test[:4])
 
 
 def test_search_scale_is_the_argmin_of_the_gain_free_error():
@@ -257,8 +252,6 @@ def test_search_mode_moves_lambda_and_stays_spike_exact(setup):
     golden int and hwsim spike for spike."""
     import numpy as np
 
-    import hwsim
-
     _, test, want, snns = setup
     p, s = snns["percentile"], snns["search"]
     validate(s)
@@ -273,10 +266,4 @@ def test_search_mode_moves_lambda_and_stays_spike_exact(setup):
         got = golden.run(snns[cal], test, "exact", keep_spikes=False).logits.double()
         err[cal] = (got - want.double()).pow(2).mean().sqrt().item()
     assert err["search"] < err["percentile"], err
-    x = test[:4]
-    g = golden.run(s, x, "int", device="cpu")
-    r = hwsim.simulate(s, x)
-    for i, lay in enumerate(s.layers):
-        if g.spikes[i] is not None:
-            np.testing.assert_array_equal(r.spikes[i], g.spikes[i].numpy(), err_msg=lay.name)
-    np.testing.assert_array_equal(r.logits_int, g.logits_int.numpy())
+    assert_int_equals_hwsim(s, test[:4])
