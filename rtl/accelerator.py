@@ -89,7 +89,8 @@ class Accelerator(wiring.Component):
 
     Organisation (docs/architecture.md §14): hwsim's layer mode. Each non-input layer has its
     engine (:class:`rtl.LayerEngine` or :class:`rtl.MaxPoolEngine`: today's potential_sram
-    dataflow, parameters in its own memories); each non-output layer an
+    dataflow, parameters in its own memories; its clock gated while neither it nor the engine
+    before it runs, :class:`~rtl.clockgate.ClockGate`); each non-output layer an
     :class:`~rtl.evbuf.EventBuffer` written from its output queue; each consumer reads its
     sources through :class:`~rtl.evbuf.BufferReader`\\ s and an
     :class:`~rtl.evbuf.EventMerger`; the :class:`~rtl.accel_ctrl.Controller` starts layer i
