@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from converter import calibration as cal
 from converter import graph_frontend
 from converter.config import ConversionConfig
 from converter.frontend import Group, RawLayer, lower
@@ -67,10 +68,7 @@ def convert(
                 norm = (config.input_mean, config.input_std) if config.input_mean else None
                 raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
             stats, means = calibrate(raw, batches, config, progress)
-            if config.calibration != "percentile":
-                from converter import calibration as cal
-
-                raw, stats = cal.correct(raw, batches, stats, config)
+            raw, stats = cal.correct(raw, batches, stats, config)
     finally:
         for m, training in modes:
             m.training = training
