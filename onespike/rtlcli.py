@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
         "flip-flop and memory-bit counts of the top) and a FuseSoC core <name>.core with "
         "targets sim (Icarus) and lint (Verilator). With --layer N or --all: the per-layer "
         "engines instead (module onespike_layer<i> each, a wrapper holding them, per-layer "
-        "benches; also the package of a graph network, which the accelerator does not run) "
+        "benches; also the package of a graph network the accelerator refuses) "
         "(docs/architecture.md §10 and §14, rtl/package.py).",
     )
     v.add_argument("artifact", type=Path)
@@ -63,7 +63,7 @@ def add_parsers(sub) -> None:
         "cycles and counters equal hwsim's, and the controller's total cycles hwsim's image "
         "latency (docs/architecture.md §14). With --layer, run those layers one by one on "
         "their own engines instead, each fed the RTL spikes of its source (also the flow of "
-        "graph networks, which the accelerator does not run; WAVES=1 writes waveforms). A "
+        "graph networks the accelerator refuses; WAVES=1 writes waveforms). A "
         "mismatch names the layer, the first neuron and the phase that differ (exit status 1).",
     )
     c.add_argument("artifact", type=Path)
@@ -121,9 +121,9 @@ def run_verilog(args: argparse.Namespace) -> int:
     x = _bench_images(snn, args.data, args.images)
     name = package_name(args.name or args.artifact.stem)
     engines = args.all or args.layer is not None
-    if not engines and snn.meta.get("graph") is not None:
-        print("note: the accelerator (rtl.Accelerator) does not run graph layers: packaging "
-              "the per-layer engines", file=sys.stderr)  # fmt: skip
+    if not engines and (why := _graph_refused(snn, arch)):
+        print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
+              f"({why}): packaging the per-layer engines", file=sys.stderr)  # fmt: skip
         engines = True
     core = write_package(snn, arch, args.out, x, name=name, layer=args.layer, engines=engines)
     for f in sorted((args.out / "rtl").glob("layer*.json"), key=lambda p: int(p.stem[5:])):
@@ -141,6 +141,15 @@ def run_verilog(args: argparse.Namespace) -> int:
           f"--target=sim onespike:snn:{name}); reports: {args.out / 'reports'}; "
           f"see {args.out / 'README.md'}")  # fmt: skip
     return 0
+
+
+def _graph_refused(snn, arch) -> str | None:
+    """Why the accelerator does not run graph network ``snn`` (a graph too large for its
+    buffers, say), or None: it does, or ``snn`` is not a graph network (whose refusals are
+    errors, not a fallback to the per-layer engines)."""
+    from rtl.accelerator import refusal
+
+    return refusal(snn, arch) if snn.meta.get("graph") is not None else None
 
 
 def _graph_features(snn, data: str | None):
@@ -193,9 +202,10 @@ def run_cosim(args: argparse.Namespace) -> int:
     if args.stall_rate:
         stalls = hwsim.stall_pattern(seed=args.stall_seed, rate=args.stall_rate)
     per_layer = args.layer is not None
-    if not per_layer and graph:
-        print("note: the accelerator (rtl.Accelerator) does not run graph layers: "
-              "co-simulating layer by layer on the per-layer engines", file=sys.stderr)  # fmt: skip
+    if not per_layer and (why := _graph_refused(snn, arch)):
+        print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
+              f"({why}): co-simulating layer by layer on the per-layer engines",
+              file=sys.stderr)  # fmt: skip
         per_layer = True
     elif not per_layer and stalls is not None:
         print("note: --stall-rate back-pressures the per-layer engines (the accelerator's "

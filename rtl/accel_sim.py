@@ -103,7 +103,7 @@ class AccelReport:
 
     @property
     def sim_seconds_per_image(self) -> float:
-        return self.sim_seconds / max(len(self.predictions), 1)
+        return self.sim_seconds / max(len(self.total_cycles), 1)
 
     def first_error(self) -> str | None:
         """The first mismatch (a layer's, else the run's), or None."""
@@ -123,7 +123,7 @@ class AccelReport:
                        for r in self.layers],
             "sim_seconds": self.sim_seconds, "build_seconds": self.build_seconds,
             "load_seconds": self.load_seconds, "readback_seconds": self.readback_seconds,
-            "sim": self.sim, "images": len(self.predictions), "ok": self.ok,
+            "sim": self.sim, "images": len(self.total_cycles), "ok": self.ok,
             "total_cycles": self.total_cycles, "hwsim_total_cycles": self.hwsim_total_cycles,
             "gap_cycles": self.gap_cycles, "predictions": self.predictions,
             "errors": self.errors,
@@ -138,13 +138,18 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
     c, h, w = acc.images[out_idx].out_shape
     cb = ceil_div(c, arch.lanes)
     images = []
-    for n in range(x.shape[0]):
+    for n in range(n_inputs(snn, x)):
+        if is_graph(snn):  # one graph: (nodes, classes) logits, in neuron (class-major) order
+            pot = np.asarray(ref.logits_int).T.reshape(-1)
+            argmax = int(np.argmax(pot))  # the engine's argmax over all of them
+        else:
+            pot, argmax = ref.logits_int[n].reshape(-1), int(ref.predictions[n])
         images.append({
             "input": event_words(source_events(snn, ref, 0, n))[:-1],
             "phases": {str(p.index): np.asarray(ref.spikes[p.index][n]).reshape(-1).tolist()
                        for p in acc.layers[1:] if p.depth},
-            "potentials": [int(v) for v in ref.logits_int[n].reshape(-1).tolist()],
-            "argmax": int(ref.predictions[n]),
+            "potentials": [int(v) for v in pot.tolist()],
+            "argmax": argmax,
             "hwsim_cycles": {str(p.index): int(hw.cycles_per_image[n, p.index])
                              for p in acc.layers[1:]},
             "hwsim_total_cycles": int(hw.image_cycles[n]),
@@ -161,6 +166,16 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
         "images": images,
         "hwsim_counts": counts,
     }  # fmt: skip
+
+
+def is_graph(snn: SnnModel) -> bool:
+    """A graph network: one graph, a class per node."""
+    return snn.meta.get("graph") is not None
+
+
+def n_inputs(snn: SnnModel, x: torch.Tensor) -> int:
+    """The runs of ``x``: its images, or 1 for a graph network's node features."""
+    return 1 if is_graph(snn) else x.shape[0]
 
 
 def write_accel_verilog(acc: Accelerator, out_dir: str | Path) -> Path:
@@ -237,12 +252,18 @@ def accel_cosim(
     return _report(snn, acc, res, hw, build_s, sim)
 
 
-def order_errors(snn: SnnModel, i: int, n: int, words: list[int], hw) -> list[str]:
+def order_errors(
+    snn: SnnModel, i: int, n: int, words: list[int], hw, split: int | None = None
+) -> list[str]:
     """Layer ``i``'s buffered event words of image ``n`` against the order hwsim's reader
-    takes them (``hwsim.sim.emission_order`` of hwsim's spikes): the first place that
-    differs. (Spikes that differ are reported by the bench; this checks the order only.)"""
+    takes them (``hwsim.sim.emission_order`` of hwsim's spikes; a rail-banked buffer,
+    ``split`` its second rail's first neuron, reads back bank 0's events, then bank 1's):
+    the first place that differs. (Spikes that differ are reported by the bench; this
+    checks the order only.)"""
     rank = hw.emit_rank[i][n] if hw.emit_rank[i] is not None else None
     want = emission_order(snn, i, hw.spikes[i][n], rank)
+    if split is not None:
+        want = np.concatenate([want[want < split], want[want >= split]])
     got = [w & ((1 << 20) - 1) for w in words]
     if len(got) != len(want) or got == want.tolist():
         return []
@@ -263,7 +284,7 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
         hw_counts = {k: int(hw.counts[k][i]) for k in CHECKED_COUNTS}  # (the bench checks)
         if p.depth:
             for n, g in enumerate(got):
-                errors += order_errors(snn, i, n, g["buffers"][str(i)], hw)
+                errors += order_errors(snn, i, n, g["buffers"][str(i)], hw, p.split)
         spikes_ok = not any("first difference" in e for e in errors)
         layers.append(AccelLayerReport(
             i, snn.layers[i].name, p.kind, spikes_ok, [r[f"cycles@{i}"] for r in regs],
@@ -277,8 +298,14 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
     rest += [f"image {n}: controller gap of {g} cycles, hwsim's controller_cycles "
              f"{hw.controller_cycles}" for n, g in enumerate(gaps)
              if g != hw.controller_cycles]  # fmt: skip
+    if is_graph(snn):  # per node: the argmax over the classes of the potentials read back
+        out = snn.layers[acc.layers[-1].index]
+        pot = np.asarray(got[0]["potentials"]).reshape(out.channels, -1)
+        predictions = pot.argmax(0).tolist()
+    else:
+        predictions = [g["class"] for g in got]
     return AccelReport(
-        layers, [g["class"] for g in got], total, gaps, res["sim_s"], res["load_s"],
+        layers, predictions, total, gaps, res["sim_s"], res["load_s"],
         res["readback_s"], build_s, rest, [int(c) for c in hw.image_cycles], sim,
     )  # fmt: skip
 
@@ -286,7 +313,7 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
 def format_accel_report(rep: AccelReport, arch: ArchConfig) -> str:
     """A per-layer table (spikes matched, RTL cycles next to hwsim's, over all images), the
     controller's total next to hwsim's image latency, the seconds, and the first mismatch."""
-    n = len(rep.predictions)
+    n = len(rep.total_cycles)
     lines = [
         f"the whole accelerator under {rep.sim or '?'}, P = {arch.lanes}, {n} "
         f"image{'' if n == 1 else 's'}",

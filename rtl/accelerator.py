@@ -23,12 +23,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from archspec.config import ArchConfig
-from archspec.fanout import ceil_div
+from archspec.fanout import ceil_div, read_channels
 from converter.model import SnnModel
 from rtl.accel_ctrl import Controller
 from rtl.clockgate import ClockGate
 from rtl.engine import COUNTERS, LayerEngine, LayerImage
-from rtl.evbuf import BufferReader, EventBuffer, EventMerger
+from rtl.evbuf import BufferReader, EventBuffer, EventMerger, RailBuffer
 from rtl.events import INDEX_BITS
 from rtl.generate import layer_image
 from rtl.host import ADDR_BITS, DebugPort, HostInput, RegisterBlock
@@ -50,19 +50,33 @@ def layer_register(layer: int, name: str) -> int:
 @dataclass(frozen=True)
 class LayerPlan:
     """One layer of the accelerator: its sources (one per synapse group), buffer depth (0: no
-    buffer, the output layer) and the last source phase its engine reads (None: all)."""
+    buffer, the output layer), the last source phase its engine reads (None: all), the
+    first neuron of its second rail where its buffer is a :class:`~rtl.evbuf.RailBuffer`
+    (None: one bank) and, per source, the rail bank its group reads (None: the whole
+    buffer)."""
 
     index: int
     kind: str
     sources: tuple[int, ...]
     depth: int
     last_phase: int | None
+    split: int | None = None
+    banks: tuple[int | None, ...] = ()
 
 
 def plan(snn: SnnModel) -> list[LayerPlan]:
     """The layers in the order they run, with their buffers (every non-output layer keeps its
-    events: worst case one spike per neuron; the input layer size × T_in)."""
-    out = []
+    events: worst case one spike per neuron; the input layer size × T_in). A source whose
+    consumer reads its two rails with two graph groups is split into rail banks
+    (:func:`rail_banks`).
+
+    Raises
+    ------
+    ValueError
+        The input layer not first or not alone, the output layer not last, two synapse
+        groups reading one source other than as the two rails of a graph layer, or a buffer
+        deeper than the debug port's 2^20 addresses."""
+    srcs_of, banks_of, split = {}, {}, {}
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
             srcs: tuple[int, ...] = ()
@@ -70,18 +84,64 @@ def plan(snn: SnnModel) -> list[LayerPlan]:
             srcs = (lay.source,)
         else:
             srcs = tuple(s.source for s in lay.synapses)
+        banks: tuple[int | None, ...] = (None,) * len(srcs)
         if len(set(srcs)) != len(srcs):
-            raise ValueError(f"layer {i} ({lay.name}): two synapse groups read one source")
+            boundary, banks = rail_banks(snn, i)
+            split[srcs[0]] = boundary
+        srcs_of[i], banks_of[i] = srcs, banks
+    out = []
+    for i, lay in enumerate(snn.layers):
+        readers = [j for j, s in srcs_of.items() if i in s]
+        if i in split and len(readers) > 1:
+            raise ValueError(f"layer {i} ({lay.name}): its rails are read by layer "
+                             f"{readers[-1]} as well as split by {readers[0]}; the accelerator "
+                             "reads a rail-banked buffer from one consumer")  # fmt: skip
         depth = 0 if lay.kind == "output" else lay.size * (lay.T if lay.kind == "input" else 1)
+        if depth > 2**INDEX_BITS:
+            raise ValueError(f"layer {i} ({lay.name}): a buffer of {depth} events exceeds the "
+                             f"debug port's 2^{INDEX_BITS} addresses")  # fmt: skip
         last = None
         if lay.kind in ("neuron", "output"):
-            last = snn.layers[srcs[0]].T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
-        out.append(LayerPlan(i, lay.kind, srcs, depth, last))
+            src = snn.layers[srcs_of[i][0]]
+            last = src.T - 1 if lay.kind == "output" else lay.T - 1 + lay.T_w
+        out.append(LayerPlan(i, lay.kind, srcs_of[i], depth, last, split.get(i), banks_of[i]))
     if out[0].kind != "input" or sum(p.kind == "input" for p in out) != 1:
         raise ValueError("the accelerator needs exactly one input layer, the first")
     if out[-1].kind != "output":
         raise ValueError("the accelerator needs the output layer last")
     return out
+
+
+def refusal(snn: SnnModel, arch: ArchConfig) -> str | None:
+    """Why :class:`Accelerator` would refuse ``snn`` on ``arch`` (its dataflow, or
+    :func:`plan`'s reason), or None. The layers themselves are checked when it is built."""
+    if arch.dataflow != "potential_sram":
+        return f"dataflow {arch.dataflow!r} is modelled by hwsim only"
+    try:
+        plan(snn)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def rail_banks(snn: SnnModel, i: int) -> tuple[int, tuple[int, int]]:
+    """Layer ``i`` reads one source with two synapse groups: that is only supported for a
+    graph layer reading a two-rail source, each group one rail (channels [0, h) and [h, 2h),
+    docs/architecture.md §3). Returns the first neuron of the second rail and the bank each
+    group reads; raises ValueError otherwise."""
+    lay = snn.layers[i]
+    syns = lay.synapses
+    src = snn.layers[syns[0].source]
+    if len(syns) != 2 or any(s.op != "graph" for s in syns) or src.kind != "neuron":
+        raise ValueError(f"layer {i} ({lay.name}): two synapse groups read one source, and "
+                         "they are not a graph layer's two rails")  # fmt: skip
+    ranges = [read_channels(s, src, lay) for s in syns]
+    h = src.channels // 2
+    if sorted(ranges) != [(0, h), (h, src.channels)] or h == 0:
+        raise ValueError(f"layer {i} ({lay.name}): its two graph groups read channels "
+                         f"{ranges} of layer {syns[0].source}, not its two rails")  # fmt: skip
+    banks = tuple(0 if lo == 0 else 1 for lo, _ in ranges)
+    return h * (src.size // src.channels), banks  # (channel-major: rail 1 starts at h · pixels)
 
 
 class Accelerator(wiring.Component):
@@ -91,8 +151,10 @@ class Accelerator(wiring.Component):
     engine (:class:`rtl.LayerEngine` or :class:`rtl.MaxPoolEngine`: today's potential_sram
     dataflow, parameters in its own memories; its clock gated while neither it nor the engine
     before it runs, :class:`~rtl.clockgate.ClockGate`); each non-output layer an
-    :class:`~rtl.evbuf.EventBuffer` written from its output queue; each consumer reads its
-    sources through :class:`~rtl.evbuf.BufferReader`\\ s and an
+    :class:`~rtl.evbuf.EventBuffer` written from its output queue (a
+    :class:`~rtl.evbuf.RailBuffer`, one bank per rail, where a graph layer reads its two
+    rails with two groups); each consumer reads its sources through
+    :class:`~rtl.evbuf.BufferReader`\\ s and an
     :class:`~rtl.evbuf.EventMerger`; the :class:`~rtl.accel_ctrl.Controller` starts layer i
     when layer i − 1 is done. The engines' cycle counters equal hwsim's layer-mode cycles;
     the controller adds 2 cycles per layer, plus 1 per run.
@@ -170,7 +232,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
         go = {i: ctrl.go[j] for j, i in enumerate(order)}
         bufs = self._buffers(m, go)
-        addrs: dict[int, list] = {i: [] for i in bufs}  # read addresses to OR per buffer
+        addrs: dict[tuple, list] = {}  # (buffer, port) → the read addresses to OR there
         engines = {i: _engine(self.arch, self.images[i]) for i in order}
         for j, i in enumerate(order):
             m.submodules[f"engine{i}"] = self._gated(m, ctrl, j, f"engine{i}", engines[i])
@@ -185,11 +247,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [ctrl.fin.eq(Cat(e.done for e in engines.values())),
                      ctrl.run.eq(Cat(e.busy for e in engines.values()))]  # fmt: skip
         self._host(m, ctrl, engines, bufs, addrs)
-        for i, buf in bufs.items():
+        for (i, port), sources in addrs.items():
             total = 0
-            for a in addrs[i]:
+            for a in sources:
                 total = total | a
-            m.d.comb += buf.rd_addr.eq(total)
+            m.d.comb += getattr(bufs[i], "rd_addr" if port is None else f"r{port}_addr").eq(total)
         return m
 
     def _gated(self, m: Module, ctrl: Controller, j: int, name: str, eng):
@@ -205,12 +267,14 @@ class Accelerator(wiring.Component):
                      dom.rst.eq(ResetSignal())]  # fmt: skip
         return DomainRenamer(name)(eng)
 
-    def _buffers(self, m: Module, go: dict) -> dict[int, EventBuffer]:
-        """One event buffer per non-output layer, cleared when its producer starts."""
+    def _buffers(self, m: Module, go: dict) -> dict[int, EventBuffer | RailBuffer]:
+        """One event buffer per non-output layer (rail banks where its consumer reads them
+        with two groups), cleared when its producer starts."""
         bufs = {}
         for p in self.layers:
             if p.depth:
-                bufs[p.index] = m.submodules[f"buffer{p.index}"] = EventBuffer(p.depth)
+                buf = EventBuffer(p.depth) if p.split is None else RailBuffer(p.depth, p.split)
+                bufs[p.index] = m.submodules[f"buffer{p.index}"] = buf
                 if p.index in go:
                     m.d.comb += bufs[p.index].clear.eq(go[p.index])
         return bufs
@@ -220,14 +284,19 @@ class Accelerator(wiring.Component):
         ``go``: their start, one cycle before the engine's (the controller's ``pre``)."""
         m.submodules[f"merge{p.index}"] = merge = EventMerger(len(p.sources))
         m.d.comb += merge.start.eq(go)
-        for g, src in enumerate(p.sources):
-            rd = BufferReader(bufs[src].depth, p.last_phase)
+        for g, (src, bank) in enumerate(zip(p.sources, p.banks, strict=True)):
+            buf = bufs[src]
+            if bank is None:  # the whole buffer
+                depth, count, data = buf.depth, buf.count, buf.rd_data
+            else:  # one rail bank of a RailBuffer
+                depth, count = buf.banks[bank], getattr(buf, f"r{bank}_count")
+                data = getattr(buf, f"r{bank}_data")
+            rd = BufferReader(depth, p.last_phase)
             m.submodules[f"read{p.index}_{g}"] = rd
-            m.d.comb += [rd.start.eq(go), rd.stop.eq(merge.finished),
-                         rd.count.eq(bufs[src].count), rd.data.eq(bufs[src].rd_data),
-                         getattr(merge, f"ex{g}").eq(rd.exhausted)]  # fmt: skip
+            m.d.comb += [rd.start.eq(go), rd.stop.eq(merge.finished), rd.count.eq(count),
+                         rd.data.eq(data), getattr(merge, f"ex{g}").eq(rd.exhausted)]  # fmt: skip
             wiring.connect(m, rd.o, getattr(merge, f"i{g}"))
-            addrs[src].append(rd.addr)
+            addrs.setdefault((src, bank), []).append(rd.addr)
         wiring.connect(m, merge.o, eng.i_events)
 
     def _host(self, m: Module, ctrl: Controller, engines: dict, bufs: dict, addrs: dict) -> None:
@@ -249,7 +318,7 @@ class Accelerator(wiring.Component):
         for i, b in bufs.items():
             m.d.comb += [getattr(dbg, f"b{i}_data").eq(b.rd_data),
                          getattr(dbg, f"b{i}_count").eq(b.count)]  # fmt: skip
-            addrs[i].append(getattr(dbg, f"b{i}_addr"))
+            addrs.setdefault((i, None), []).append(getattr(dbg, f"b{i}_addr"))
         m.submodules.regs = regs = RegisterBlock(list(self.registers))
         m.d.comb += [regs.addr.eq(self.reg_addr), self.reg_data.eq(regs.data)]
         overflow = 0

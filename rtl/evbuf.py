@@ -6,7 +6,9 @@ each consumer through a :class:`BufferReader`: a registered-read memory (one cyc
 SRAM macro) whose read address runs one event ahead, so the reader offers one event per
 cycle without a bubble. An :class:`EventMerger` turns one or two readers into the engine's
 ``i_events`` stream: for a residual layer group 0's events of phase k before group 1's (the
-engine's documented order), then the end-of-layer marker, once.
+engine's documented order), then the end-of-layer marker, once. A two-rail source read by
+two graph groups keeps its events in a :class:`RailBuffer`: one bank per rail, one reader
+each.
 """
 
 from __future__ import annotations
@@ -82,6 +84,74 @@ class EventBuffer(wiring.Component):
             m.d.sync += self.overflow.eq(0)
         with m.If(self.w.valid & full):
             m.d.sync += self.overflow.eq(1)
+        return m
+
+
+class RailBuffer(wiring.Component):
+    """A layer's events in two banks by rail: the buffer of a two-rail source whose consumer
+    reads the rails with two synapse groups (a GCN's aggregation, docs/architecture.md §14).
+
+    Events with ``index < boundary`` (the first rail's channels) go to bank 0, the others to
+    bank 1, each an :class:`EventBuffer` (one registered read port) in arrival order; each
+    bank is read by its own :class:`BufferReader`, so the consumer's two groups are streamed
+    as a residual layer's two sources are, without a bubble. The host sees one buffer: bank
+    0's events, then bank 1's.
+
+    Parameters
+    ----------
+    depth : int
+        Events of the whole layer (one per neuron).
+    boundary : int
+        The first neuron of the second rail (0 < boundary < depth).
+
+    Ports
+    -----
+    clear, w, count, overflow
+        As :class:`EventBuffer` (``count``: both banks; ``overflow``: either).
+    rd_addr : In(range(depth)); rd_data : Out(32)
+        The host's (debug port's) read: event ``rd_addr`` of bank 0 followed by bank 1, one
+        cycle later; 0 while a reader owns the banks.
+    r0_addr, r1_addr : In; r0_data, r1_data : Out(32); r0_count, r1_count : Out
+        Bank g's read port and its count, for the reader of the group that reads rail g.
+    """
+
+    def __init__(self, depth: int, boundary: int) -> None:
+        if not 0 < boundary < depth:
+            raise ValueError(
+                f"a rail boundary must lie inside the layer: {boundary!r} of {depth!r}"
+            )
+        self.depth, self.boundary = depth, boundary
+        self.banks = (boundary, depth - boundary)
+        ports = {"clear": In(1), "w": In(stream.Signature(SpikeEvent)),
+                 "count": Out(range(depth + 1)), "overflow": Out(1),
+                 "rd_addr": In(range(depth)), "rd_data": Out(32)}  # fmt: skip
+        for g, d in enumerate(self.banks):
+            ports.update({f"r{g}_addr": In(range(max(d, 2))), f"r{g}_data": Out(32),
+                          f"r{g}_count": Out(range(d + 1))})  # fmt: skip
+        super().__init__(ports)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        banks = [EventBuffer(d) for d in self.banks]
+        m.submodules.bank0, m.submodules.bank1 = banks
+        upper = self.w.payload.index >= self.boundary
+        hi = Signal()  # the host's address lies in bank 1
+        hi_q = Signal()  # ... in the previous cycle: the bank whose word is on rd_data
+        m.d.comb += [self.w.ready.eq(1), hi.eq(self.rd_addr >= banks[0].count),
+                     self.count.eq(banks[0].count + banks[1].count),
+                     self.overflow.eq(banks[0].overflow | banks[1].overflow),
+                     self.rd_data.eq(Mux(hi_q, banks[1].rd_data, banks[0].rd_data))]  # fmt: skip
+        m.d.sync += hi_q.eq(hi)
+        host = (Mux(hi, 0, self.rd_addr), Mux(hi, self.rd_addr - banks[0].count, 0))
+        for g, bank in enumerate(banks):
+            m.d.comb += [
+                bank.clear.eq(self.clear),
+                bank.w.payload.eq(self.w.payload),
+                bank.w.valid.eq(self.w.valid & (upper if g else ~upper)),
+                bank.rd_addr.eq(getattr(self, f"r{g}_addr") | host[g]),
+                getattr(self, f"r{g}_data").eq(bank.rd_data),
+                getattr(self, f"r{g}_count").eq(bank.count),
+            ]
         return m
 
 

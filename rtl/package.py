@@ -102,8 +102,9 @@ def write_package(
     ------
     ValueError
         No images, a layer no rtl engine runs (generate_verilog's message), or, for the
-        accelerator, a graph network or one it does not run (rtl.Accelerator's message:
-        another dataflow, a layer whose two synapse groups read one source, ...).
+        accelerator, a network it does not run (rtl.Accelerator's message: another
+        dataflow, two synapse groups reading one source other than a graph layer's two
+        rails, a buffer beyond the debug port's addresses, ...).
     """
     if x.shape[0] < 1:
         raise ValueError("the bench needs at least one image")
@@ -112,9 +113,6 @@ def write_package(
     if layer is None and not engines:
         from rtl.accelerator import Accelerator
 
-        if snn.meta.get("graph") is not None:
-            raise ValueError("the accelerator (rtl.Accelerator) does not run graph layers: "
-                             "package the per-layer engines (engines=True; --all)")  # fmt: skip
         acc = Accelerator(snn, arch)  # refuses what it cannot run, before anything is removed
         _clear_old(out)
         return _write_accelerator(snn, arch, acc, out, x, name)
@@ -142,7 +140,8 @@ def _write_accelerator(snn: SnnModel, arch: ArchConfig, acc, out: Path, x, name:
     ports = _ports(acc)
     meta = {"module": TOP, "ports": ports, "registers": acc.registers,
             "layers": [{"index": p.index, "name": snn.layers[p.index].name, "kind": p.kind,
-                        "sources": list(p.sources), "buffer_depth": p.depth}
+                        "sources": list(p.sources), "buffer_depth": p.depth,
+                        "rail_split": p.split, "source_banks": list(p.banks)}
                        for p in acc.layers],
             "arch": asdict(arch)}  # fmt: skip
     (out / "rtl" / f"{TOP}.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -169,7 +168,7 @@ def _write_accelerator(snn: SnnModel, arch: ArchConfig, acc, out: Path, x, name:
     core.write_text(core_file(name, [f"rtl/{TOP}.v"], stim, top=TOP, what=ACCEL_WHAT))
     kinds = ", ".join(p.kind for p in acc.layers[1:])
     (out / "README.md").write_text(ACCEL_README.format(
-        name=name, n=x.shape[0], lanes=arch.lanes, top=TOP, engines=len(acc.layers) - 1,
+        name=name, n=len(case["images"]), lanes=arch.lanes, top=TOP, engines=len(acc.layers) - 1,
         kinds=kinds))  # fmt: skip
     return core
 

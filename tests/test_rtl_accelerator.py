@@ -101,16 +101,67 @@ def test_cosim_command_runs_the_accelerator(digits_snn, tmp_path, capsys) -> Non
     assert rep["total_cycles"] == rep["hwsim_total_cycles"]
 
 
-def test_cosim_command_runs_graph_networks_layer_by_layer(tmp_path, capsys, monkeypatch):
-    """A graph network (which the accelerator does not run) falls back to the per-layer
-    benches with a note on stderr (the benches stubbed here: test_rtl_graph runs them)."""
+@pytest.mark.parametrize("which", ["gcn", "text_gcn"])
+def test_graph_networks_through_the_accelerator(which) -> None:
+    """A GCN (dense features) and a Text GCN (one-hot features, an embedding layer) run whole
+    under Icarus: each two-rail layer's buffer is split into rail banks that the next
+    layer's two graph groups read as two sources; every layer exact, the classes per node
+    golden int's."""
+    from test_rtl_graph import small_gcn, small_text_gcn
+
+    from rtl.accel_sim import accel_cosim
+    from rtl.accelerator import plan
+
+    snn, x = small_gcn() if which == "gcn" else small_text_gcn()
+    layers = plan(snn)
+    rails = {p.index: p.split for p in layers if p.split is not None}
+    assert rails == {1: snn.layers[1].size // 2, 3: snn.layers[3].size // 2}
+    assert [p.banks for p in layers if p.index in (2, 4)] == [(0, 1), (0, 1)]
+    require_simulator("icarus")
+    arch = hwsim.ArchConfig()
+    rep = accel_cosim(snn, arch, x, sim="icarus", out_dir=BUILD / f"accel_{which}")
+    assert rep.ok, rep.first_error()
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in rep.layers)
+    assert rep.total_cycles == rep.hwsim_total_cycles and len(rep.total_cycles) == 1
+    ref = golden.run(snn, x, "int", device="cpu")
+    assert rep.predictions == ref.predictions.tolist()  # one class per node
+    assert rep.layers[1].counters["spikes_in"] == rep.layers[1].hwsim_counts["spikes_in"] > 0
+
+
+def test_accelerator_refuses_two_groups_on_one_source_that_are_not_rails() -> None:
+    """Two synapse groups reading one source are run only as a graph layer's two rails."""
+    import dataclasses
+
     from test_rtl_graph import small_gcn
 
+    from rtl.accelerator import plan
+
+    snn, _ = small_gcn()
+    lay = snn.layers[2]
+    syns = [lay.synapses[0], dataclasses.replace(lay.synapses[1], op="shortcut")]
+    bad = dataclasses.replace(snn, layers=[*snn.layers[:2], dataclasses.replace(lay, synapses=syns),
+                                           *snn.layers[3:]])  # fmt: skip
+    with pytest.raises(ValueError, match=r"layer 2 \(relu\): .* not a graph layer's two rails"):
+        plan(bad)
+
+
+def test_cosim_command_falls_back_for_a_graph_the_accelerator_refuses(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """A graph whose input buffer would exceed the debug port's 2^20 addresses (features ×
+    nodes × T_in) is co-simulated on the per-layer engines, with the reason on stderr (the
+    benches stubbed here: test_rtl_graph runs them)."""
     import rtl.cosim
     from onespike import rtlcli
     from onespike.cli import main
+    from onespike.gcn import GCN
+    from tests.test_gcn_convert import features, random_graph, trained_like
 
-    snn, x = small_gcn()
+    nodes, feats = 330, 400  # 132,000 input neurons × T_in 8 > 2^20 events
+    adj = random_graph(nodes, 0, 0.02)
+    x = features(nodes, feats, 0)
+    snn = convert(trained_like(GCN(adj, feats, 3, hidden=4), 0), x, progress=False)
+    assert snn.layers[0].size * snn.layers[0].T > 2**20
     art = snn.save(tmp_path / "gcn.safetensors")
     calls = []
 
@@ -122,7 +173,8 @@ def test_cosim_command_runs_graph_networks_layer_by_layer(tmp_path, capsys, monk
     monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
     js = tmp_path / "c.json"
     assert main(["cosim", str(art), "-o", str(tmp_path / "c"), "--json", str(js)]) == 0
-    assert "does not run graph layers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not run this graph network" in err and "2^20 addresses" in err
     assert len(calls) == 1 and calls[0]["layers"] is None
     assert json.loads(js.read_text())["flow"] == "layers"
 
@@ -204,6 +256,67 @@ def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
     assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
     assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
     assert got[n][4] == 1 and all(v == 0 for v, *_ in got[n + 1 :])
+
+
+def test_rail_buffer_banks_by_rail_and_reads_back_as_one_buffer() -> None:
+    """A two-rail layer's events, written interleaved (scan order), land in the bank of their
+    rail; two readers stream the banks through the merger without a bubble (phase by phase,
+    rail 0 first, each with its group bit); the host reads bank 0's events, then bank 1's."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.sim import Simulator
+
+    from rtl.evbuf import BufferReader, EventMerger, RailBuffer
+    from rtl.events import pack_event, unpack_event
+
+    boundary, depth = 30, 60
+    rng = np.random.default_rng(3)
+    ev = sorted(((int(j), int(p)) for j, p in zip(rng.choice(depth, 40, replace=False),
+                                                  rng.integers(0, 5, 40), strict=True)),
+                key=lambda t: t[1])  # fmt: skip
+    m = Module()
+    m.submodules.buf = buf = RailBuffer(depth, boundary)
+    m.submodules.merge = merge = EventMerger(2)
+    for g in range(2):
+        m.submodules[f"r{g}"] = rd = BufferReader(buf.banks[g])
+        port = {k: getattr(buf, f"r{g}_{k}") for k in ("addr", "data", "count")}
+        m.d.comb += [rd.count.eq(port["count"]), rd.data.eq(port["data"]), rd.start.eq(merge.start),
+                     port["addr"].eq(rd.addr), rd.stop.eq(merge.finished),
+                     getattr(merge, f"ex{g}").eq(rd.exhausted)]  # fmt: skip
+        wiring.connect(m, rd.o, getattr(merge, f"i{g}"))
+    got, host = [], []
+
+    async def bench(ctx) -> None:
+        for j, p in ev:
+            ctx.set(buf.w.valid, 1)
+            ctx.set(buf.w.payload.as_value(), pack_event(j, p))
+            await ctx.tick()
+        ctx.set(buf.w.valid, 0)
+        assert ctx.get(buf.count) == len(ev) and not ctx.get(buf.overflow)
+        for a in range(len(ev)):  # the host's registered read: the word after the edge
+            ctx.set(buf.rd_addr, a)
+            await ctx.tick()
+            host.append(unpack_event(ctx.get(buf.rd_data))[:2])
+        ctx.set(buf.rd_addr, 0)
+        ctx.set(merge.start, 1)
+        await ctx.tick()
+        ctx.set(merge.start, 0)
+        ctx.set(merge.o.ready, 1)
+        for _ in range(len(ev) + 3):
+            valid, word = ctx.get(merge.o.valid), ctx.get(merge.o.payload)
+            got.append((valid, word.index, word.phase, word.group, word.end))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert host == [e for e in ev if e[0] < boundary] + [e for e in ev if e[0] >= boundary]
+    want = sorted([(p, int(j >= boundary), j) for j, p in ev], key=lambda t: (t[0], t[1]))
+    n = len(want)
+    assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
+    assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
+    assert got[n][4] == 1
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

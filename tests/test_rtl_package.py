@@ -174,15 +174,45 @@ def test_other_dataflow_is_one_line_exit_2(package: Path, tmp_path: Path, capsys
     assert len(err) == 1 and "potential_sram" in err[0], err
 
 
-def test_graph_network_packages_the_engines(tmp_path: Path, capsys, monkeypatch) -> None:
-    """A graph network (which the accelerator does not run) gets the per-layer package, with
-    a note on stderr (write_package stubbed: test_rtl_graph runs its engines)."""
+def test_graph_network_packages_the_accelerator(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A graph network gets the whole accelerator by default (its two-rail layers' buffers
+    split into rail banks), and its FuseSoC sim target passes: every layer against golden
+    int, the cycles and counters against hwsim."""
     from test_rtl_graph import small_gcn
+
+    from onespike import rtlcli
+
+    require_simulator("icarus")
+    snn, x = small_gcn()
+    art = snn.save(tmp_path / "gcn.safetensors")
+    monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
+    out = tmp_path / "o"
+    assert main(["verilog", str(art), "-o", str(out)]) == 0
+    assert "per-layer" not in capsys.readouterr().err
+    top = json.loads((out / "rtl" / "onespike_accel.json").read_text())
+    assert [lay["rail_split"] for lay in top["layers"]] == [None, 320, None, 120, None]
+    assert top["layers"][2]["source_banks"] == [0, 1]
+    p = fusesoc(out, "sim", tmp_path, vlnv="onespike:snn:gcn")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "PASS: every layer matches golden int and hwsim's cycles and counts (1 images)" in (
+        p.stdout
+    )
+
+
+def test_graph_network_too_large_packages_the_engines(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A graph the accelerator refuses (an input buffer beyond the debug port's 2^20
+    addresses) gets the per-layer package, with the reason on stderr (write_package stubbed:
+    test_rtl_graph runs the engines)."""
+    from test_gcn_convert import features, random_graph, trained_like
 
     import rtl.package
     from onespike import rtlcli
+    from onespike.gcn import GCN
 
-    snn, x = small_gcn()
+    nodes, feats = 330, 400  # 132,000 input neurons × T_in 8 > 2^20 events
+    x = features(nodes, feats, 0)
+    snn = convert(trained_like(GCN(random_graph(nodes, 0, 0.02), feats, 3, hidden=4), 0), x,
+                  progress=False)  # fmt: skip
     art = snn.save(tmp_path / "gcn.safetensors")
     calls = []
 
@@ -193,7 +223,8 @@ def test_graph_network_packages_the_engines(tmp_path: Path, capsys, monkeypatch)
     monkeypatch.setattr(rtl.package, "write_package", fake)
     monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
     assert main(["verilog", str(art), "-o", str(tmp_path / "o")]) == 0
-    assert "does not run graph layers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not run this graph network" in err and "2^20 addresses" in err
     assert calls == [{"name": "gcn", "layer": None, "engines": True}]
 
 
