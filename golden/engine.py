@@ -11,6 +11,7 @@ from converter.config import Q_FRAC_BITS
 from converter.model import Layer, SnnModel, max_phase_input
 from converter.ops import (
     ann_ops,
+    conv_cover,
     count_adds,
     graph_matrix,
     maxpool_phase,
@@ -155,6 +156,7 @@ class _Engine:
         self.cpu = _kernels_for(device)
         self.f = _engine_dtype(snn, mode, self.cpu)
         self.recomputed = 0  # neurons recomputed in float64 (_exact_phases, _pipelined_cpu)
+        self.w_events: dict[int, np.ndarray] = {}  # conv weights for kernels.int_events
         self.dec64: dict[tuple, torch.Tensor] = {}  # float64 decodes of this batch
         integer = mode == "int"
         self.w = [
@@ -205,12 +207,7 @@ class _Engine:
                 # never added (docs/semantics.md §3, §6)
                 upto = None if lay.kind == "output" else lay.T - 1 + lay.T_w
                 counts["adds"][i] = sum(
-                    int(
-                        count_adds(
-                            _spike_counts(spikes[s.source], snn.layers[s.source], upto), s, lay
-                        ).sum()
-                    )
-                    for s in lay.synapses
+                    _group_adds(snn, s, lay, spikes[s.source], upto) for s in lay.synapses
                 )
             if spikes[i] is not None:
                 counts["spikes"][i] = _count_spikes(spikes[i], lay)
@@ -410,6 +407,45 @@ class _Engine:
         # (kernels.int_phase rounds them itself)
         return out if self.cpu else out.round_()
 
+    def _int_phases_cpu(self, lay: Layer, src: Layer, spikes, u, phase, theta, lim, m_in):
+        """The phases with input of a hidden layer on the CPU kernels (``u``, ``phase`` in
+        place). A convolution of a spiking source, with or without a shortcut group (a
+        ResNet layer), takes ``kernels.int_events``: each phase's S(k) from the spikes'
+        fan-out, every phase in one pass per image, instead of a dense convolution of each
+        phase's mostly-zero mask; any other layer runs phase by phase (``_phase_input``,
+        ``kernels.int_phase``)."""
+        groups = _event_groups(self.snn, lay)
+        if groups is not None:
+            i = self.snn.layers.index(lay)
+            conv, short = groups
+            sc = lay.synapses[conv]
+            if i not in self.w_events:  # (C_out, C_in, kh, kw) → output channel innermost
+                self.w_events[i] = self.w[i][conv].permute(1, 2, 3, 0).contiguous().numpy()
+            if short is None:
+                sp2, w2, s2, off2 = (
+                    np.zeros((0, 1, 1, 1), np.int16),
+                    self.w_events[i][0, 0, 0],
+                    (1, 1),
+                    0,
+                )
+            else:
+                ss = lay.synapses[short]
+                sp2 = spikes[ss.source].contiguous().numpy()
+                w2 = self.w[i][short].contiguous().numpy()
+                s2, off2 = ss.stride, int(ss.channel_offset)
+            kernels.int_events(
+                spikes[sc.source].contiguous().numpy(), self.w_events[i], *sc.stride,
+                *sc.padding, sp2, w2, *s2, off2, src.T, m_in, ROUND_HALF, SHIFT_INV, lim,
+                theta.numpy(), lay.T_w, u.numpy(), phase.numpy(),
+            )  # fmt: skip
+            return
+        per = lay.size // lay.channels
+        for k in range(src.T):
+            t_o = k - lay.T_w if lay.T_w <= k < lay.T_w + lay.T else -1
+            s = self._phase_input(lay, spikes, k)
+            self._int_phase_cpu(u, s, k > 0, m_in, lim, theta.numpy(), t_o, per,
+                                phase.numpy().reshape(-1))  # fmt: skip
+
     def _pipelined(self, lay, src, spikes, decoded, z_full, theta) -> torch.Tensor:
         """DESIGN 2.6 in value form: t_o is decided on V(t_o + T_w).
 
@@ -526,18 +562,10 @@ class _Engine:
         theta = torch.as_tensor(lay.threshold_q, device=self.dev, dtype=torch.float64)
         view = (-1, *([1] * (len(lay.shape) - 1)))
         phase = torch.full(u.shape, -1, dtype=torch.int16, device=self.dev)
-        for k in range(src.T):  # phases with input: every neuron
+        if self.cpu:
+            self._int_phases_cpu(lay, src, spikes, u, phase, theta, lim, m_in)
+        for k in range(src.T) if not self.cpu else ():  # phases with input: every neuron
             t_o = k - lay.T_w if lay.T_w <= k < lay.T_w + lay.T else -1
-            if self.cpu:
-                args = (
-                    lim,
-                    theta.numpy(),
-                    t_o,
-                    lay.size // lay.channels,
-                    phase.numpy().reshape(-1),
-                )
-                self._int_phase_cpu(u, self._phase_input(lay, spikes, k), k > 0, m_in, *args)
-                continue
             u = leak(u, m_in) if k else u
             u.add_(self._phase_input(lay, spikes, k))
             if t_o >= 0:
@@ -584,6 +612,18 @@ class _Engine:
 #: Run the element-wise work of CPU tensors in golden.kernels (Numba); False: PyTorch's
 #: expressions, as on other devices (the tests compare the two).
 USE_KERNELS = True
+
+
+def _event_groups(snn: SnnModel, lay: Layer) -> tuple[int, int | None] | None:
+    """int mode on the CPU: (the convolution group, the shortcut group or None) of a layer
+    that ``kernels.int_events`` runs: one convolution and at most one shortcut, both of
+    spiking (one phase per neuron) sources; None for any other layer."""
+    ops = [s.op for s in lay.synapses]
+    spiking = all(snn.layers[s.source].kind != "input" for s in lay.synapses)
+    if len(lay.shape) != 3 or not spiking or sorted(ops) not in (["conv"], ["conv", "shortcut"]):
+        return None
+    conv = ops.index("conv")
+    return conv, (1 - conv if len(ops) == 2 else None)
 
 
 def _kernels_for(device: torch.device) -> bool:
@@ -651,6 +691,21 @@ def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> tor
         )
         return out
     return table[(sp + 1).long()]
+
+
+def _group_adds(snn: SnnModel, syn, lay: Layer, sp: torch.Tensor, upto: int | None) -> int:
+    """The synaptic additions of group ``syn`` of ``lay`` in a batch: each spike of its
+    source (of phases ≤ ``upto`` when given) times its fan-out (``count_adds``; a
+    convolution of a spiking source on the CPU in one kernel pass, ``kernels.conv_fanout``)."""
+    src = snn.layers[syn.source]
+    if syn.op == "conv" and src.kind != "input" and _kernels_for(sp.device):
+        cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
+                           tuple(lay.shape[1:]))  # fmt: skip
+        last = np.iinfo(np.int16).max if upto is None else upto
+        hits = np.empty(sp.shape[0], np.int64)
+        kernels.conv_fanout(sp.contiguous().numpy(), last, cover.numpy().astype(np.int64), hits)
+        return lay.channels * int(hits.sum())
+    return int(count_adds(_spike_counts(sp, src, upto), syn, lay).sum())
 
 
 def _spike_counts(sp: torch.Tensor, lay: Layer, upto: int | None = None) -> torch.Tensor:

@@ -653,3 +653,40 @@ def test_cpu_kernels_equal_the_pytorch_expressions(monkeypatch, seed, c, stride,
         assert torch.equal(got.logits, want.logits), mode
         if mode == "int":
             assert torch.equal(got.logits_int, want.logits_int)
+
+
+@pytest.mark.parametrize(("down", "t_w"), [("optionA", 0), ("optionA", 5), ("conv", 2)])
+def test_int_events_equals_phase_by_phase(monkeypatch, down, t_w) -> None:
+    """int mode's event-driven kernel (kernels.int_events: a ResNet layer's S(k) of every
+    phase from its spikes' fan-out) gives the spikes, counts and integer logits of the
+    phase-by-phase path (dense convolutions of each phase's mask), on identity and option-A
+    shortcuts (stride 2, channel offset); a projection block (two convolutions) stays
+    phase by phase."""
+    from converter.requantize import with_wait
+    from golden import engine, kernels
+    from tests.test_rtl_residual import tiny_resnet
+
+    snn, x = tiny_resnet(down, n_test=6)
+    snn = with_wait(snn, t_w)
+    calls = []
+    real = kernels.int_events
+
+    def spy(*args):
+        calls.append(args[6].shape[0] > 0)  # (a shortcut source given)
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "int_events", spy)
+    got = golden.run(snn, x, "int", device=CPU)
+    groups = [engine._event_groups(snn, lay) for lay in snn.layers]
+    assert len(calls) == sum(g is not None for g in groups) > 0
+    assert any(calls) and (down == "optionA") == all(
+        g is not None for g, lay in zip(groups, snn.layers, strict=True)
+        if lay.kind == "neuron" and len(lay.synapses) == 2
+    )  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_event_groups", lambda snn, lay: None)
+        want = golden.run(snn, x, "int", device=CPU)
+    for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
+        assert (a is None and b is None) or torch.equal(a, b), i
+    assert np.array_equal(got.counts["adds"], want.counts["adds"])
+    assert torch.equal(got.logits_int, want.logits_int)
