@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,9 @@ class _Engine:
         self.cpu = _kernels_for(device)
         self.f = _engine_dtype(snn, mode, self.cpu)
         self.recomputed = 0  # neurons recomputed in float64 (_exact_phases, _pipelined_cpu)
-        self.w_events: dict[int, np.ndarray] = {}  # conv weights for kernels.int_events
+        self.w_events: dict[
+            int, Any
+        ] = {}  # conv weights for kernels.int_events / _pipelined_events
         self.dec64: dict[tuple, torch.Tensor] = {}  # float64 decodes of this batch
         integer = mode == "int"
         self.w = [
@@ -278,6 +281,10 @@ class _Engine:
         src = self.snn.source_of(lay)
         if self.mode == "int":
             return self._int_layer(lay, src, spikes)
+        if self.mode == "pipelined" and self.cpu and self.f == torch.float32:
+            groups = _event_groups(self.snn, lay)
+            if groups is not None and lay.kind == "neuron":
+                return self._pipelined_events(lay, src, spikes, groups), None
         # pipelined logits are float64 on every device (the CPU engine's passes are float32)
         f = torch.float64 if lay.kind == "output" and self.mode == "pipelined" else self.f
         decoded = [_decode(spikes[s.source], self.snn.layers[s.source], f) for s in lay.synapses]
@@ -488,6 +495,13 @@ class _Engine:
             mag.expand_as(z_full).contiguous().numpy().reshape(-1), gamma, eps,
             phase.numpy().reshape(-1), near,
         )  # fmt: skip
+        self._pipelined_recompute(lay, spikes, ks, phase, near)
+        return phase
+
+    def _pipelined_recompute(self, lay: Layer, spikes, ks: list[int], phase, near) -> None:
+        """The neurons ``near`` (flat bool) of a float32 pipelined pass decided again in
+        float64 from their own fan-in: V(k) for the partial phases ``ks`` and the full
+        potential (``phase`` in place)."""
         flat = torch.from_numpy(np.flatnonzero(near))
         self.recomputed += int(flat.numel())
         if flat.numel():
@@ -503,6 +517,43 @@ class _Engine:
                 fire = (got < 0) & (v64.get(k, full64) / theta64 >= th64[t_o])
                 got[fire] = t_o
             phase.view(-1)[flat] = got
+
+    def _pipelined_events(self, lay: Layer, src: Layer, spikes, groups) -> torch.Tensor:
+        """``_pipelined`` on the CPU for a convolution with or without a shortcut group
+        (``kernels.pipelined_events``: the partial potentials V(k) of every phase from the
+        spikes' fan-out, image by image, instead of one convolution per decision phase),
+        then the float64 recomputation of the neurons its rounding test flags."""
+        i = self.snn.layers.index(lay)
+        conv, short = groups
+        sc = lay.synapses[conv]
+        f = self.f
+        if i not in self.w_events:  # (C_out, C_in, kh, kw) → output channel innermost
+            self.w_events[i] = tuple(
+                w[conv].permute(1, 2, 3, 0).contiguous().numpy() for w in (self.w[i], self.w_abs[i])
+            )
+        w, wabs = self.w_events[i]
+        n = spikes[sc.source].shape[0]
+        if short is None:
+            sp2, table2 = np.zeros((0, 1, 1, 1), np.int16), np.zeros(1, np.float32)
+            w2, s2, off2 = np.zeros((2, lay.channels), np.float32), (1, 1), 0
+        else:
+            ss = lay.synapses[short]
+            sp2 = spikes[ss.source].contiguous().numpy()
+            table2 = _phase_table(self.snn.layers[ss.source], f)
+            w2 = torch.stack([self.w[i][short], self.w_abs[i][short]]).contiguous().numpy()
+            s2, off2 = ss.stride, int(ss.channel_offset)
+        bias = self.bias[i].to(f).expand(lay.shape).contiguous()
+        phase = torch.empty((n, *lay.shape), dtype=torch.int16)
+        near = np.zeros((n, *lay.shape), dtype=np.bool_)
+        kernels.pipelined_events(
+            spikes[sc.source].contiguous().numpy(), _phase_table(src, f), w, wabs, *sc.stride,
+            *sc.padding, sp2, table2, w2, *s2, off2, bias.numpy(), bias.abs().numpy(),
+            self._chan(lay.threshold, lay).reshape(-1).contiguous().numpy(),
+            _thresholds(lay, f, self.dev).numpy(), lay.T_w, (fan_in(lay) + 2) * EXACT_ROUNDING,
+            4 * EXACT_ROUNDING, phase.numpy(), near,
+        )  # fmt: skip
+        ks = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(src.T - 1)))
+        self._pipelined_recompute(lay, spikes, ks, phase, near.reshape(-1))
         return phase
 
     def _partial_potentials(self, lay: Layer, spikes, ks: list[int]) -> dict[int, torch.Tensor]:
@@ -616,10 +667,12 @@ USE_KERNELS = True
 
 def _event_groups(snn: SnnModel, lay: Layer) -> tuple[int, int | None] | None:
     """int mode on the CPU: (the convolution group, the shortcut group or None) of a layer
-    that ``kernels.int_events`` runs: one convolution and at most one shortcut, both of
-    spiking (one phase per neuron) sources; None for any other layer."""
+    that ``kernels.int_events`` and ``kernels.pipelined_events`` run: one convolution and
+    at most one shortcut, both of spiking (one phase per neuron) sources of the same T;
+    None for any other layer."""
     ops = [s.op for s in lay.synapses]
-    spiking = all(snn.layers[s.source].kind != "input" for s in lay.synapses)
+    srcs = [snn.layers[s.source] for s in lay.synapses]
+    spiking = all(src.kind != "input" and src.T == srcs[0].T for src in srcs)
     if len(lay.shape) != 3 or not spiking or sorted(ops) not in (["conv"], ["conv", "shortcut"]):
         return None
     conv = ops.index("conv")
@@ -691,6 +744,12 @@ def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> tor
         )
         return out
     return table[(sp + 1).long()]
+
+
+def _phase_table(src: Layer, dtype) -> np.ndarray:
+    """The values of a spiking source's phases, as ``_decode`` takes them: entry 0 for no
+    spike, entry t + 1 = Q^-t."""
+    return torch.tensor([0.0] + [src.Q**-t for t in range(src.T)], dtype=dtype).numpy()
 
 
 def _group_adds(snn: SnnModel, syn, lay: Layer, sp: torch.Tensor, upto: int | None) -> int:

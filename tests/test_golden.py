@@ -690,3 +690,33 @@ def test_int_events_equals_phase_by_phase(monkeypatch, down, t_w) -> None:
         assert (a is None and b is None) or torch.equal(a, b), i
     assert np.array_equal(got.counts["adds"], want.counts["adds"])
     assert torch.equal(got.logits_int, want.logits_int)
+
+
+@pytest.mark.parametrize(("down", "t_w"), [("optionA", 0), ("optionA", 3), ("conv", 5)])
+def test_pipelined_events_decides_as_float64(monkeypatch, down, t_w) -> None:
+    """Pipelined mode's event-driven kernel (kernels.pipelined_events: every partial
+    potential V(k) of a ResNet layer from its spikes' fan-out, with the float32 rounding
+    test and the float64 recomputation) gives the spikes and logits of the float64 run,
+    on identity and option-A shortcuts (stride 2, channel offset)."""
+    from converter.requantize import with_wait
+    from golden import engine, kernels
+    from tests.test_rtl_residual import tiny_resnet
+
+    snn, x = tiny_resnet(down, n_test=6)
+    snn = with_wait(snn, t_w)
+    calls = []
+    real = kernels.pipelined_events
+
+    def spy(*args):
+        calls.append(args[8].shape[0] > 0)  # (a shortcut source given)
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "pipelined_events", spy)
+    got = golden.run(snn, x, "pipelined", device=CPU)
+    assert any(calls) and len(calls) == sum(
+        engine._event_groups(snn, lay) is not None for lay in snn.layers
+    )
+    with monkeypatch.context() as m:
+        m.setattr(engine, "USE_KERNELS", False)  # float64 throughout (other devices' path)
+        want = golden.run(snn, x, "pipelined", device=CPU)
+    check_same(got, want)
