@@ -283,7 +283,7 @@ class _Engine:
             return self._int_layer(lay, src, spikes)
         if self.mode == "pipelined" and self.cpu and self.f == torch.float32:
             groups = _event_groups(self.snn, lay)
-            if groups is not None and lay.kind == "neuron":
+            if groups is not None and len(_partial_phases(lay, src)) >= EVENTS_MIN_PARTIALS:
                 return self._pipelined_events(lay, src, spikes, groups), None
         # pipelined logits are float64 on every device (the CPU engine's passes are float32)
         f = torch.float64 if lay.kind == "output" and self.mode == "pipelined" else self.f
@@ -354,6 +354,9 @@ class _Engine:
             src = self.snn.layers[s.source]
             if self.cpu and s.op == "conv" and src.kind != "input":
                 z64 = z64 + self._conv_at_cpu(spikes[s.source], src, s, w64, lay, flat, upto)
+                continue
+            if s.op == "shortcut" and src.kind != "input":
+                z64 = z64 + _shortcut_at(spikes[s.source], src, s, w64, lay, flat, upto)
                 continue
             x64 = self._decoded64(spikes, s.source, upto)
             z64 = z64 + synapse_at(x64, s, w64, lay, flat)
@@ -462,8 +465,7 @@ class _Engine:
         are float32 passes with exact mode's rounding test on every compare, and the neurons
         it flags are recomputed in float64 (``_pipelined_cpu``).
         """
-        t_src = src.T
-        needed = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(t_src - 1)))
+        needed = _partial_phases(lay, src)
         th = _thresholds(lay, self.f, self.dev)
         partial = self._partial_potentials(lay, spikes, needed)
         if self.cpu:
@@ -505,8 +507,7 @@ class _Engine:
         flat = torch.from_numpy(np.flatnonzero(near))
         self.recomputed += int(flat.numel())
         if flat.numel():
-            v64 = {k: self._potential64_at(lay, spikes, flat, upto=k) for k in ks}
-            full64 = self._potential64_at(lay, spikes, flat)
+            v64, full64 = self._partial64_at(lay, spikes, flat, ks)
             per = lay.size // lay.channels
             chan = (flat // per) % lay.channels
             theta64 = torch.as_tensor(lay.threshold, device=self.dev).double()[chan]
@@ -517,6 +518,37 @@ class _Engine:
                 fire = (got < 0) & (v64.get(k, full64) / theta64 >= th64[t_o])
                 got[fire] = t_o
             phase.view(-1)[flat] = got
+
+    def _partial64_at(self, lay: Layer, spikes, flat, ks: list[int]):
+        """({k: V(k)} for the partial phases ``ks``, the full potential) in float64 at the
+        neurons ``flat``: ``_potential64_at`` for each; a convolution of a spiking source on
+        the CPU in one pass over each neuron's fan-in for all of them
+        (``kernels.conv_at_partial``)."""
+        groups = _event_groups(self.snn, lay) if self.cpu else None
+        if groups is None:
+            v64 = {k: self._potential64_at(lay, spikes, flat, upto=k) for k in ks}
+            return v64, self._potential64_at(lay, spikes, flat)
+        i = self.snn.layers.index(lay)
+        conv, short = groups
+        sc = lay.synapses[conv]
+        src = self.snn.layers[sc.source]
+        out = np.empty((len(ks) + 1, flat.numel()))
+        kernels.conv_at_partial(
+            spikes[sc.source].contiguous().numpy(), _phase_table(src, torch.float64),
+            torch.as_tensor(sc.weight).double().contiguous().numpy(), *sc.stride, *sc.padding,
+            lay.shape[1], lay.shape[2], flat.contiguous().numpy(), np.asarray(ks, np.int64), out,
+        )  # fmt: skip
+        b64 = self.bias[i].double().reshape(-1)[flat % lay.size]
+        res = []
+        for j, k in enumerate([*ks, None]):
+            z64 = b64 + torch.from_numpy(out[j])
+            if short is not None:
+                ss = lay.synapses[short]
+                w64 = torch.as_tensor(ss.weight, device=self.dev).double()
+                z64 = z64 + _shortcut_at(spikes[ss.source], self.snn.layers[ss.source], ss, w64,
+                                         lay, flat, k)  # fmt: skip
+            res.append(z64)
+        return dict(zip(ks, res[:-1], strict=True)), res[-1]
 
     def _pipelined_events(self, lay: Layer, src: Layer, spikes, groups) -> torch.Tensor:
         """``_pipelined`` on the CPU for a convolution with or without a shortcut group
@@ -552,8 +584,7 @@ class _Engine:
             _thresholds(lay, f, self.dev).numpy(), lay.T_w, (fan_in(lay) + 2) * EXACT_ROUNDING,
             4 * EXACT_ROUNDING, phase.numpy(), near,
         )  # fmt: skip
-        ks = sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(src.T - 1)))
-        self._pipelined_recompute(lay, spikes, ks, phase, near.reshape(-1))
+        self._pipelined_recompute(lay, spikes, _partial_phases(lay, src), phase, near.reshape(-1))
         return phase
 
     def _partial_potentials(self, lay: Layer, spikes, ks: list[int]) -> dict[int, torch.Tensor]:
@@ -744,6 +775,38 @@ def _decode(sp: torch.Tensor, src: Layer, dtype, upto: int | None = None) -> tor
         )
         return out
     return table[(sp + 1).long()]
+
+
+#: Pipelined mode on the CPU takes ``kernels.pipelined_events`` for a layer that needs at
+#: least this many partial potentials (T_w < T_src − 2); with fewer, the convolutions of the
+#: decoded inputs (one per partial potential, plus the full one and its rounding bound's) are
+#: faster than the event pass. Measured on ResNet-20 (benchmarks/speed.py): T_w = 16 (none)
+#: 6.0x the ANN's time by convolutions, 12.0x by events; T_w = 4 (11) 53x and 17x.
+EVENTS_MIN_PARTIALS = 3
+
+
+def _partial_phases(lay: Layer, src: Layer) -> list[int]:
+    """The phases k < T_src − 1 whose partial potential V(k) a pipelined layer decides on
+    (k = t_o + T_w); from T_src − 1 on every input is in."""
+    return sorted({t_o + lay.T_w for t_o in range(lay.T)} & set(range(src.T - 1)))
+
+
+def _shortcut_at(sp, src: Layer, syn, w64, lay: Layer, flat, upto: int | None) -> torch.Tensor:
+    """``synapse_at`` of a shortcut group, read from its spiking source's phases at the
+    neurons ``flat`` only (phases ≤ ``upto`` when given): the values of decoding the whole
+    source in float64 first, without that decode."""
+    b, j = flat // lay.size, flat % lay.size
+    hw = lay.shape[1] * lay.shape[2]
+    c, oy, ox = j // hw, (j % hw) // lay.shape[2], j % lay.shape[2]
+    ci = c - syn.channel_offset
+    ok = (ci >= 0) & (ci < sp.shape[1])
+    sy, sx = syn.stride
+    ph = sp[b, ci.clamp(0, sp.shape[1] - 1), oy * sy, ox * sx].long()
+    last = src.T - 1 if upto is None else upto
+    table = torch.tensor([0.0] + [src.Q**-t if t <= last else 0.0 for t in range(src.T)],
+                         dtype=torch.float64, device=sp.device)  # fmt: skip
+    v = table[ph + 1] * w64[c]
+    return torch.where(ok, v, torch.zeros_like(v))
 
 
 def _phase_table(src: Layer, dtype) -> np.ndarray:

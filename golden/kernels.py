@@ -13,7 +13,9 @@ shortcut): it builds every phase's synaptic input from the spikes' fan-out, as t
 does, instead of one dense convolution per phase of a mask that is mostly zeros (each neuron
 spikes at most once), and runs the integer phases on it image by image; ``pipelined_events``
 builds pipelined mode's partial potentials the same way (ResNet-20, 256 CIFAR-10 images, 2
-threads, one run: int 4.13 s → 2.23 s, pipelined T_w = 4 8.97 s → 3.50 s).
+threads, one run: int 4.13 s → 2.23 s, pipelined T_w = 4 8.97 s → 3.50 s), and
+``conv_at_partial`` recomputes a flagged neuron's partial potentials of every decision phase
+in one pass over its fan-in.
 
 Results are those of the PyTorch expressions they replace: the table lookups and the integer
 datapath are exact (every value of §3 is an integer below 2^53 in float64); the exact-mode
@@ -390,6 +392,9 @@ def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s
     t_src = table.size - 1
     nt = th.size
     e = np.float32(eps * SLACK)
+    g = np.empty(c_out, np.float32)  # the relative rounding bound over λ, per channel
+    for o in range(c_out):
+        g[o] = np.float32(gamma / np.float64(theta[o]) * SLACK)
     ny, tky, toy = tap_table(h, kh, sy, py, oh)
     nx, tkx, tox = tap_table(wd, kw, sx, px, ow)
     for n in prange(n_img):
@@ -408,7 +413,6 @@ def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s
                             kx, xo = tkx[x, jx], tox[x, jx]
                             for o in range(c_out):
                                 s[k, yo, xo, o] += q * w[c, ky, kx, o]
-                            for o in range(c_out):
                                 mag[yo, xo, o] += q * wabs[c, ky, kx, o]
         if sp2.shape[0]:
             for c in range(sp2.shape[1]):
@@ -423,26 +427,71 @@ def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s
                             s[k, y // s2y, x // s2x, o] += q * w2[0, o]
                             mag[y // s2y, x // s2x, o] += q * w2[1, o]
         v = np.empty((t_src, c_out), np.float32)
+        tol = np.empty(c_out, np.float32)
+        ph = np.empty(c_out, np.int16)
+        close = np.empty(c_out, np.uint8)
         for y in range(oh):
             for x in range(ow):
                 for o in range(c_out):
                     v[0, o] = bias[o, y, x] + s[0, y, x, o]
+                    tol[o] = (mag[y, x, o] + babs[o, y, x]) * g[o]
+                    ph[o] = -1
+                    close[o] = 0
                 for k in range(1, t_src):
                     for o in range(c_out):
                         v[k, o] = v[k - 1, o] + s[k, y, x, o]
+                # the phases outside, the channels inside: branch-free, so the compares run
+                # as SIMD (as pipelined_code); compares after a neuron's phase are masked out
+                for t in range(nt):
+                    row = v[min(t + t_w, t_src - 1)]
+                    th_t = th[t]
+                    for o in range(c_out):
+                        r = row[o] / theta[o]
+                        open_ = ph[o] < 0
+                        close[o] |= np.uint8(open_ & (abs(r - th_t) <= tol[o] + abs(r) * e))
+                        ph[o] = np.int16(t) if open_ & (r >= th_t) else ph[o]
                 for o in range(c_out):
-                    tc = theta[o]
-                    tol = (mag[y, x, o] + babs[o, y, x]) * np.float32(
-                        gamma / np.float64(tc) * SLACK
-                    )
-                    ph = np.int16(-1)
-                    close = False
-                    for t in range(nt):
-                        r = v[min(t + t_w, t_src - 1), o] / tc
-                        if abs(r - th[t]) <= tol + abs(r) * e:
-                            close = True
-                        if r >= th[t]:
-                            ph = np.int16(t)
-                            break
-                    phase[n, o, y, x] = ph
-                    near[n, o, y, x] = close
+                    phase[n, o, y, x] = ph[o]
+                    near[n, o, y, x] = close[o] != 0
+
+
+@njit(parallel=True, cache=True)
+def conv_at_partial(sp, table, w, sy, sx, py, px, oh, ow, flat, ks, out):
+    """``conv_at`` for pipelined mode's recomputation: at each neuron of ``flat``, the
+    convolution of the inputs of phases ≤ k for every k in ``ks`` and of all of them, in
+    one pass over its fan-in.
+
+    sp, table, w, sy, sx, py, px, oh, ow, flat : as ``conv_at`` (table: every phase's value);
+    ks : int64 (K,) ascending phases < T_src − 1; out : float64 (K + 1, m) receives the
+    partial sums (row j: phases ≤ ks[j]) and the full one (row K). Each neuron's products
+    are summed per source phase in fan-in order (c, ky, kx), then the phases in order.
+    """
+    cout, cin, kh, kw = w.shape
+    h, wd = sp.shape[2], sp.shape[3]
+    t_src = table.size - 1
+    for q in prange(flat.size):
+        j = flat[q]
+        b = j // (cout * oh * ow)
+        co = (j // (oh * ow)) % cout
+        oy = (j // ow) % oh
+        ox = j % ow
+        acc = np.zeros(t_src)
+        for ci in range(cin):
+            for ky in range(kh):
+                y = oy * sy - py + ky
+                if y < 0 or y >= h:
+                    continue
+                for kx in range(kw):
+                    x = ox * sx - px + kx
+                    if 0 <= x < wd:
+                        k = sp[b, ci, y, x]
+                        if k >= 0:
+                            acc[k] += w[co, ci, ky, kx] * table[k + 1]
+        total = 0.0
+        jk = 0
+        for t in range(t_src):
+            total += acc[t]
+            while jk < ks.size and ks[jk] == t:
+                out[jk, q] = total
+                jk += 1
+        out[ks.size, q] = total

@@ -697,7 +697,8 @@ def test_pipelined_events_decides_as_float64(monkeypatch, down, t_w) -> None:
     """Pipelined mode's event-driven kernel (kernels.pipelined_events: every partial
     potential V(k) of a ResNet layer from its spikes' fan-out, with the float32 rounding
     test and the float64 recomputation) gives the spikes and logits of the float64 run,
-    on identity and option-A shortcuts (stride 2, channel offset)."""
+    on identity and option-A shortcuts (stride 2, channel offset), with partial potentials
+    (T_w < T − 1) and without."""
     from converter.requantize import with_wait
     from golden import engine, kernels
     from tests.test_rtl_residual import tiny_resnet
@@ -712,6 +713,7 @@ def test_pipelined_events_decides_as_float64(monkeypatch, down, t_w) -> None:
         return real(*args)
 
     monkeypatch.setattr(kernels, "pipelined_events", spy)
+    monkeypatch.setattr(engine, "EVENTS_MIN_PARTIALS", 0)  # every such layer, even T_w ≥ T − 1
     got = golden.run(snn, x, "pipelined", device=CPU)
     assert any(calls) and len(calls) == sum(
         engine._event_groups(snn, lay) is not None for lay in snn.layers
