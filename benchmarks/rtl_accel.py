@@ -10,7 +10,14 @@ image (start to done, no Python per cycle; build excluded and reported).
 Targets (issue 10): digits at most 0.1 s per image under Verilator (the per-layer bench: 0.72 s);
 ResNet-20 at most 60 s per image at P = 16 and 64.
 
-    .venv/bin/python benchmarks/rtl_accel.py [--digits-images 10] [--r20-images 1]
+--cora adds Cora's GCN (trained 50 epochs, seed 0, default conversion; P = 16 with 1 MiB
+parameter and potential memories, as benchmarks/rtl_gcn.py) on the whole accelerator under
+Verilator: one graph, its two-rail layers' buffers in rail banks, its input buffer sized to
+its features' events (the worst case, 31 M, exceeds the debug port's 2^20 addresses); the
+row adds the test accuracy of the classes read back. Rows of nets not run are kept from the
+last results.
+
+    .venv/bin/python benchmarks/rtl_accel.py [--digits-images 10] [--r20-images 1] [--cora]
 
 Writes benchmarks/results/rtl_accel.json and rtl_accel.md.
 """
@@ -48,7 +55,7 @@ def run(net: str, snn, x, arch, sim: str) -> dict:
         "net": net,
         "lanes": arch.lanes,
         "simulator": sim,
-        "images": int(x.shape[0]),
+        "images": len(r.total_cycles),
         "all_checks_pass": bool(r.ok),
         "spikes_equal_golden_int": all(layer.spikes_match for layer in r.layers),
         "layer_cycles_equal_hwsim": bool(cycles_equal),
@@ -62,8 +69,37 @@ def run(net: str, snn, x, arch, sim: str) -> dict:
         "build_seconds": r.build_seconds,
         "wall_seconds": wall,
         "layers": r.to_json()["layers"],
+        "predictions": r.predictions,
     }
-    print({k: v for k, v in row.items() if k != "layers"}, flush=True)
+    print({k: v for k, v in row.items() if k not in ("layers", "predictions")}, flush=True)
+    return row
+
+
+def run_cora() -> dict:
+    """Cora's GCN on the whole accelerator under Verilator (module doc)."""
+    import dataclasses
+
+    import torch
+
+    import golden
+    from onespike import gcn, graphs
+
+    data = graphs.load_planetoid("cora")
+    torch.manual_seed(0)
+    model, _ = gcn.train_gcn(data, gcn.build_model(data), seed=0, epochs=50)
+    x = data.features()
+    snn = convert(model, x, progress=False)
+    arch = dataclasses.replace(hwsim.ArchConfig(), weight_sram_kib=1024.0,
+                               potential_sram_kib=1024.0, event_buffer_banks=16)  # fmt: skip
+    hwsim.check_fits(snn, arch)
+    row = run("cora", snn, x, arch, "verilator")
+    classes = snn.output.channels
+    pred = torch.as_tensor(row.pop("predictions"))
+    row["rtl_test_accuracy"] = data.accuracy(torch.nn.functional.one_hot(pred, classes).double())
+    ref = golden.run(snn, x, "int", device="cpu", keep_spikes=False)
+    row["golden_int_test_accuracy"] = data.accuracy(ref.logits_int.double())
+    row["predictions_equal_golden_int"] = pred.tolist() == ref.predictions.tolist()
+    print({k: row[k] for k in ("rtl_test_accuracy", "golden_int_test_accuracy")}, flush=True)
     return row
 
 
@@ -103,6 +139,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"{r['sim_seconds_per_image']:.3f} | {r['build_seconds']:.0f} | "
             f"{r.get('commit', '')} |"
         )
+    for r in rows:
+        if "rtl_test_accuracy" in r:
+            lines += ["", f"{r['net']}: one graph; test accuracy of the classes read back "
+                      f"{r['rtl_test_accuracy']:.2f} % (golden int "
+                      f"{r['golden_int_test_accuracy']:.2f} %; every node's class equal: "
+                      f"{'yes' if r['predictions_equal_golden_int'] else 'NO'})."]  # fmt: skip
     lines += [
         "",
         "Targets: digits ≤ 0.1 s per image under Verilator; ResNet-20 ≤ 60 s per image "
@@ -118,26 +160,31 @@ def main() -> None:
     ap.add_argument("--r20-images", type=int, default=1)
     ap.add_argument("--lanes", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--skip-r20", action="store_true")
+    ap.add_argument("--skip-digits", action="store_true")
+    ap.add_argument("--cora", action="store_true")
     args = ap.parse_args()
     rows = []
-    model, _ = train_digits_cnn(seed=0)
-    xtr, _, xte, _ = load_digits(seed=0)
-    snn = convert(model, list(xtr.split(256)), ConversionConfig(), progress=False)
-    arch = hwsim.ArchConfig()
-    rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
-    rows.append(run("digits", snn, xte[:2], arch, "icarus"))
-    # keep the ResNet-20 rows of earlier runs (each names its commit) for the P not run now
-    old = RESULTS / "rtl_accel.json"
-    run_now = set() if args.skip_r20 else set(args.lanes)
-    if old.is_file():
-        rows += [r for r in json.loads(old.read_text())["runs"]
-                 if r["net"] == "resnet20" and r["lanes"] not in run_now]  # fmt: skip
+    if not args.skip_digits:
+        model, _ = train_digits_cnn(seed=0)
+        xtr, _, xte, _ = load_digits(seed=0)
+        snn = convert(model, list(xtr.split(256)), ConversionConfig(), progress=False)
+        arch = hwsim.ArchConfig()
+        rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
+        rows.append(run("digits", snn, xte[:2], arch, "icarus"))
+    if args.cora:
+        rows.append(run_cora())
     if not args.skip_r20:
         BUILD.mkdir(parents=True, exist_ok=True)
         snn, x, _ = setup_resnet20(512, args.r20_images, BUILD / "resnet20.safetensors")
         for p in args.lanes:
             arch = fitting_arch(snn, hwsim.ArchConfig(lanes=p, output_queue_depth=64))
             rows.append(run("resnet20", snn, x, arch, "verilator"))
+    # keep the rows of earlier runs (each names its commit) for the nets and P not run now
+    old = RESULTS / "rtl_accel.json"
+    done = {(r["net"], r["lanes"], r["simulator"]) for r in rows}
+    if old.is_file():
+        rows += [r for r in json.loads(old.read_text())["runs"]
+                 if (r["net"], r["lanes"], r["simulator"]) not in done]  # fmt: skip
     meta = {
         "machine": platform.machine(),
         "cpus": __import__("os").cpu_count(),

@@ -229,23 +229,10 @@ class _Engine:
         return v.reshape(v.shape[0], -1)
 
     def _input_value(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
-        """v = x · gain + offset: the input as a fraction of the input range λ_in."""
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        g = torch.as_tensor(lay.input_gain, device=self.dev).reshape(shape)
-        o = torch.as_tensor(lay.input_offset, device=self.dev).reshape(shape)
-        v = x.double() * g + o
-        return v if lay.signed else v.clamp(min=0)
+        return input_value(x, lay, self.dev)
 
     def _encode_input(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
-        """Binary phase coding: the nearest T_in-bit fraction; bit t+1 fires at phase t."""
-        v = self._input_value(x, lay)
-        top = 2**lay.T - 1
-        code = torch.round(v.abs() * 2**lay.T).clamp(max=top).to(torch.int64)
-        sign = (
-            torch.sign(v).to(torch.int8) if lay.signed else torch.ones_like(code, dtype=torch.int8)
-        )
-        bits = [((code >> (lay.T - 1 - t)) & 1).to(torch.int8) * sign for t in range(lay.T)]
-        return torch.stack(bits, dim=1)
+        return encode_input(x, lay, self.dev)
 
     def _ann_layer(self, lay: Layer, vals) -> torch.Tensor:
         if lay.kind == "maxpool":
@@ -688,6 +675,27 @@ class _Engine:
                 fire = (cu >= theta[chan, t_o]) & (cp < 0)
                 cp.masked_fill_(fire, float(t_o))
         flat_p[idx] = cp.to(torch.int16)
+
+
+def input_value(x: torch.Tensor, lay: Layer, device) -> torch.Tensor:
+    """v = x · gain + offset: the input as a fraction of the input range λ_in (float64)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    g = torch.as_tensor(lay.input_gain, device=device).reshape(shape)
+    o = torch.as_tensor(lay.input_offset, device=device).reshape(shape)
+    v = x.to(device).double() * g + o
+    return v if lay.signed else v.clamp(min=0)
+
+
+def encode_input(x: torch.Tensor, lay: Layer, device="cpu") -> torch.Tensor:
+    """The input layer ``lay``'s spike trains of images ``x`` (N, *input shape): binary phase
+    coding, the nearest T_in-bit fraction of ``input_value``, bit t + 1 firing at phase t.
+    Returns int8 (N, T_in, *shape), the sign of each spike (0: none)."""
+    v = input_value(x, lay, device)
+    top = 2**lay.T - 1
+    code = torch.round(v.abs() * 2**lay.T).clamp(max=top).to(torch.int64)
+    sign = torch.sign(v).to(torch.int8) if lay.signed else torch.ones_like(code, dtype=torch.int8)
+    bits = [((code >> (lay.T - 1 - t)) & 1).to(torch.int8) * sign for t in range(lay.T)]
+    return torch.stack(bits, dim=1)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -121,7 +121,7 @@ def run_verilog(args: argparse.Namespace) -> int:
     x = _bench_images(snn, args.data, args.images)
     name = package_name(args.name or args.artifact.stem)
     engines = args.all or args.layer is not None
-    if not engines and (why := _graph_refused(snn, arch)):
+    if not engines and (why := _graph_refused(snn, arch, x)):
         print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
               f"({why}): packaging the per-layer engines", file=sys.stderr)  # fmt: skip
         engines = True
@@ -143,13 +143,16 @@ def run_verilog(args: argparse.Namespace) -> int:
     return 0
 
 
-def _graph_refused(snn, arch) -> str | None:
-    """Why the accelerator does not run graph network ``snn`` (a graph too large for its
-    buffers, say), or None: it does, or ``snn`` is not a graph network (whose refusals are
-    errors, not a fallback to the per-layer engines)."""
+def _graph_refused(snn, arch, x) -> str | None:
+    """Why the accelerator does not run graph network ``snn`` on node features ``x`` (a
+    graph too large for its buffers, say), or None: it does, or ``snn`` is not a graph
+    network (whose refusals are errors, not a fallback to the per-layer engines)."""
+    from rtl.accel_sim import input_capacity
     from rtl.accelerator import refusal
 
-    return refusal(snn, arch) if snn.meta.get("graph") is not None else None
+    if snn.meta.get("graph") is None:
+        return None
+    return refusal(snn, arch, input_capacity(snn, x))
 
 
 def _graph_features(snn, data: str | None):
@@ -202,7 +205,7 @@ def run_cosim(args: argparse.Namespace) -> int:
     if args.stall_rate:
         stalls = hwsim.stall_pattern(seed=args.stall_seed, rate=args.stall_rate)
     per_layer = args.layer is not None
-    if not per_layer and (why := _graph_refused(snn, arch)):
+    if not per_layer and (why := _graph_refused(snn, arch, x)):
         print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
               f"({why}): co-simulating layer by layer on the per-layer engines",
               file=sys.stderr)  # fmt: skip

@@ -35,6 +35,7 @@ from hwsim.sim import emission_order
 from rtl.accelerator import Accelerator
 from rtl.cosim import CHECKED_COUNTS, CosimError, simulator_env, source_events
 from rtl.engine import COUNTERS
+from rtl.events import INDEX_BITS
 from rtl.generate import VERILATOR_WAIVERS, _kick_comb_blocks
 from rtl.tbgen import event_words
 
@@ -178,6 +179,24 @@ def n_inputs(snn: SnnModel, x: torch.Tensor) -> int:
     return 1 if is_graph(snn) else x.shape[0]
 
 
+def input_capacity(snn: SnnModel, x: torch.Tensor) -> int | None:
+    """The input buffer's depth for running ``x``: None (the worst case, size × T_in) where
+    that fits the debug port's 2^20 addresses, else the most events one input of ``x``
+    has (a graph's node features: Cora's worst case is 31 M events, its features 184 k)."""
+    from golden.engine import encode_input
+
+    lay = snn.layers[0]
+    if lay.size * lay.T <= 2**INDEX_BITS:
+        return None
+    if is_graph(snn):
+        from converter.graph_frontend import layer_input
+
+        graph = snn.meta["graph"]
+        x = layer_input(x, graph["one_hot"], graph["nodes"], graph["features"])
+    trains = encode_input(x, lay)
+    return max(1, int((trains != 0).reshape(trains.shape[0], -1).sum(1).max()))
+
+
 def write_accel_verilog(acc: Accelerator, out_dir: str | Path) -> Path:
     """``onespike_accel.v`` (the whole accelerator) and ``verilator.vlt`` into ``out_dir``."""
     out = Path(out_dir)
@@ -224,7 +243,7 @@ def accel_cosim(
     out = Path(out_dir).resolve()
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    acc = Accelerator(snn, arch)
+    acc = Accelerator(snn, arch, input_capacity(snn, x))
     vfile = write_accel_verilog(acc, out / "verilog")
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch, mode="layer")

@@ -64,18 +64,24 @@ class LayerPlan:
     banks: tuple[int | None, ...] = ()
 
 
-def plan(snn: SnnModel) -> list[LayerPlan]:
+def plan(snn: SnnModel, input_events: int | None = None) -> list[LayerPlan]:
     """The layers in the order they run, with their buffers (every non-output layer keeps its
-    events: worst case one spike per neuron; the input layer size × T_in). A source whose
-    consumer reads its two rails with two graph groups is split into rail banks
+    events: worst case one spike per neuron; the input layer size × T_in, or
+    ``input_events`` where given: an input of more events overflows, status bit 2). A source
+    whose consumer reads its two rails with two graph groups is split into rail banks
     (:func:`rail_banks`).
 
     Raises
     ------
     ValueError
         The input layer not first or not alone, the output layer not last, two synapse
-        groups reading one source other than as the two rails of a graph layer, or a buffer
-        deeper than the debug port's 2^20 addresses."""
+        groups reading one source other than as the two rails of a graph layer, a buffer
+        deeper than the debug port's 2^20 addresses, or ``input_events`` not a positive
+        int."""
+    if input_events is not None and (
+        isinstance(input_events, bool) or not isinstance(input_events, int) or input_events < 1
+    ):
+        raise ValueError(f"input_events must be a positive int, got {input_events!r}")
     srcs_of, banks_of, split = {}, {}, {}
     for i, lay in enumerate(snn.layers):
         if lay.kind == "input":
@@ -97,6 +103,8 @@ def plan(snn: SnnModel) -> list[LayerPlan]:
                              f"{readers[-1]} as well as split by {readers[0]}; the accelerator "
                              "reads a rail-banked buffer from one consumer")  # fmt: skip
         depth = 0 if lay.kind == "output" else lay.size * (lay.T if lay.kind == "input" else 1)
+        if lay.kind == "input" and input_events is not None:
+            depth = input_events
         if depth > 2**INDEX_BITS:
             raise ValueError(f"layer {i} ({lay.name}): a buffer of {depth} events exceeds the "
                              f"debug port's 2^{INDEX_BITS} addresses")  # fmt: skip
@@ -112,13 +120,13 @@ def plan(snn: SnnModel) -> list[LayerPlan]:
     return out
 
 
-def refusal(snn: SnnModel, arch: ArchConfig) -> str | None:
+def refusal(snn: SnnModel, arch: ArchConfig, input_events: int | None = None) -> str | None:
     """Why :class:`Accelerator` would refuse ``snn`` on ``arch`` (its dataflow, or
     :func:`plan`'s reason), or None. The layers themselves are checked when it is built."""
     if arch.dataflow != "potential_sram":
         return f"dataflow {arch.dataflow!r} is modelled by hwsim only"
     try:
-        plan(snn)
+        plan(snn, input_events)
     except ValueError as exc:
         return str(exc)
     return None
@@ -159,6 +167,17 @@ class Accelerator(wiring.Component):
     when layer i − 1 is done. The engines' cycle counters equal hwsim's layer-mode cycles;
     the controller adds 2 cycles per layer, plus 1 per run.
 
+    Parameters
+    ----------
+    snn : SnnModel
+        A quantised network whose layers the rtl engines run.
+    arch : ArchConfig
+        The accelerator (``potential_sram`` dataflow).
+    input_events : int, optional
+        Events the input buffer holds (default: the worst case, size × T_in). A graph's
+        input can exceed the debug port's 2^20 addresses in the worst case while its real
+        features fit (Cora: 31 M against 184 k); an input of more events sets status bit 2.
+
     Ports
     -----
     start : In(1)
@@ -179,14 +198,14 @@ class Accelerator(wiring.Component):
         :class:`~rtl.host.RegisterBlock` (status, class, cycles, per-layer counters).
     """
 
-    def __init__(self, snn: SnnModel, arch: ArchConfig) -> None:
+    def __init__(self, snn: SnnModel, arch: ArchConfig, input_events: int | None = None) -> None:
         if arch.dataflow != "potential_sram":
             self._MustUse__silence = True  # (refused: never to be elaborated)
             raise ValueError(
                 "rtl.Accelerator runs the potential_sram dataflow (docs/architecture.md §14); "
                 f"dataflow {arch.dataflow!r} is modelled by hwsim only"
             )
-        self.snn, self.arch, self.layers = snn, arch, plan(snn)
+        self.snn, self.arch, self.layers = snn, arch, plan(snn, input_events)
         # the engines' images (each layer checked here); the engines are built by elaborate
         self.images = {p.index: layer_image(snn, p.index, arch.lanes) for p in self.layers[1:]}
         out = self.images[self.layers[-1].index]

@@ -111,9 +111,11 @@ def write_package(
     name = package_name(name)
     out = Path(out_dir)
     if layer is None and not engines:
+        from rtl.accel_sim import input_capacity
         from rtl.accelerator import Accelerator
 
-        acc = Accelerator(snn, arch)  # refuses what it cannot run, before anything is removed
+        # refuses what it cannot run, before anything is removed
+        acc = Accelerator(snn, arch, input_capacity(snn, x))
         _clear_old(out)
         return _write_accelerator(snn, arch, acc, out, x, name)
     _clear_old(out)

@@ -128,6 +128,30 @@ def test_graph_networks_through_the_accelerator(which) -> None:
     assert rep.layers[1].counters["spikes_in"] == rep.layers[1].hwsim_counts["spikes_in"] > 0
 
 
+@pytest.mark.slow
+def test_graph_input_buffer_sized_to_its_features() -> None:
+    """A graph whose input layer's worst case (features × nodes × T_in = 1.28 M events)
+    exceeds the debug port's 2^20 addresses while its sparse binary features fit (as
+    Cora's: 31 M against 184 k) gets an input buffer of its features' events and runs whole
+    under Verilator, every layer exact."""
+    from test_rtl_graph import wide_gcn
+
+    from rtl.accel_sim import accel_cosim, input_capacity
+    from rtl.accelerator import plan
+
+    snn, x = wide_gcn(density=0.02)
+    lay = snn.layers[0]
+    events = input_capacity(snn, x)
+    assert lay.size * lay.T > 2**20 > events > 0
+    assert plan(snn, events)[0].depth == events
+    with pytest.raises(ValueError, match="2\\^20 addresses"):
+        plan(snn)
+    require_simulator("verilator")
+    rep = accel_cosim(snn, hwsim.ArchConfig(), x, sim="verilator", out_dir=BUILD / "accel_wide")
+    assert rep.ok, rep.first_error()
+    assert rep.predictions == golden.run(snn, x, "int", device="cpu").predictions.tolist()
+
+
 def test_accelerator_refuses_two_groups_on_one_source_that_are_not_rails() -> None:
     """Two synapse groups reading one source are run only as a graph layer's two rails."""
     import dataclasses
@@ -148,20 +172,18 @@ def test_accelerator_refuses_two_groups_on_one_source_that_are_not_rails() -> No
 def test_cosim_command_falls_back_for_a_graph_the_accelerator_refuses(
     tmp_path, capsys, monkeypatch
 ) -> None:
-    """A graph whose input buffer would exceed the debug port's 2^20 addresses (features ×
-    nodes × T_in) is co-simulated on the per-layer engines, with the reason on stderr (the
+    """A graph whose input would exceed the debug port's 2^20 addresses (every feature codes
+    all T_in bits) is co-simulated on the per-layer engines, with the reason on stderr (the
     benches stubbed here: test_rtl_graph runs them)."""
+    from test_rtl_graph import wide_gcn
+
     import rtl.cosim
     from onespike import rtlcli
     from onespike.cli import main
-    from onespike.gcn import GCN
-    from tests.test_gcn_convert import features, random_graph, trained_like
+    from rtl.accel_sim import input_capacity
 
-    nodes, feats = 330, 400  # 132,000 input neurons × T_in 8 > 2^20 events
-    adj = random_graph(nodes, 0, 0.02)
-    x = features(nodes, feats, 0)
-    snn = convert(trained_like(GCN(adj, feats, 3, hidden=4), 0), x, progress=False)
-    assert snn.layers[0].size * snn.layers[0].T > 2**20
+    snn, x = wide_gcn()  # every feature 1: 1.28 M input events > 2^20
+    assert input_capacity(snn, x) > 2**20
     art = snn.save(tmp_path / "gcn.safetensors")
     calls = []
 

@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 import golden
 import hwsim
@@ -29,6 +30,18 @@ def small_gcn(seed: int = 0, nodes: int = 40, hidden: int = 8, adj=None, **kw):
     x = features(nodes, 12, seed)
     model = trained_like(gcn.GCN(adj, 12, 3, hidden=hidden, **kw), seed)
     return convert(model, x, progress=False), x
+
+
+def wide_gcn(density: float = 1.0, nodes: int = 400, feats: int = 400):
+    """A random GCN whose input layer (feats × nodes × T_in 8 = 1.28 M events in the worst
+    case) exceeds the accelerator's 2^20 debug addresses: binary node features with a
+    fraction ``density`` of ones (all ones: every feature codes all T_in bits, so the real
+    input exceeds it too), converted with the default config."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(nodes, feats, generator=g) < density).float()
+    x[:, 0] = 1.0  # (every node has a feature: the input range is 1)
+    adj = random_graph(nodes, 0, 0.02)
+    return convert(trained_like(gcn.GCN(adj, feats, 3, hidden=4), 0), x, progress=False), x
 
 
 def small_text_gcn(seed: int = 3, nodes: int = 40):

@@ -203,16 +203,12 @@ def test_graph_network_too_large_packages_the_engines(tmp_path: Path, capsys, mo
     """A graph the accelerator refuses (an input buffer beyond the debug port's 2^20
     addresses) gets the per-layer package, with the reason on stderr (write_package stubbed:
     test_rtl_graph runs the engines)."""
-    from test_gcn_convert import features, random_graph, trained_like
+    from test_rtl_graph import wide_gcn
 
     import rtl.package
     from onespike import rtlcli
-    from onespike.gcn import GCN
 
-    nodes, feats = 330, 400  # 132,000 input neurons × T_in 8 > 2^20 events
-    x = features(nodes, feats, 0)
-    snn = convert(trained_like(GCN(random_graph(nodes, 0, 0.02), feats, 3, hidden=4), 0), x,
-                  progress=False)  # fmt: skip
+    snn, x = wide_gcn()  # every feature 1: 1.28 M input events > 2^20
     art = snn.save(tmp_path / "gcn.safetensors")
     calls = []
 
