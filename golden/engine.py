@@ -419,16 +419,12 @@ class _Engine:
             if i not in self.w_events:  # (C_out, C_in, kh, kw) → output channel innermost
                 self.w_events[i] = self.w[i][conv].permute(1, 2, 3, 0).contiguous().numpy()
             if short is None:
-                sp2, w2, s2, off2 = (
-                    np.zeros((0, 1, 1, 1), np.int16),
-                    self.w_events[i][0, 0, 0],
-                    (1, 1),
-                    0,
-                )
+                sp2, s2, off2 = np.zeros((0, 1, 1, 1), np.int16), (1, 1), 0
+                w2 = self.w_events[i][0, 0, :1]  # (unused)
             else:
                 ss = lay.synapses[short]
                 sp2 = spikes[ss.source].contiguous().numpy()
-                w2 = self.w[i][short].contiguous().numpy()
+                w2 = self.w[i][short].reshape(1, -1).contiguous().numpy()
                 s2, off2 = ss.stride, int(ss.channel_offset)
             kernels.int_events(
                 spikes[sc.source].contiguous().numpy(), self.w_events[i], *sc.stride,

@@ -264,6 +264,54 @@ def tap_table(size, k, stride, pad, out):
     return cnt, tap, pos
 
 
+@njit(cache=True)
+def scatter_spikes(sp, n, table, w, wabs, taps, sp2, table2, w2, s2y, s2x, off2, s, mag):
+    """Image ``n``'s synaptic input of every phase, spike by spike (the event kernels' first
+    step): each spike of phase k of the convolution source adds its value times its weight
+    column to every output it reaches, s[k, oy, ox, :] += table[k + 1] · w[c, ky, kx, :],
+    and each of the shortcut source adds table2[k + 1] · w2[0, o] to its one output.
+
+    sp, sp2 : int16 phases (N, C, H, W) of the convolution and the shortcut source (sp2 with
+    N = 0: none); table, table2 : their phases' values (entry 0: no spike); w, wabs : (C_in,
+    kh, kw, C_out) the weights and their magnitudes; taps : ``tap_table`` of both axes;
+    w2 : (2, C_out) the shortcut's weights and magnitudes, s2y, s2x its stride, off2 its
+    channel offset; s : (T_src, OH, OW, C_out), zeroed, receives the sums; mag : (OH, OW,
+    C_out), zeroed, receives Σ value · |w| over all phases (a 0-row array: not wanted).
+    """
+    t_src, oh, ow, c_out = s.shape
+    ny, tky, toy, nx, tkx, tox = taps
+    with_mag = mag.shape[0] > 0
+    for c in range(sp.shape[1]):
+        for y in range(sp.shape[2]):
+            for x in range(sp.shape[3]):
+                k = sp[n, c, y, x]
+                if k < 0 or k >= t_src:
+                    continue
+                q = table[k + 1]
+                for jy in range(ny[y]):
+                    ky, yo = tky[y, jy], toy[y, jy]
+                    for jx in range(nx[x]):
+                        kx, xo = tkx[x, jx], tox[x, jx]
+                        for o in range(c_out):
+                            s[k, yo, xo, o] += q * w[c, ky, kx, o]
+                        if with_mag:
+                            for o in range(c_out):
+                                mag[yo, xo, o] += q * wabs[c, ky, kx, o]
+    if sp2.shape[0]:
+        for c in range(sp2.shape[1]):
+            o = c + off2
+            if o < 0 or o >= c_out:
+                continue
+            for y in range(0, sp2.shape[2], s2y):
+                for x in range(0, sp2.shape[3], s2x):
+                    k = sp2[n, c, y, x]
+                    if 0 <= k < t_src and y // s2y < oh and x // s2x < ow:
+                        q = table2[k + 1]
+                        s[k, y // s2y, x // s2x, o] += q * w2[0, o]
+                        if with_mag:
+                            mag[y // s2y, x // s2x, o] += q * w2[1, o]
+
+
 @njit(parallel=True, cache=True)
 def int_events(sp, w, sy, sx, py, px, sp2, w2, s2y, s2x, off2, t_src, m, half, inv, lim,
                theta, t_w, u, phase):  # fmt: skip
@@ -273,7 +321,7 @@ def int_events(sp, w, sy, sx, py, px, sp2, w2, s2y, s2x, off2, t_src, m, half, i
     sp : int16 (N, C_in, H, W) the convolution source's phases (−1: no spike); w : float
     (C_in, kh, kw, C_out) its weights, output channel innermost; sy, sx, py, px : stride and
     padding. sp2 : int16 (N, C2, H2, W2) a shortcut source (N = 0: none), w2 : float
-    (C_out,) its per-channel weights, s2y, s2x its stride, off2 its channel offset
+    (1 or 2, C_out) its per-channel weights (row 0), s2y, s2x its stride, off2 its channel offset
     (output channel = source channel + off2). t_src : the input phases; m, half, inv, lim :
     M, 2^15, 2^-16 and the saturation limit; theta : float64 (C_out, T) the threshold
     table; t_w : the wait phases; u : float64 (N, C_out, OH, OW) the initial potentials
@@ -289,35 +337,16 @@ def int_events(sp, w, sy, sx, py, px, sp2, w2, s2y, s2x, off2, t_src, m, half, i
     ``int_phase``'s, phase by phase.
     """
     n_img, c_out, oh, ow = u.shape
-    c_in, kh, kw = w.shape[0], w.shape[1], w.shape[2]
+    kh, kw = w.shape[1], w.shape[2]
     h, wd = sp.shape[2], sp.shape[3]
     t_out = theta.shape[1]
-    ny, tky, toy = tap_table(h, kh, sy, py, oh)
-    nx, tkx, tox = tap_table(wd, kw, sx, px, ow)
+    taps = (*tap_table(h, kh, sy, py, oh), *tap_table(wd, kw, sx, px, ow))
+    ones = np.ones(t_src + 1, w.dtype)  # every spike counts its weight once
+    ones[0] = 0.0
+    none = np.zeros((0, 1, 1), w.dtype)
     for n in prange(n_img):
         s = np.zeros((t_src, oh, ow, c_out), w.dtype)
-        for c in range(c_in):
-            for y in range(h):
-                for x in range(wd):
-                    k = sp[n, c, y, x]
-                    if k < 0 or k >= t_src:
-                        continue
-                    for jy in range(ny[y]):
-                        ky, yo = tky[y, jy], toy[y, jy]
-                        for jx in range(nx[x]):
-                            kx, xo = tkx[x, jx], tox[x, jx]
-                            for o in range(c_out):
-                                s[k, yo, xo, o] += w[c, ky, kx, o]
-        if sp2.shape[0]:
-            for c in range(sp2.shape[1]):
-                o = c + off2
-                if o < 0 or o >= c_out:
-                    continue
-                for y in range(0, sp2.shape[2], s2y):
-                    for x in range(0, sp2.shape[3], s2x):
-                        k = sp2[n, c, y, x]
-                        if 0 <= k < t_src and y // s2y < oh and x // s2x < ow:
-                            s[k, y // s2y, x // s2x, o] += w2[o]
+        scatter_spikes(sp, n, ones, w, w, taps, sp2, ones, w2, s2y, s2x, off2, s, none)
         v = np.empty(c_out, np.float64)
         p = np.empty(c_out, np.int16)
         for y in range(oh):
@@ -387,7 +416,7 @@ def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s
     it flags are recomputed in float64 and the rest are decided as float64 decides them.
     """
     n_img, c_out, oh, ow = phase.shape
-    c_in, kh, kw = w.shape[0], w.shape[1], w.shape[2]
+    kh, kw = w.shape[1], w.shape[2]
     h, wd = sp.shape[2], sp.shape[3]
     t_src = table.size - 1
     nt = th.size
@@ -395,37 +424,11 @@ def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s
     g = np.empty(c_out, np.float32)  # the relative rounding bound over λ, per channel
     for o in range(c_out):
         g[o] = np.float32(gamma / np.float64(theta[o]) * SLACK)
-    ny, tky, toy = tap_table(h, kh, sy, py, oh)
-    nx, tkx, tox = tap_table(wd, kw, sx, px, ow)
+    taps = (*tap_table(h, kh, sy, py, oh), *tap_table(wd, kw, sx, px, ow))
     for n in prange(n_img):
         s = np.zeros((t_src, oh, ow, c_out), np.float32)
         mag = np.zeros((oh, ow, c_out), np.float32)
-        for c in range(c_in):
-            for y in range(h):
-                for x in range(wd):
-                    k = sp[n, c, y, x]
-                    if k < 0:
-                        continue
-                    q = table[k + 1]
-                    for jy in range(ny[y]):
-                        ky, yo = tky[y, jy], toy[y, jy]
-                        for jx in range(nx[x]):
-                            kx, xo = tkx[x, jx], tox[x, jx]
-                            for o in range(c_out):
-                                s[k, yo, xo, o] += q * w[c, ky, kx, o]
-                                mag[yo, xo, o] += q * wabs[c, ky, kx, o]
-        if sp2.shape[0]:
-            for c in range(sp2.shape[1]):
-                o = c + off2
-                if o < 0 or o >= c_out:
-                    continue
-                for y in range(0, sp2.shape[2], s2y):
-                    for x in range(0, sp2.shape[3], s2x):
-                        k = sp2[n, c, y, x]
-                        if 0 <= k < t_src and y // s2y < oh and x // s2x < ow:
-                            q = table2[k + 1]
-                            s[k, y // s2y, x // s2x, o] += q * w2[0, o]
-                            mag[y // s2y, x // s2x, o] += q * w2[1, o]
+        scatter_spikes(sp, n, table, w, wabs, taps, sp2, table2, w2, s2y, s2x, off2, s, mag)
         v = np.empty((t_src, c_out), np.float32)
         tol = np.empty(c_out, np.float32)
         ph = np.empty(c_out, np.int16)

@@ -655,70 +655,48 @@ def test_cpu_kernels_equal_the_pytorch_expressions(monkeypatch, seed, c, stride,
             assert torch.equal(got.logits_int, want.logits_int)
 
 
-@pytest.mark.parametrize(("down", "t_w"), [("optionA", 0), ("optionA", 5), ("conv", 2)])
-def test_int_events_equals_phase_by_phase(monkeypatch, down, t_w) -> None:
-    """int mode's event-driven kernel (kernels.int_events: a ResNet layer's S(k) of every
-    phase from its spikes' fan-out) gives the spikes, counts and integer logits of the
-    phase-by-phase path (dense convolutions of each phase's mask), on identity and option-A
-    shortcuts (stride 2, channel offset); a projection block (two convolutions) stays
-    phase by phase."""
+@pytest.mark.parametrize(
+    ("mode", "down", "t_w"),
+    [("int", "optionA", 0), ("int", "optionA", 5), ("int", "conv", 2),
+     ("pipelined", "optionA", 0), ("pipelined", "optionA", 3), ("pipelined", "conv", 5)],
+)  # fmt: skip
+def test_event_kernels_equal_the_reference(monkeypatch, mode, down, t_w) -> None:
+    """The event-driven kernels (a ResNet layer's synaptic input of every phase from its
+    spikes' fan-out) give the reference's spikes, counts and logits, on identity and option-A
+    shortcuts (stride 2, channel offset); a projection block (two convolutions) is not
+    theirs. int (kernels.int_events) against the phase-by-phase path (dense convolutions of
+    each phase's mask); pipelined (kernels.pipelined_events: every partial potential V(k),
+    the float32 rounding test and the float64 recomputation; taken here even without partial
+    potentials, T_w ≥ T − 1) against the float64 run."""
     from converter.requantize import with_wait
     from golden import engine, kernels
     from tests.test_rtl_residual import tiny_resnet
 
     snn, x = tiny_resnet(down, n_test=6)
     snn = with_wait(snn, t_w)
+    name, shortcut_arg = ("int_events", 6) if mode == "int" else ("pipelined_events", 8)
     calls = []
-    real = kernels.int_events
+    real = getattr(kernels, name)
 
     def spy(*args):
-        calls.append(args[6].shape[0] > 0)  # (a shortcut source given)
+        calls.append(args[shortcut_arg].shape[0] > 0)  # (a shortcut source given)
         return real(*args)
 
-    monkeypatch.setattr(kernels, "int_events", spy)
-    got = golden.run(snn, x, "int", device=CPU)
+    monkeypatch.setattr(kernels, name, spy)
+    monkeypatch.setattr(engine, "EVENTS_MIN_PARTIALS", 0)
+    got = golden.run(snn, x, mode, device=CPU)
     groups = [engine._event_groups(snn, lay) for lay in snn.layers]
-    assert len(calls) == sum(g is not None for g in groups) > 0
-    assert any(calls) and (down == "optionA") == all(
+    assert any(calls) and len(calls) == sum(g is not None for g in groups)
+    assert (down == "optionA") == all(
         g is not None for g, lay in zip(groups, snn.layers, strict=True)
         if lay.kind == "neuron" and len(lay.synapses) == 2
     )  # fmt: skip
     with monkeypatch.context() as m:
-        m.setattr(engine, "_event_groups", lambda snn, lay: None)
-        want = golden.run(snn, x, "int", device=CPU)
-    for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
-        assert (a is None and b is None) or torch.equal(a, b), i
-    assert np.array_equal(got.counts["adds"], want.counts["adds"])
-    assert torch.equal(got.logits_int, want.logits_int)
-
-
-@pytest.mark.parametrize(("down", "t_w"), [("optionA", 0), ("optionA", 3), ("conv", 5)])
-def test_pipelined_events_decides_as_float64(monkeypatch, down, t_w) -> None:
-    """Pipelined mode's event-driven kernel (kernels.pipelined_events: every partial
-    potential V(k) of a ResNet layer from its spikes' fan-out, with the float32 rounding
-    test and the float64 recomputation) gives the spikes and logits of the float64 run,
-    on identity and option-A shortcuts (stride 2, channel offset), with partial potentials
-    (T_w < T − 1) and without."""
-    from converter.requantize import with_wait
-    from golden import engine, kernels
-    from tests.test_rtl_residual import tiny_resnet
-
-    snn, x = tiny_resnet(down, n_test=6)
-    snn = with_wait(snn, t_w)
-    calls = []
-    real = kernels.pipelined_events
-
-    def spy(*args):
-        calls.append(args[8].shape[0] > 0)  # (a shortcut source given)
-        return real(*args)
-
-    monkeypatch.setattr(kernels, "pipelined_events", spy)
-    monkeypatch.setattr(engine, "EVENTS_MIN_PARTIALS", 0)  # every such layer, even T_w ≥ T − 1
-    got = golden.run(snn, x, "pipelined", device=CPU)
-    assert any(calls) and len(calls) == sum(
-        engine._event_groups(snn, lay) is not None for lay in snn.layers
-    )
-    with monkeypatch.context() as m:
-        m.setattr(engine, "USE_KERNELS", False)  # float64 throughout (other devices' path)
-        want = golden.run(snn, x, "pipelined", device=CPU)
+        if mode == "int":
+            m.setattr(engine, "_event_groups", lambda snn, lay: None)
+        else:
+            m.setattr(engine, "USE_KERNELS", False)  # float64 throughout (other devices' path)
+        want = golden.run(snn, x, mode, device=CPU)
     check_same(got, want)
+    if mode == "int":
+        assert torch.equal(got.logits_int, want.logits_int)

@@ -130,7 +130,7 @@ def test_graph_networks_through_the_accelerator(which) -> None:
 
 @pytest.mark.slow
 def test_graph_input_buffer_sized_to_its_features() -> None:
-    """A graph whose input layer's worst case (features × nodes × T_in = 1.28 M events)
+    """A graph whose input layer's worst case (features × nodes × T_in = 1.08 M events)
     exceeds the debug port's 2^20 addresses while its sparse binary features fit (as
     Cora's: 31 M against 184 k) gets an input buffer of its features' events and runs whole
     under Verilator, every layer exact."""
@@ -139,7 +139,7 @@ def test_graph_input_buffer_sized_to_its_features() -> None:
     from rtl.accel_sim import accel_cosim, input_capacity
     from rtl.accelerator import plan
 
-    snn, x = wide_gcn(density=0.02)
+    snn, x = wide_gcn(density=0.02, nodes=160, feats=840)  # 1.08 M input events at worst
     lay = snn.layers[0]
     events = input_capacity(snn, x)
     assert lay.size * lay.T > 2**20 > events > 0
@@ -218,6 +218,30 @@ def test_residual_net_through_the_accelerator() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+async def collect_stream(ctx, merge, cycles: int) -> list[tuple]:
+    """Start the merger (and the readers wired to its ``start``) and take its stream for
+    ``cycles`` cycles: (valid, index, phase, group, end) per cycle."""
+    ctx.set(merge.start, 1)
+    await ctx.tick()
+    ctx.set(merge.start, 0)
+    ctx.set(merge.o.ready, 1)
+    got = []
+    for _ in range(cycles):
+        valid, word = ctx.get(merge.o.valid), ctx.get(merge.o.payload)
+        got.append((valid, word.index, word.phase, word.group, word.end))
+        await ctx.tick()
+    return got
+
+
+def assert_stream(got: list[tuple], want: list[tuple]) -> None:
+    """``want``'s (phase, group, index) in every cycle, no bubble, then the end marker
+    once."""
+    n = len(want)
+    assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
+    assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
+    assert got[n][4] == 1 and all(v == 0 for v, *_ in got[n + 1 :])
+
+
 def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
     """Two buffers written in phase order, read back through registered-read memories: the
     merged stream offers an event in every cycle until the end marker (sent once), phase by
@@ -246,7 +270,8 @@ def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
         m.submodules[f"b{g}"], m.submodules[f"r{g}"] = bufs[g], rds[g]
         m.d.comb += [rds[g].count.eq(bufs[g].count), rds[g].data.eq(bufs[g].rd_data),
                      bufs[g].rd_addr.eq(rds[g].addr), rds[g].stop.eq(merge.finished),
-                     getattr(merge, f"ex{g}").eq(rds[g].exhausted)]  # fmt: skip
+                     getattr(merge, f"ex{g}").eq(rds[g].exhausted),
+                     rds[g].start.eq(merge.start)]  # fmt: skip
         wiring.connect(m, rds[g].o, getattr(merge, f"i{g}"))
     got = []
 
@@ -257,16 +282,7 @@ def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
                 ctx.set(bufs[g].w.payload.as_value(), pack_event(j, p))
                 await ctx.tick()
             ctx.set(bufs[g].w.valid, 0)
-        for sig in (rds[0].start, rds[1].start, merge.start):
-            ctx.set(sig, 1)
-        await ctx.tick()
-        for sig in (rds[0].start, rds[1].start, merge.start):
-            ctx.set(sig, 0)
-        ctx.set(merge.o.ready, 1)
-        for _ in range(60):
-            valid, word = ctx.get(merge.o.valid), ctx.get(merge.o.payload)
-            got.append((valid, word.index, word.phase, word.group, word.end))
-            await ctx.tick()
+        got.extend(await collect_stream(ctx, merge, 60))
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
@@ -274,10 +290,7 @@ def test_buffers_readers_and_merger_stream_without_bubbles() -> None:
     sim.run()
     want = sorted([(p, g, j) for g in range(2) for j, p in ev[g] if p <= k_last],
                   key=lambda t: (t[0], t[1]))  # fmt: skip
-    n = len(want)
-    assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
-    assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
-    assert got[n][4] == 1 and all(v == 0 for v, *_ in got[n + 1 :])
+    assert_stream(got, want)
 
 
 def test_rail_buffer_banks_by_rail_and_reads_back_as_one_buffer() -> None:
@@ -320,14 +333,7 @@ def test_rail_buffer_banks_by_rail_and_reads_back_as_one_buffer() -> None:
             await ctx.tick()
             host.append(unpack_event(ctx.get(buf.rd_data))[:2])
         ctx.set(buf.rd_addr, 0)
-        ctx.set(merge.start, 1)
-        await ctx.tick()
-        ctx.set(merge.start, 0)
-        ctx.set(merge.o.ready, 1)
-        for _ in range(len(ev) + 3):
-            valid, word = ctx.get(merge.o.valid), ctx.get(merge.o.payload)
-            got.append((valid, word.index, word.phase, word.group, word.end))
-            await ctx.tick()
+        got.extend(await collect_stream(ctx, merge, len(ev) + 3))
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
@@ -335,10 +341,7 @@ def test_rail_buffer_banks_by_rail_and_reads_back_as_one_buffer() -> None:
     sim.run()
     assert host == [e for e in ev if e[0] < boundary] + [e for e in ev if e[0] >= boundary]
     want = sorted([(p, int(j >= boundary), j) for j, p in ev], key=lambda t: (t[0], t[1]))
-    n = len(want)
-    assert all(v == 1 for v, *_ in got[: n + 1])  # no bubble, then the end marker
-    assert [(p, g, j) for _, j, p, g, _ in got[:n]] == want
-    assert got[n][4] == 1
+    assert_stream(got, want)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
