@@ -106,7 +106,7 @@ def test_graph_networks_through_the_accelerator(which) -> None:
     """A GCN (dense features) and a Text GCN (one-hot features, an embedding layer) run whole
     under Icarus: each two-rail layer's buffer is split into rail banks that the next
     layer's two graph groups read as two sources; every layer exact, the classes per node
-    golden int's."""
+    golden int's; the top lints clean."""
     from test_rtl_graph import small_gcn, small_text_gcn
 
     from rtl.accel_sim import accel_cosim
@@ -126,6 +126,8 @@ def test_graph_networks_through_the_accelerator(which) -> None:
     ref = golden.run(snn, x, "int", device="cpu")
     assert rep.predictions == ref.predictions.tolist()  # one class per node
     assert rep.layers[1].counters["spikes_in"] == rep.layers[1].hwsim_counts["spikes_in"] > 0
+    verilog = BUILD / f"accel_{which}" / "verilog"
+    assert_lints_clean(verilog / "onespike_accel.v", verilog / "verilator.vlt")  # RailBuffer too
 
 
 @pytest.mark.slow
