@@ -132,7 +132,7 @@ def test_graph_networks_through_the_accelerator(which) -> None:
 
 @pytest.mark.slow
 def test_graph_input_buffer_sized_to_its_features() -> None:
-    """A graph whose input layer's worst case (features × nodes × T_in = 1.08 M events)
+    """A graph whose input layer's worst case (features × nodes × T_in = 1.06 M events)
     exceeds the debug port's 2^20 addresses while its sparse binary features fit (as
     Cora's: 31 M against 184 k) gets an input buffer of its features' events and runs whole
     under Verilator, every layer exact."""
@@ -141,7 +141,7 @@ def test_graph_input_buffer_sized_to_its_features() -> None:
     from rtl.accel_sim import accel_cosim, input_capacity
     from rtl.accelerator import plan
 
-    snn, x = wide_gcn(density=0.02, nodes=160, feats=840)  # 1.08 M input events at worst
+    snn, x = wide_gcn(density=0.02, nodes=100, feats=1320)  # 1.06 M input events at worst
     lay = snn.layers[0]
     events = input_capacity(snn, x)
     assert lay.size * lay.T > 2**20 > events > 0
