@@ -84,7 +84,9 @@ class AccelReport:
     reads (both Python-driven, one cycle per word); ``build_seconds`` Verilog generation
     and the simulator's build. ``total_cycles`` per image is the controller's count, which is
     Σ engine cycles + ``gap_cycles`` (2 per engine + 1, docs/architecture.md §14), checked
-    against ``hwsim_total_cycles`` (hwsim's ``image_cycles``)."""
+    against ``hwsim_total_cycles`` (hwsim's ``image_cycles``). ``predictions``: the class
+    of each image, or of each node of a graph network (one graph: one entry in the per-image
+    lists)."""
 
     layers: list[AccelLayerReport]
     predictions: list[int]
