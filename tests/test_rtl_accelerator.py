@@ -171,6 +171,27 @@ def test_accelerator_refuses_two_groups_on_one_source_that_are_not_rails() -> No
         plan(bad)
 
 
+def test_cosim_command_runs_a_graph_network_on_the_accelerator(tmp_path, monkeypatch) -> None:
+    """`onespike cosim` on a graph network runs the whole accelerator by default: the JSON
+    names that flow, every layer is exact, the class per node is golden int's."""
+    from test_rtl_graph import small_gcn
+
+    from onespike import rtlcli
+    from onespike.cli import main
+
+    require_simulator("icarus")
+    snn, x = small_gcn(seed=1, nodes=24)
+    art = snn.save(tmp_path / "gcn.safetensors")
+    monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
+    js = tmp_path / "c.json"
+    assert main(["cosim", str(art), "--sim", "icarus", "-o", str(tmp_path / "c"),
+                 "--json", str(js)]) == 0  # fmt: skip
+    rep = json.loads(js.read_text())
+    assert rep["flow"] == "accelerator" and rep["ok"] and rep["images"] == 1
+    assert all(r["spikes_match"] and r["rtl_cycles"] == r["hwsim_cycles"] for r in rep["layers"])
+    assert rep["predictions"] == golden.run(snn, x, "int", device="cpu").predictions.tolist()
+
+
 def test_cosim_command_falls_back_for_a_graph_the_accelerator_refuses(
     tmp_path, capsys, monkeypatch
 ) -> None:
