@@ -23,14 +23,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def networks(n: int):
     model, _ = models.train_digits_cnn(seed=0)
     xtr, _, xte, _ = data.load_digits(seed=0)
-    yield "DigitsCNN, digits", model, xtr, xte[:n], ConversionConfig()
+    yield "DigitsCNN, digits", model, xtr, xte[:n], ConversionConfig(calibration="percentile")
     xtr, _ = data.load_mnist("train")
     xte, _ = data.load_mnist("test")
-    yield "MnistCNN, MNIST", models.load_mnist_cnn(), xtr[:512], xte[:n], ConversionConfig()
+    yield (
+        "MnistCNN, MNIST",
+        models.load_mnist_cnn(),
+        xtr[:512],
+        xte[:n],
+        ConversionConfig(calibration="percentile"),
+    )
     mean, std = data.CIFAR_MEAN, data.CIFAR_STD
     xtr, _ = data.load_cifar10_subset("train")
     xte, _ = data.load_cifar10_subset("test")
-    cfg = ConversionConfig(input_mean=mean, input_std=std)
+    cfg = ConversionConfig(calibration="percentile", input_mean=mean, input_std=std)
     yield (
         "ResNet-20, CIFAR-10",
         models.load_cifar_resnet(20),

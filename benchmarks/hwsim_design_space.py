@@ -47,7 +47,9 @@ def setup_resnet20(calib: int, images: int, artifact: Path | None = None):
     else:
         xtr, _ = data.load_cifar10_subset("train")
         model = models.load_cifar_resnet(20)
-        cfg = ConversionConfig(T=16, Q=1.3, input_mean=mean, input_std=std)
+        cfg = ConversionConfig(
+            calibration="percentile", T=16, Q=1.3, input_mean=mean, input_std=std
+        )
         calib_x = data.normalize(xtr[:calib], mean, std)
         snn = convert(model, list(calib_x.split(128)), cfg, progress=False)
         if artifact is not None:

@@ -98,7 +98,7 @@ def spike_workloads(args: argparse.Namespace, resnet20, x20: torch.Tensor):
     from converter import ConversionConfig, convert
     from onespike import data, models
 
-    cfg = ConversionConfig(T=16, Q=1.3)
+    cfg = ConversionConfig(calibration="percentile", T=16, Q=1.3)
     out = []
     xtr, _ = data.load_mnist("train")
     xte, _ = data.load_mnist("test")
@@ -109,7 +109,7 @@ def spike_workloads(args: argparse.Namespace, resnet20, x20: torch.Tensor):
     out.append(("ResNet-20", resnet20, x20))
     if 32 in args.resnets:
         mean, std = data.CIFAR_MEAN, data.CIFAR_STD
-        c = ConversionConfig(T=16, Q=1.3, input_mean=mean, input_std=std)
+        c = ConversionConfig(calibration="percentile", T=16, Q=1.3, input_mean=mean, input_std=std)
         xc, _ = data.load_cifar10_subset("train")
         try:
             r32 = models.load_cifar_resnet(32)

@@ -40,7 +40,7 @@ def main() -> None:
         snn = convert(
             model,
             list(calib.split(256)),
-            ConversionConfig(T=16, Q=1.3, input_mean=mean, input_std=std),
+            ConversionConfig(calibration="percentile", T=16, Q=1.3, input_mean=mean, input_std=std),
             progress=False,
         )
         acc = {
@@ -49,7 +49,7 @@ def main() -> None:
         snn24 = convert(
             model,
             list(calib.split(256)),
-            ConversionConfig(T=24, Q=1.2, input_mean=mean, input_std=std),
+            ConversionConfig(calibration="percentile", T=24, Q=1.2, input_mean=mean, input_std=std),
             progress=False,
         )
         acc["exact_T24"] = golden.run(snn24, xte, "exact", keep_spikes=False).accuracy(yte)

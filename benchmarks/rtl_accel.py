@@ -167,7 +167,9 @@ def main() -> None:
     if not args.skip_digits:
         model, _ = train_digits_cnn(seed=0)
         xtr, _, xte, _ = load_digits(seed=0)
-        snn = convert(model, list(xtr.split(256)), ConversionConfig(), progress=False)
+        snn = convert(
+            model, list(xtr.split(256)), ConversionConfig(calibration="percentile"), progress=False
+        )
         arch = hwsim.ArchConfig()
         rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
         rows.append(run("digits", snn, xte[:2], arch, "icarus"))

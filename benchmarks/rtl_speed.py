@@ -122,8 +122,8 @@ def main() -> None:
     args = ap.parse_args()
     model, _ = train_digits_cnn(seed=0)
     x_tr, _, x_te, _ = load_digits(seed=0)
-    snn = convert(model, list(x_tr.split(256)), ConversionConfig(), name="DigitsCNN",
-                  progress=False)  # fmt: skip
+    snn = convert(model, list(x_tr.split(256)), ConversionConfig(calibration="percentile"),
+                  name="DigitsCNN", progress=False)  # fmt: skip
     arch = hwsim.ArchConfig.preset(args.preset)
     x = x_te[: args.images]
     runs = [run_one(snn, x, arch, sim) for sim in args.sims]

@@ -87,8 +87,8 @@ def digits_snn(seed: int) -> SnnModel:
     """The digits CNN (trained with ``seed``), converted with the default ConversionConfig."""
     model, _ = train_digits_cnn(seed=seed)
     x_tr, _, _, _ = load_digits(seed=seed)
-    return convert(model, list(x_tr.split(256)), ConversionConfig(), name="DigitsCNN",
-                   progress=False)  # fmt: skip
+    return convert(model, list(x_tr.split(256)), ConversionConfig(calibration="percentile"),
+                   name="DigitsCNN", progress=False)  # fmt: skip
 
 
 def find_yosys() -> list[str]:
@@ -194,7 +194,13 @@ def wide_snn(seed: int) -> SnnModel:
         for w in net.parameters():
             w.copy_(torch.randn(w.shape, generator=g) * 0.3)
     x = torch.rand(256, 1, 4, 4, generator=g)
-    return convert(net, list(x.split(128)), ConversionConfig(), name="WideConv", progress=False)
+    return convert(
+        net,
+        list(x.split(128)),
+        ConversionConfig(calibration="percentile"),
+        name="WideConv",
+        progress=False,
+    )
 
 
 def synth_layer(

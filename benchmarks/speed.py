@@ -60,7 +60,7 @@ def timed(fn, repeats: int) -> list[float]:
 def bench(name: str, batch: int, repeats: int, device: str) -> dict:
     model, calib, x, norm = setup(name, batch)
     mean, std = norm if norm else (None, None)
-    cfg = ConversionConfig(T=16, Q=1.3, input_mean=mean, input_std=std)
+    cfg = ConversionConfig(calibration="percentile", T=16, Q=1.3, input_mean=mean, input_std=std)
     snn = convert(model, list(calib.split(256)), cfg, progress=False)
     snn_w4 = with_wait(snn, 4)
     model = model.to(device)

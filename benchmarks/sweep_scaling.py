@@ -61,7 +61,7 @@ def _warm():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
                         nn.Linear(64, 10)).eval()  # fmt: skip
     x = torch.rand(4, 3, 4, 4)
-    snn = convert(net, [x], ConversionConfig(T=8), progress=False)
+    snn = convert(net, [x], ConversionConfig(calibration="percentile", T=8), progress=False)
     hwsim.simulate(snn, x[:1], hwsim.ArchConfig(lanes=4))
     return os.getpid()
 

@@ -139,6 +139,20 @@ def _features(x: torch.Tensor, g) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]).double()
 
 
+#: The weight calibration refits a layer only where its calibration data gives at least this
+#: many samples (images × output positions) per unknown (fan-in + 1); elsewhere the layer
+#: gets the bias correction (a fit with fewer samples than unknowns follows the calibration
+#: images, not the ANN).
+MIN_SAMPLES_PER_UNKNOWN = 2
+
+
+def _determined(g, za: torch.Tensor) -> bool:
+    """Whether the calibration data determines group ``g``'s refit (MIN_SAMPLES_PER_UNKNOWN)."""
+    fan_in = g.weight[0].numel()
+    samples = za.shape[0] * (1 if g.op == "linear" else za[0, 0].numel())
+    return samples >= MIN_SAMPLES_PER_UNKNOWN * (fan_in + 1)
+
+
 def _least_squares(xs: torch.Tensor, ys: torch.Tensor, g, ridge: float) -> tuple:
     """Weights and bias minimising Σ (W·x + b − y)² over the calibration samples (ridge
     regularised towards nothing but numerical safety), by the normal equations in float64."""
@@ -230,6 +244,8 @@ def refine(
     inputs best matches the ANN's pre-activation computed from the ANN's inputs (the other
     groups, e.g. a residual shortcut, keep their weights and are subtracted from the target).
     This also removes the spread that is predictable from the coded inputs, not only the mean.
+    A layer whose calibration data has fewer than MIN_SAMPLES_PER_UNKNOWN samples per
+    unknown gets the bias correction instead.
     With ``shortcut_gain``, a residual shortcut's per-channel weight is fitted with them
     (:func:`_least_squares_gain`) instead of kept. Layers without such a group get the bias
     correction.
@@ -263,7 +279,7 @@ def refine(
             shape = (lay.shape[0], *([1] * (len(lay.shape) - 1)))
             fit = [k for k, g in enumerate(lay.groups) if g.op in ("conv", "linear")]
             new_w = {}
-            if weights and len(fit) == 1:
+            if weights and len(fit) == 1 and _determined(lay.groups[fit[0]], za):
                 k = fit[0]
                 g = lay.groups[k]
                 target = za.double()

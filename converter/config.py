@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 #: Signed integer weights use the symmetric range [-(2^(b-1) - 1), 2^(b-1) - 1].
 SUPPORTED_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 #: Calibration modes (converter/calibration.py).
-CALIBRATIONS = ("percentile", "bias", "weights", "weights_shortcut", "search")
+CALIBRATIONS = ("auto", "percentile", "bias", "weights", "weights_shortcut", "search")
 #: Fraction bits of the fixed-point base constants M = round(Q * 2^F) (docs/semantics.md).
 Q_FRAC_BITS = 16
 
@@ -47,6 +47,12 @@ class ConversionConfig:
         (x_model = (x_raw - mean) / std). When given, the input layer codes the raw value
         exactly and the normalisation is folded into the first layer.
     calibration : str
+        ``"auto"`` (the default): ``"weights"``, the best measured choice (README,
+        benchmarks/results/accuracy_spread.md), for feed-forward and residual networks;
+        ``"percentile"`` for graph networks, which have no refit yet. The artifact records the
+        choice made. Where a calibration changes weights or biases, the artifact keeps the
+        ANN's own beside them (``Synapse.ann_weight``, ``Layer.ann_bias``) for golden's ``ann``
+        mode.
         ``"percentile"``: λ from the activation percentile, biases as the ANN has them.
         ``"bias"``: the same λ, then every layer's bias corrected in network order so that
         the exact SNN's mean potential (pre-activation) per channel equals the ANN's on the
@@ -78,7 +84,7 @@ class ConversionConfig:
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
     input_scale: float | None = None
-    calibration: str = "percentile"
+    calibration: str = "auto"
     _q: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

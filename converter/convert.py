@@ -16,7 +16,7 @@ from converter import calibration as cal
 from converter import graph_frontend
 from converter.config import ConversionConfig
 from converter.frontend import Group, RawLayer, lower
-from converter.model import Layer, SnnModel, Synapse, canonical, validate
+from converter.model import Layer, SnnModel, Synapse, canonical, validate, with_layers
 from converter.ops import synapse_forward
 
 #: Relative amount by which λ is set below the calibration statistic (see _lambdas).
@@ -61,24 +61,53 @@ def convert(
     try:
         model.eval()
         with torch.no_grad():
-            if graph_frontend.is_graph_model(model):
+            is_graph = graph_frontend.is_graph_model(model)
+            config = resolved(config, is_graph)
+            if is_graph:
                 raw, notes, graph, batches = _lower_graph(model, calibration, config)
             else:
                 batches = _batches(calibration)
                 norm = (config.input_mean, config.input_std) if config.input_mean else None
                 raw, notes = lower(model, batches[0][:1].float().cpu(), norm)
             stats, means = calibrate(raw, batches, config, progress)
+            ann_raw = raw
             raw, stats = cal.correct(raw, batches, stats, config)
     finally:
         for m, training in modes:
             m.training = training
-    snn = canonical(build(raw, stats, means, config, name or type(model).__name__))
+    name = name or type(model).__name__
+    snn = canonical(build(raw, stats, means, config, name))
+    if raw is not ann_raw:  # the calibration refitted: keep the ANN's own weights beside
+        snn = with_ann(snn, canonical(build(ann_raw, stats, means, config, name)))
     if notes:
         snn = dataclasses.replace(snn, meta={**snn.meta, "notes": notes})
     if graph is not None:
         snn = dataclasses.replace(snn, meta={**snn.meta, "graph": graph})
     validate(snn)
     return snn
+
+
+def resolved(config: ConversionConfig, graph: bool) -> ConversionConfig:
+    """``config`` with ``calibration="auto"`` made concrete: ``"weights"`` for feed-forward
+    and residual networks (the best measured choice: README, benchmarks/results/
+    accuracy_spread.md), ``"percentile"`` for graph networks (no refit there yet)."""
+    if config.calibration != "auto":
+        return config
+    return dataclasses.replace(config, calibration="percentile" if graph else "weights")
+
+
+def with_ann(snn: SnnModel, ann: SnnModel) -> SnnModel:
+    """``snn`` with the weights and biases of ``ann`` (the same network converted without the
+    refit, same λ) as its ``ann_weight`` / ``ann_bias`` wherever they differ."""
+    layers = []
+    for lay, ref in zip(snn.layers, ann.layers, strict=True):
+        syns = tuple(
+            s if np.array_equal(s.weight, r.weight) else replace(s, ann_weight=r.weight)
+            for s, r in zip(lay.synapses, ref.synapses, strict=True)
+        )
+        same = lay.bias is None or np.array_equal(lay.bias, ref.bias)
+        layers.append(replace(lay, synapses=syns, ann_bias=None if same else ref.bias))
+    return with_layers(snn, layers)
 
 
 def _lower_graph(model: nn.Module, calibration, config: ConversionConfig):

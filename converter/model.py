@@ -28,8 +28,14 @@ _LAYER_ARRAYS = {
     "input_gain": "float32",
     "input_offset": "float32",
     "act_mean": "float32",
+    "ann_bias": "float32",
 }
-_SYNAPSE_ARRAYS = {"weight": "float32", "weight_q": None, "index": "int32"}  # weight_q: int8/16
+_SYNAPSE_ARRAYS = {
+    "weight": "float32",
+    "weight_q": None,  # int8/16
+    "index": "int32",
+    "ann_weight": "float32",
+}
 _INT_WEIGHT_DTYPES = ("int8", "int16")
 
 
@@ -54,6 +60,10 @@ class Synapse:
     channel c + ``channel_offset`` (the negative rail of a two-rail source). ``embedding``: the
     per-node linear map of one-hot features (X = I), ``weight`` ``[C_out, N]``: output (c, n)
     receives ``weight[c, n]`` from node n's one input neuron.
+
+    ``ann_weight``: where the calibration refitted ``weight`` (``calibration="weights"``,
+    ``"search"``, converter/calibration.py), the ANN's own effective weight, shaped as
+    ``weight``, which golden's ``ann`` mode runs; ``None`` where ``weight`` is the ANN's.
     """
 
     source: int
@@ -65,6 +75,7 @@ class Synapse:
     padding: tuple[int, int] = (0, 0)
     channel_offset: int = 0
     index: np.ndarray | None = None
+    ann_weight: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +112,9 @@ class Layer:
     #: a two-rail signed layer (graph networks, docs/semantics.md §5): channels [0, C/2) code
     #: max(v, 0) and [C/2, C) code max(−v, 0) of one signed value v with C/2 channels
     rails: bool = False
+    #: where the calibration changed ``bias`` (``calibration`` other than ``"percentile"``),
+    #: the ANN's own folded bias, shaped as ``bias``, which golden's ``ann`` mode runs
+    ann_bias: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -528,6 +542,7 @@ _ARRAY_RULES = {
     "input_gain": (("input",), False, "f", lambda lay: (lay.channels,), False),
     "input_offset": (("input",), False, "f", lambda lay: (lay.channels,), False),
     "act_mean": (None, False, "f", lambda lay: (lay.channels,), False),
+    "ann_bias": (None, False, "f", lambda lay: lay.shape, False),
 }
 
 
@@ -611,6 +626,13 @@ def _validate_synapse(snn: SnnModel, lay: Layer, s: Synapse, residual: bool, fai
         raise fail(f"{s.op} weight has shape {tuple(w.shape)}, expected {expect}")
     if not np.isfinite(w).all():
         raise fail(f"{s.op} weight must be finite")
+    a = s.ann_weight
+    if a is not None and (
+        not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.shape != w.shape
+    ):
+        raise fail(f"ann_weight must be a float array shaped as the weight, {expect}")
+    if a is not None and not np.isfinite(a).all():
+        raise fail("ann_weight must be finite")
     if not snn.is_quantized:
         if s.weight_q is not None:
             raise fail("weight_q must be None in a float-weight model")
@@ -781,7 +803,13 @@ def canonical(snn: SnnModel) -> SnnModel:
             if getattr(lay, k) is not None
         }
         syns = tuple(
-            replace(s, weight=np.ascontiguousarray(s.weight, dtype=np.float32))
+            replace(
+                s,
+                weight=np.ascontiguousarray(s.weight, dtype=np.float32),
+                ann_weight=None
+                if s.ann_weight is None
+                else np.ascontiguousarray(s.ann_weight, dtype=np.float32),
+            )
             for s in lay.synapses
         )
         layers.append(replace(lay, synapses=syns, **arrays))

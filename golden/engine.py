@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from converter.config import Q_FRAC_BITS
-from converter.model import Layer, SnnModel, max_phase_input
+from converter.model import Layer, SnnModel, Synapse, max_phase_input
 from converter.ops import (
     ann_ops,
     conv_cover,
@@ -161,22 +161,14 @@ class _Engine:
             int, Any
         ] = {}  # conv weights for kernels.int_events / _pipelined_events
         self.dec64: dict[tuple, torch.Tensor] = {}  # float64 decodes of this batch
-        integer = mode == "int"
         self.w = [
             [
-                _weight(
-                    s, torch.as_tensor(s.weight_q if integer else s.weight), lay, device, self.f
-                )
+                _weight(s, torch.as_tensor(_weight_of(s, mode)), lay, device, self.f)
                 for s in lay.synapses
             ]
             for lay in snn.layers
         ]
-        self.bias = [
-            None
-            if lay.bias is None
-            else torch.as_tensor(lay.bias_q if integer else lay.bias).to(device)
-            for lay in snn.layers
-        ]
+        self.bias = [_bias_of(lay, mode, device) for lay in snn.layers]
         # float32 passes (exact mode; pipelined on the CPU): |w| for the rounding bound Σ|w|·|x|
         rounded = mode == "exact" or (mode == "pipelined" and self.f == torch.float32)
         self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if rounded else None
@@ -256,7 +248,10 @@ class _Engine:
         f = self.f if dtype is None else dtype
         ws = self.w[i]
         if f != self.f:
-            ws = [_weight(s, torch.as_tensor(s.weight), lay, self.dev, f) for s in lay.synapses]
+            ws = [
+                _weight(s, torch.as_tensor(_weight_of(s, self.mode)), lay, self.dev, f)
+                for s in lay.synapses
+            ]
         z = None
         for s, w, x in zip(lay.synapses, ws, xs, strict=True):
             y = synapse_forward(x.to(f), s, w, lay)
@@ -712,6 +707,27 @@ def _event_groups(snn: SnnModel, lay: Layer) -> tuple[int, int | None] | None:
         return None
     conv = ops.index("conv")
     return conv, (1 - conv if len(ops) == 2 else None)
+
+
+def _weight_of(s: Synapse, mode: str) -> np.ndarray:
+    """The weights ``mode`` runs: int the integers, ann the ANN's own (``ann_weight`` where
+    the calibration refitted them), the other modes the SNN's float weights."""
+    if mode == "int":
+        return s.weight_q
+    if mode == "ann" and s.ann_weight is not None:
+        return s.ann_weight
+    return s.weight
+
+
+def _bias_of(lay: Layer, mode: str, device: torch.device) -> torch.Tensor | None:
+    """The bias ``mode`` runs (as :func:`_weight_of`)."""
+    if lay.bias is None:
+        return None
+    if mode == "int":
+        b = lay.bias_q
+    else:
+        b = lay.ann_bias if mode == "ann" and lay.ann_bias is not None else lay.bias
+    return torch.as_tensor(b).to(device)
 
 
 def _kernels_for(device: torch.device) -> bool:

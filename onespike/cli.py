@@ -101,11 +101,12 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calibration",
         choices=CALIBRATIONS,
-        default="percentile",
-        help="percentile: λ from the activation percentile; bias: then each layer's bias "
-        "corrected in network order on the SNN; weights: then each layer's weights and bias "
-        "refitted by least squares on the SNN's coded inputs (deep ResNets: +0.7 to +1.6 "
-        "points; golden ann mode then no longer equals the ANN); weights_shortcut: also each "
+        default="auto",
+        help="auto: weights for CNNs, percentile for graph networks; percentile: λ from the "
+        "activation percentile; bias: then each layer's bias corrected in network order on "
+        "the SNN; weights: then each layer's weights and bias refitted by least squares on the "
+        "SNN's coded inputs (ResNets at T 16: up to +1.6 points exact, +2.6 int; the "
+        "artifact keeps the ANN's own weights for golden ann mode); weights_shortcut: also each "
         "residual shortcut's per-channel gain (measured no better than weights); search: "
         "weights, with each layer's λ searched for the least decoded-output error " + DEFAULTS_HELP,
     )

@@ -50,7 +50,12 @@ def make_snn(**cfg) -> SnnModel:
         net.bn.running_mean.uniform_(-0.2, 0.2)
         net.bn.weight.uniform_(0.5, 1.5)
         net.bn.weight[1] = -0.8
-    return convert(net, torch.rand(16, 2, 8, 8), ConversionConfig(**cfg), progress=False)
+    return convert(
+        net,
+        torch.rand(16, 2, 8, 8),
+        ConversionConfig(calibration="percentile", **cfg),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")

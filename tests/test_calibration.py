@@ -103,7 +103,90 @@ def test_code_equals_golden_exact_coding():
 def test_calibration_mode_is_validated():
     with pytest.raises(ValueError, match="calibration must be one of"):
         ConversionConfig(calibration="magic")
-    assert ConversionConfig().calibration == "percentile"
+    assert ConversionConfig().calibration == "auto"
+
+
+def test_auto_calibration_is_weights_for_a_cnn(setup):
+    """The default calibration refits a CNN (the best measured choice) and the artifact
+    records the choice made, not "auto"."""
+    model, _, _, snns = setup
+    gen = torch.Generator().manual_seed(1)
+    snn = convert(model, torch.rand(256, 3, 8, 8, generator=gen), ConversionConfig(T=8, Q=1.5),
+                  progress=False)  # fmt: skip
+    assert snn.config["calibration"] == "weights"
+    for la, lw in zip(snn.layers, snns["weights"].layers, strict=True):
+        for sa, sw in zip(la.synapses, lw.synapses, strict=True):
+            assert (sa.weight == sw.weight).all()
+
+
+def test_refitted_artifact_keeps_the_anns_own_weights(setup, tmp_path):
+    """golden ann mode of a refitted artifact is the user's ANN (the refit is kept beside it),
+    through save / load and a change of T_w; the percentile artifact stores no copy."""
+    from converter.model import load
+    from converter.requantize import with_wait
+
+    model, test, want, snns = setup
+    assert not any(
+        s.ann_weight is not None for lay in snns["percentile"].layers for s in lay.synapses
+    )
+    assert all(lay.ann_bias is None for lay in snns["percentile"].layers)
+    for cal in ("bias", "weights", "search"):
+        snn = snns[cal]
+        kept = [s for lay in snn.layers for s in lay.synapses if s.ann_weight is not None]
+        assert (len(kept) > 0) == (cal != "bias"), cal
+        assert any(lay.ann_bias is not None for lay in snn.layers), cal
+        back = load(snn.save(tmp_path / f"{cal}.safetensors"))
+        for variant in (snn, back, with_wait(back, 3)):
+            got = golden.run(variant, test, "ann", keep_spikes=False).logits
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        # the SNN modes run the refit, not the copy
+        ref = golden.run(snns["percentile"], test[:4], "exact", keep_spikes=False).logits
+        assert not torch.equal(golden.run(back, test[:4], "exact").logits, ref)
+        assert torch.equal(
+            golden.run(back, test[:4], "int").logits_int,
+            golden.run(snn, test[:4], "int").logits_int,
+        )
+
+
+def test_artifact_with_a_misshaped_ann_weight_is_refused(setup, tmp_path):
+    import dataclasses
+
+    from converter.model import ArtifactError, load, with_layers
+
+    snn = setup[3]["weights"]
+    i = next(
+        i
+        for i, lay in enumerate(snn.layers)
+        if lay.synapses and lay.synapses[0].ann_weight is not None
+    )
+    lay = snn.layers[i]
+    bad = dataclasses.replace(lay.synapses[0], ann_weight=lay.synapses[0].ann_weight[:1])
+    bad_snn = with_layers(
+        snn,
+        [
+            *snn.layers[:i],
+            dataclasses.replace(lay, synapses=(bad, *lay.synapses[1:])),
+            *snn.layers[i + 1 :],
+        ],
+    )
+    with pytest.raises(ArtifactError, match="ann_weight must be a float array shaped as"):
+        validate(bad_snn)
+    path = bad_snn.save(tmp_path / "bad.safetensors")
+    with pytest.raises(ArtifactError, match="ann_weight must be a float array shaped as"):
+        load(path)
+
+
+def test_weights_mode_refits_only_layers_its_data_determines():
+    """With fewer calibration samples than twice a layer's unknowns, that layer gets the bias
+    correction instead of a refit (the classifier here: 8 images, fan-in 8 + 1 unknowns)."""
+    model = _net()
+    gen = torch.Generator().manual_seed(3)
+    snn = convert(model, torch.rand(8, 3, 8, 8, generator=gen),
+                  ConversionConfig(T=8, Q=1.5, calibration="weights"), progress=False)  # fmt: skip
+    out = snn.layers[-1]
+    assert out.synapses[0].ann_weight is None  # not refitted
+    assert out.ann_bias is not None  # bias-corrected
+    assert any(s.ann_weight is not None for lay in snn.layers[:-1] for s in lay.synapses)
 
 
 def test_bias_mode_changes_only_biases(setup):

@@ -1,5 +1,7 @@
 """Tests of golden: input and hidden codings, BN folding, exact mode against Eq. 4 on the
-original nn.Module, pipelined and integer modes, operation counts and determinism."""
+original nn.Module, pipelined and integer modes, operation counts and determinism. The
+conversions here use the percentile calibration, whose weights are the ANN's folded ones
+(the identities below are about that folding; the refit is tested in test_calibration.py)."""
 
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ def default_snn(seed: int = 0, **cfg) -> tuple[nn.Module, SnnModel, torch.Tensor
     net = make_net(seed, **DEFAULT_NET)
     torch.manual_seed(seed + 100)
     calib = torch.rand(32, 2, 8, 8)
-    snn = convert(net, calib, ConversionConfig(**cfg), progress=False)
+    snn = convert(net, calib, ConversionConfig(calibration="percentile", **cfg), progress=False)
     return net, snn, torch.rand(48, 2, 8, 8)
 
 
@@ -138,7 +140,9 @@ def coded_phases(values: list[float], q: float, t: int, shift: bool, mode: str) 
     """Phases a hidden layer emits for normalised activations ``values`` (exactly set)."""
     c = len(values)
     net = nn.Sequential(nn.Linear(1, c), nn.ReLU(), nn.Linear(c, 2)).eval()
-    cfg = ConversionConfig(T=t, Q=q, threshold_shift=shift, weight_bits=None)
+    cfg = ConversionConfig(
+        calibration="percentile", T=t, Q=q, threshold_shift=shift, weight_bits=None
+    )
     snn = convert(net, torch.rand(8, 1), cfg, progress=False)
     lay = snn.layers[1]
     syn = dataclasses.replace(lay.synapses[0], weight=np.zeros_like(lay.synapses[0].weight))
@@ -187,7 +191,10 @@ def test_shift_constant(q: float, shift: bool, c: float) -> None:
     net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 2)).eval()
     for s, want in ((shift, c), (False, 1.0)):
         snn = convert(
-            net, torch.rand(4, 1), ConversionConfig(Q=q, threshold_shift=s), progress=False
+            net,
+            torch.rand(4, 1),
+            ConversionConfig(calibration="percentile", Q=q, threshold_shift=s),
+            progress=False,
         )
         assert snn.layers[1].shift == pytest.approx(want, rel=1e-12)
 
@@ -207,7 +214,12 @@ def test_bn_folding_identity() -> None:
         bn.weight.copy_(torch.tensor([1.5, -0.7, 0.4]))
         bn.bias.copy_(torch.tensor([0.2, 0.1, -0.05]))
     net = nn.Sequential(conv, bn, nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 2)).eval()
-    snn = convert(net, torch.rand(16, 2, 5, 5), ConversionConfig(weight_bits=None), progress=False)
+    snn = convert(
+        net,
+        torch.rand(16, 2, 5, 5),
+        ConversionConfig(calibration="percentile", weight_bits=None),
+        progress=False,
+    )
     lay, lam_in = snn.layers[1], snn.layers[0].lam
     g = bn.weight.detach().double().numpy()
     sigma = np.sqrt(bn.running_var.double().numpy() + bn.eps)
@@ -284,7 +296,9 @@ def test_exact_mode_is_eq4_on_the_ann(seed, t, q, shift, c, stride, pad, bn, poo
     net = make_net(seed, c=c, stride=stride, pad=pad, bn=bn, pool=pool, residual=residual)
     gen = torch.Generator().manual_seed(seed)
     calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
-    cfg = ConversionConfig(T=t, Q=q, threshold_shift=shift, weight_bits=None)
+    cfg = ConversionConfig(
+        calibration="percentile", T=t, Q=q, threshold_shift=shift, weight_bits=None
+    )
     snn = convert(net, calib, cfg, progress=False)
     got = golden.run(snn, x, "exact", device=CPU)
     want = eq4_reference(net, snn, x)
@@ -301,7 +315,9 @@ def test_exact_threshold_tie_float64():
     net = make_net(seed, c=3, stride=2, pad=1, bn=False, pool="avg", residual=True)
     gen = torch.Generator().manual_seed(seed)
     calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
-    cfg = ConversionConfig(T=7, Q=1.5750484037945465, threshold_shift=False, weight_bits=None)
+    cfg = ConversionConfig(
+        calibration="percentile", T=7, Q=1.5750484037945465, threshold_shift=False, weight_bits=None
+    )
     snn = convert(net, calib, cfg, progress=False)
     got = golden.run(snn, x, "exact", device=CPU)
     torch.testing.assert_close(got.logits.double(), eq4_reference(net, snn, x), rtol=1e-4,
@@ -335,7 +351,9 @@ def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, 
     net = make_net(seed, c=c, stride=stride, pad=1, bn=False, pool=pool, residual=residual)
     gen = torch.Generator().manual_seed(seed)
     calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
-    cfg = ConversionConfig(T=7, Q=q, threshold_shift=shift, weight_bits=None)
+    cfg = ConversionConfig(
+        calibration="percentile", T=7, Q=q, threshold_shift=shift, weight_bits=None
+    )
     snn = convert(net, calib, cfg, progress=False)
     got, want = golden.run(snn, x, "exact", device=CPU), _float64_exact(monkeypatch, snn, x)
     for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
@@ -364,7 +382,9 @@ def test_pipelined_decides_as_float64(monkeypatch, seed, c, pool, residual, shif
     net = make_net(seed, c=c, stride=1, pad=1, bn=False, pool=pool, residual=residual)
     gen = torch.Generator().manual_seed(seed)
     calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
-    cfg = ConversionConfig(T=7, Q=q, threshold_shift=shift, weight_bits=None)
+    cfg = ConversionConfig(
+        calibration="percentile", T=7, Q=q, threshold_shift=shift, weight_bits=None
+    )
     snn = with_wait(convert(net, calib, cfg, progress=False), t_w)
     got = golden.run(snn, x, "pipelined", device=CPU)
     with monkeypatch.context() as m:
@@ -422,7 +442,9 @@ def test_ann_mode_is_the_pytorch_model(
     gen = torch.Generator().manual_seed(seed)
     draw = torch.randn if signed else torch.rand
     calib, x = draw(8, 2, 8, 8, generator=gen), draw(8, 2, 8, 8, generator=gen)
-    snn = convert(net, calib, ConversionConfig(weight_bits=None), progress=False)
+    snn = convert(
+        net, calib, ConversionConfig(calibration="percentile", weight_bits=None), progress=False
+    )
     got = golden.run(snn, x, "ann", device=CPU).logits
     with torch.no_grad():
         want = net(x)
@@ -558,7 +580,10 @@ def check_conv_adds(row: int, col: int, want: int, mode: str) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(100, 2))
     snn = convert(
-        net.eval(), torch.rand(4, 1, 5, 5), ConversionConfig(input_scale=1.0), progress=False
+        net.eval(),
+        torch.rand(4, 1, 5, 5),
+        ConversionConfig(calibration="percentile", input_scale=1.0),
+        progress=False,
     )
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, row, col] = 0.5  # the single bit of phase 0
@@ -638,7 +663,12 @@ def test_cpu_kernels_equal_the_pytorch_expressions(monkeypatch, seed, c, stride,
     net = make_net(seed, c=c, stride=stride, pad=1, bn=True, pool=pool, residual=residual)
     gen = torch.Generator().manual_seed(seed)
     calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
-    snn = convert(net, calib, ConversionConfig(T=7, Q=q, weight_bits=8), progress=False)
+    snn = convert(
+        net,
+        calib,
+        ConversionConfig(calibration="percentile", T=7, Q=q, weight_bits=8),
+        progress=False,
+    )
     if t_w is not None:
         snn = with_wait(snn, t_w)
     for mode in ("exact", "pipelined", "int"):
