@@ -63,7 +63,6 @@ def _requantize(lay: Layer, done: list[Layer], snn: SnnModel) -> Layer:
     means = [done[s.source].act_mean for s in lay.synapses]
     out = quantize_layer(base, groups, weights, src, snn.weight_bits, snn.acc_bits, means)
     syns = tuple(  # the ANN's own weights (a refitted artifact) stay
-        replace(q, ann_weight=s.ann_weight)
-        for q, s in zip(out.synapses, lay.synapses, strict=True)
+        replace(q, ann_weight=s.ann_weight) for q, s in zip(out.synapses, lay.synapses, strict=True)
     )
     return replace(out, synapses=syns, ann_bias=lay.ann_bias)
