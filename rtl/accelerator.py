@@ -124,7 +124,10 @@ def refusal(snn: SnnModel, arch: ArchConfig, input_events: int | None = None) ->
     """Why :class:`Accelerator` would refuse ``snn`` on ``arch`` (its dataflow, or
     :func:`plan`'s reason), or None. The layers themselves are checked when it is built."""
     if arch.dataflow != "potential_sram":
-        return f"dataflow {arch.dataflow!r} is modelled by hwsim only"
+        return (
+            f"dataflow {arch.dataflow!r} runs in RTL on the per-layer engines of its "
+            "linear and max-pooling layers only (--layer N; rtl.OsEngine)"
+        )
     try:
         plan(snn, input_events)
     except ValueError as exc:
@@ -203,7 +206,8 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True  # (refused: never to be elaborated)
             raise ValueError(
                 "rtl.Accelerator runs the potential_sram dataflow (docs/architecture.md §14); "
-                f"dataflow {arch.dataflow!r} is modelled by hwsim only"
+                f"dataflow {arch.dataflow!r} runs in RTL on the per-layer engines of its linear "
+                "and max-pooling layers only (--layer N; rtl.OsEngine)"
             )
         self.snn, self.arch, self.layers = snn, arch, plan(snn, input_events)
         # the engines' images (each layer checked here); the engines are built by elaborate

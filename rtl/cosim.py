@@ -34,7 +34,7 @@ from archspec.fanout import ceil_div, read_channels
 from converter.model import SnnModel
 from hwsim.sim import emission_order
 from rtl.engine import COUNTERS
-from rtl.generate import generate_verilog, layer_image, supported_layers
+from rtl.generate import engine_for, generate_verilog, layer_image, supported_layers
 
 #: The simulators the benches run under.
 SIMULATORS = ("icarus", "verilator")
@@ -175,11 +175,11 @@ def cosim(
     env = simulator_env(sim)
     if not 0.0 <= input_gap_rate < 1.0:
         raise ValueError(f"input_gap_rate must be in [0, 1), got {input_gap_rate!r}")
-    ok = set(supported_layers(snn))
+    ok = set(supported_layers(snn, arch))
     layers = list(range(1, len(snn.layers))) if layers is None else list(layers)
     for i in layers:
         if i not in ok:
-            layer_image(snn, i, arch.lanes)  # raises with the reason
+            engine_for(snn, i, arch)  # raises with the reason
     # absolute: the simulator and the bench run in folders of their own (cocotb's build and
     # test folders), where a relative path would name something else
     out = Path(out_dir).resolve()

@@ -16,6 +16,7 @@ from archspec.config import ArchConfig
 from converter.model import SnnModel
 from rtl.engine import LayerEngine, LayerImage, _engine_layer
 from rtl.maxpool import MaxPoolEngine, PoolImage
+from rtl.os_engine import OsEngine, os_refusal
 
 #: Verilator lint rules waived for Yosys-written Verilog, each with its reason. The design is
 #: checked in Amaranth, whose arithmetic is width-correct by construction; these rules flag
@@ -54,10 +55,23 @@ def _kick_comb_blocks(text: str) -> str:
     return _TRIGGER.sub(kick, text)
 
 
-def supported_layers(snn: SnnModel) -> list[int]:
-    """Indices of the layers the rtl engines can run: neuron and output layers with one
-    linear, conv or avgpool synapse group, and max-pooling layers."""
-    return [i for i, lay in enumerate(snn.layers) if _engine_layer(lay) or lay.kind == "maxpool"]
+def supported_layers(snn: SnnModel, arch: ArchConfig | None = None) -> list[int]:
+    """Indices of the layers the rtl engines can run on ``arch`` (default: the
+    ``potential_sram`` dataflow): max-pooling layers, and the neuron and output layers that
+    :class:`~rtl.engine.LayerEngine` runs (:func:`~rtl.engine._engine_layer`), of which
+    only the linear ones (:func:`~rtl.os_engine.os_refusal`) in the output-stationary
+    dataflow."""
+    out = []
+    for i, lay in enumerate(snn.layers):
+        if lay.kind == "maxpool":
+            out.append(i)
+        elif _engine_layer(lay) and (
+            arch is None
+            or arch.dataflow != "output_stationary"
+            or os_refusal(LayerImage.from_snn(snn, i, arch.lanes), arch) is None
+        ):
+            out.append(i)
+    return out
 
 
 def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage:
@@ -72,11 +86,29 @@ def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage
     return LayerImage.from_snn(snn, index, lanes)
 
 
-def engine_for(snn: SnnModel, index: int, arch: ArchConfig) -> LayerEngine | MaxPoolEngine:
-    """The engine that runs layer ``index`` on ``arch`` (see :func:`layer_image`)."""
+def os_capacity(snn: SnnModel, index: int) -> int:
+    """Events of one image that layer ``index``'s source can send: one spike per neuron, or
+    the input layer's signed trains (a spike per neuron and phase)."""
+    src = snn.layers[snn.layers[index].synapses[0].source]
+    return src.size * (src.T if src.kind == "input" else 1)
+
+
+def engine_for(
+    snn: SnnModel, index: int, arch: ArchConfig
+) -> LayerEngine | MaxPoolEngine | OsEngine:
+    """The engine that runs layer ``index`` on ``arch`` (see :func:`layer_image`): with
+    ``dataflow = "output_stationary"`` an :class:`~rtl.os_engine.OsEngine` (linear layers;
+    max pooling runs the §5 engine in both dataflows). Raises ValueError naming the layer
+    and the reason when no engine runs it."""
     image = layer_image(snn, index, arch.lanes)
     if isinstance(image, PoolImage):
         return MaxPoolEngine(arch, image)
+    if arch.dataflow == "output_stationary":
+        why = os_refusal(image, arch)
+        if why is not None:
+            lay = snn.layers[index]
+            raise ValueError(f"layer {index} ({lay.name}): {why}")
+        return OsEngine(arch, image, os_capacity(snn, index))
     return LayerEngine(arch, image)
 
 
@@ -106,12 +138,7 @@ def generate_verilog(
     list of Path
         The Verilog files written.
     """
-    if arch.dataflow != "potential_sram":
-        raise ValueError(
-            f"the rtl engines implement the potential_sram dataflow (docs/architecture.md "
-            f"§10); dataflow {arch.dataflow!r} is modelled by hwsim only"
-        )
-    layers = supported_layers(snn) if layer is None else [layer]
+    layers = supported_layers(snn, arch) if layer is None else [layer]
     if not layers:
         raise ValueError("the network has no layer the rtl engines support")
     out = Path(out_dir)

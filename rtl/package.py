@@ -119,7 +119,7 @@ def write_package(
         _clear_old(out)
         return _write_accelerator(snn, arch, acc, out, x, name)
     _clear_old(out)
-    layers = supported_layers(snn) if layer is None else [layer]
+    layers = supported_layers(snn, arch) if layer is None else [layer]
     _write_rtl(snn, arch, out, name, layers)
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch)

@@ -1,0 +1,119 @@
+"""The output-stationary engine (rtl/os_engine.py, docs/architecture.md §10–§11): linear
+layers under cocotb against golden int and hwsim's ``output_stationary`` cycles."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import SIM, assert_lints_clean, check_layers, require_simulator
+from test_rtl import CFG, SIZES, digits_snn, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
+
+import hwsim
+import rtl
+from converter import ConversionConfig
+
+
+def os_arch(**kw) -> hwsim.ArchConfig:
+    return hwsim.ArchConfig(dataflow="output_stationary", **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("seed", "cfg", "arch", "kw"),
+    [
+        # back-pressure (stalled boundaries, a long drain) and an input stream with gaps
+        (6, CFG, dict(lanes=4, output_queue_depth=4),
+         dict(stalls=hwsim.stall_pattern(seed=8, rate=0.7, length=101), input_gap_rate=0.9)),
+        # a partial last tile, T_w = 0, each layer fed the RTL's spikes of its source
+        (2, ConversionConfig(T=4, Q=1.6, T_w=0, T_in=4), dict(lanes=3, output_queue_depth=3),
+         dict(chain=True)),
+        # L_n = 1: phases without reads are one boundary cycle; L_a = 3
+        (4, ConversionConfig(T=3, Q=2.0, T_w=4, T_in=3),
+         dict(lanes=8, output_queue_depth=8, adder_pipeline_cycles=3, neuron_pipeline_cycles=1),
+         {}),
+        # L_n = 5: short phases wait for the neuron pipeline; 16-bit potentials (the clamp)
+        (5, ConversionConfig(T=6, Q=1.3, T_w=2, T_in=5, acc_bits=16),
+         dict(lanes=5, output_queue_depth=5, neuron_pipeline_cycles=5, potential_bits=16),
+         {}),
+        # a reset in the middle of the first image
+        (7, CFG, dict(lanes=4, output_queue_depth=4), dict(reset_after_cycles=40)),
+    ],
+)  # fmt: skip
+def test_linear_layers_on_the_output_stationary_engine(seed, cfg, arch, kw) -> None:
+    """Hidden layers fed by the input layer and by a hidden layer, and the output layer:
+    spikes (output potentials and class) = golden int, cycles = hwsim's, counters = hwsim's."""
+    snn, x = tiny_mlp(seed, SIZES, cfg)
+    a = os_arch(**arch)
+    reps = check_layers(snn, x[:3], [1, 2, 3], a, f"os_s{seed}_p{a.lanes}", **kw)
+    assert [r.kind for r in reps] == ["neuron", "neuron", "output"]
+    assert all(r.spikes_rtl == r.spikes_golden > 0 for r in reps[:2])
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+    if "stalls" in kw:
+        assert sum(r.counters["stalled"] for r in reps) > 0
+
+
+@pytest.mark.slow
+def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
+    snn, x = tiny_mlp(3, SIZES, CFG)
+    a = os_arch(lanes=16, output_queue_depth=16)
+    check_layers(snn, x[:3], [1, 2, 3], a, "os_verilator", sim="verilator")
+    require_simulator("verilator")
+    files = rtl.generate_verilog(snn, a, tmp_path)
+    assert [f.name for f in files] == ["layer1.v", "layer2.v", "layer3.v"]
+    for f in files:
+        assert_lints_clean(f, tmp_path / "verilator.vlt")
+
+
+def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None:
+    """Convolutions (hwsim only in this dataflow) and L_a < 2 are refused by name; max
+    pooling and linear layers are what the dataflow runs in RTL."""
+    cnn, _ = tiny_cnn(0, ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3))
+    a = os_arch(lanes=4)
+    assert rtl.supported_layers(cnn, a) == [
+        i for i, lay in enumerate(cnn.layers) if lay.kind == "maxpool" or
+        lay.synapses and lay.synapses[0].op == "linear"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"layer 1 \(.*\): the output-stationary rtl engine "
+                       "runs linear layers"):  # fmt: skip
+        rtl.generate_verilog(cnn, a, tmp_path, layer=1)
+    snn, _ = tiny_mlp(0, SIZES, CFG)
+    with pytest.raises(ValueError, match=r"adder_pipeline_cycles \(L_a\) ≥ 2"):
+        rtl.generate_verilog(snn, dataclasses.replace(a, adder_pipeline_cycles=1), tmp_path,
+                             layer=2)  # fmt: skip
+    with pytest.raises(ValueError, match="runs the potential_sram dataflow"):
+        rtl.Accelerator(snn, a)
+
+
+@pytest.mark.slow
+def test_digits_output_layer_on_the_output_stationary_engine(digits_snn) -> None:  # noqa: F811
+    """The built-in example's linear output layer on os16 (its convolutions are hwsim's)."""
+    snn, x, _ = digits_snn
+    arch = hwsim.ArchConfig.preset("os16")
+    last = len(snn.layers) - 1
+    (rep,) = check_layers(snn, x[:4], [last], arch, "os_digits", sim=SIM)
+    assert rep.kind == "output" and rep.rtl_cycles == rep.hwsim_cycles
+
+
+@pytest.mark.slow
+def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, capsys) -> None:  # noqa: F811
+    """`onespike cosim --preset os16 --layer 5`: the linear output layer on the
+    output-stationary engine; a convolution, and the whole accelerator, are one-line errors."""
+    import json
+
+    from onespike.cli import main
+
+    snn, _, _ = digits_snn
+    art = snn.save(tmp_path / "d.safetensors")
+    last = str(len(snn.layers) - 1)
+    out, js = tmp_path / "c", tmp_path / "c.json"
+    argv = ["cosim", str(art), "--preset", "os16", "--images", "2", "-o", str(out)]
+    assert main([*argv, "--layer", last, "--json", str(js)]) == 0
+    (layer,) = json.loads(js.read_text())["layers"]
+    assert layer["spikes_match"] and layer["rtl_cycles"] == layer["hwsim_cycles"]
+    capsys.readouterr()
+    assert main([*argv, "--layer", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the output-stationary rtl engine runs linear layers" in err[0]
+    assert main(argv) == 2
+    assert "runs the potential_sram dataflow" in capsys.readouterr().err
