@@ -61,17 +61,16 @@ def supported_layers(snn: SnnModel, arch: ArchConfig | None = None) -> list[int]
     :class:`~rtl.engine.LayerEngine` runs (:func:`~rtl.engine._engine_layer`), of which
     only the linear ones (:func:`~rtl.os_engine.os_refusal`) in the output-stationary
     dataflow."""
-    out = []
-    for i, lay in enumerate(snn.layers):
+    stationary = arch is not None and arch.dataflow == "output_stationary"
+
+    def runs(i: int, lay) -> bool:
         if lay.kind == "maxpool":
-            out.append(i)
-        elif _engine_layer(lay) and (
-            arch is None
-            or arch.dataflow != "output_stationary"
-            or os_refusal(LayerImage.from_snn(snn, i, arch.lanes), arch) is None
-        ):
-            out.append(i)
-    return out
+            return True
+        if not _engine_layer(lay):
+            return False
+        return not stationary or os_refusal(LayerImage.from_snn(snn, i, arch.lanes), arch) is None
+
+    return [i for i, lay in enumerate(snn.layers) if runs(i, lay)]
 
 
 def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage:
