@@ -565,10 +565,16 @@ def os_neuron_layer(
             cnt[CMP] += n  # the argmax over each tile's lanes, then across tiles
         u_peak[b] = peak
         # --- timing: tile after tile, all phases of a tile in its registers
-        busy = adder_lat  # the event / weight read pipeline fills once per layer
+        # the read pipeline fills once per layer: L_a, or the first tile's r index reads and
+        # then the run FIFO, the event read, the token FIFO and one token of lead (the RTL's
+        # pipeline, docs/architecture.md §11)
+        start = adder_lat
+        if n_tiles > 0 and tile_idx[0] + 4 > start:
+            start = tile_idx[0] + 4
+        busy = start
         waiting = 0
         stalled = 0
-        _advance(q, adder_lat, blocked)
+        _advance(q, start, blocked)
         for t in range(n_tiles):
             # fill the weight buffer (first tile of a channel group), then load the tile's
             # initial potentials into the lane registers

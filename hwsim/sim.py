@@ -628,6 +628,12 @@ def _reloads(theta: np.ndarray, lay: Layer, src: Layer) -> np.ndarray:
     return out
 
 
+def os_tile_plan(snn: SnnModel, lay: Layer, arch: ArchConfig) -> TilePlan:
+    """Layer ``lay``'s tile plan on ``arch`` in the output-stationary dataflow (cached per
+    network; the RTL engine walks the same tiles)."""
+    return _os_plan(snn, lay, arch)
+
+
 def _os_plan(snn: SnnModel, lay: Layer, arch: ArchConfig) -> TilePlan:
     cache = _PLANS.setdefault(snn, {})
     key = (snn.layers.index(lay), arch.lanes, "os", arch.tile_spikes_per_neuron,

@@ -308,6 +308,11 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
             ev.sort(key=lambda e: (e[1], e[3]))
         if last is not None:
             ev = [e for e in ev if e[1] <= last]
+        if arch.dataflow == "output_stationary" and lay.kind != "maxpool":
+            # the output-stationary engine's event buffer is written bucketed by phase and
+            # source pixel (docs/architecture.md §11; its writer is not modelled yet)
+            _, h, w = image.src_shape
+            ev.sort(key=lambda e: (e[1], e[0] % (h * w)))
         item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
         if is_output and snn.meta.get("graph") is not None:  # (nodes, C) → C·N order
             pot = np.asarray(ref.logits_int).T.reshape(-1)

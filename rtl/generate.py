@@ -16,7 +16,7 @@ from archspec.config import ArchConfig
 from converter.model import SnnModel
 from rtl.engine import LayerEngine, LayerImage, _engine_layer
 from rtl.maxpool import MaxPoolEngine, PoolImage
-from rtl.os_engine import OsEngine, os_refusal
+from rtl.os_engine import OsEngine, OsImage, os_refusal
 
 #: Verilator lint rules waived for Yosys-written Verilog, each with its reason. The design is
 #: checked in Amaranth, whose arithmetic is width-correct by construction; these rules flag
@@ -68,7 +68,7 @@ def supported_layers(snn: SnnModel, arch: ArchConfig | None = None) -> list[int]
             return True
         if not _engine_layer(lay):
             return False
-        return not stationary or os_refusal(LayerImage.from_snn(snn, i, arch.lanes), arch) is None
+        return not stationary or os_refusal(snn, i, arch) is None
 
     return [i for i, lay in enumerate(snn.layers) if runs(i, lay)]
 
@@ -85,13 +85,6 @@ def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage
     return LayerImage.from_snn(snn, index, lanes)
 
 
-def os_capacity(snn: SnnModel, index: int) -> int:
-    """Events of one image that layer ``index``'s source can send: one spike per neuron, or
-    the input layer's signed trains (a spike per neuron and phase)."""
-    src = snn.layers[snn.layers[index].synapses[0].source]
-    return src.size * (src.T if src.kind == "input" else 1)
-
-
 def engine_for(
     snn: SnnModel, index: int, arch: ArchConfig
 ) -> LayerEngine | MaxPoolEngine | OsEngine:
@@ -103,11 +96,7 @@ def engine_for(
     if isinstance(image, PoolImage):
         return MaxPoolEngine(arch, image)
     if arch.dataflow == "output_stationary":
-        why = os_refusal(image, arch)
-        if why is not None:
-            lay = snn.layers[index]
-            raise ValueError(f"layer {index} ({lay.name}): {why}")
-        return OsEngine(arch, image, os_capacity(snn, index))
+        return OsEngine(arch, OsImage.from_snn(snn, index, arch))  # (refuses with the reason)
     return LayerEngine(arch, image)
 
 
@@ -146,19 +135,23 @@ def generate_verilog(
     written = []
     for i in layers:
         engine = engine_for(snn, i, arch)
-        image = engine.image
+        image = engine.image.layer if isinstance(engine, OsEngine) else engine.image
         name = f"onespike_layer{i}"
         (out / f"layer{i}.v").write_text(_kick_comb_blocks(verilog.convert(engine, name=name)))
         params = {"kind": snn.layers[i].kind, "src_shape": image.src_shape,
                   "out_shape": image.out_shape, "kernel": image.kernel, "stride": image.stride,
                   "padding": image.padding, "t_src": image.t_src}  # fmt: skip
         if isinstance(image, LayerImage):
-            words = {"weights": (image.weights, engine.weight_bits),
-                     "bias": (image.bias, arch.potential_bits),
-                     "theta": (image.theta, arch.potential_bits)}  # fmt: skip
+            mem = engine.image if isinstance(engine, OsEngine) else image  # its memory layout
+            words = {"weights": (mem.weights, engine.weight_bits),
+                     "bias": (mem.bias, arch.potential_bits),
+                     "theta": (mem.theta, arch.potential_bits)}  # fmt: skip
             for kind, (arr, bits) in words.items():
                 if len(arr):
                     (out / f"layer{i}_{kind}.hex").write_text(_hex_image(arr, bits))
+            if isinstance(engine, OsEngine):
+                params.update(dataflow="output_stationary", tile=engine.image.geometry.tile,
+                              tiles=engine.tiles)  # fmt: skip
             params.update(
                 op=image.op, weight_bits=engine.weight_bits, rows=engine.rows, t=image.t,
                 t_w=image.t_w, m_in=image.m_in, m_out=image.m_out, sat_limit=image.sat_limit,

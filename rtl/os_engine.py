@@ -1,104 +1,217 @@
-"""The output-stationary engine of a linear layer (docs/architecture.md §11 and §10,
-"Output-stationary engine"): controller and top."""
+"""The output-stationary engine (docs/architecture.md §11, "The RTL of this dataflow"):
+the layer's image, the controller and the top."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from archspec.config import ArchConfig
-from archspec.fanout import ceil_div
+from converter.model import SnnModel
 from rtl.engine import LayerImage
 from rtl.engine_ctrl import COUNTER_BITS, COUNTERS, _popcount, countdown
 from rtl.engine_scan import ArgmaxReadout
 from rtl.events import INDEX_BITS, PHASE_BITS, SpikeEvent, event_word
 from rtl.neuron import M_BITS
-from rtl.os_blocks import TOKEN, OsLane, PhaseBuckets, RunReader
+from rtl.os_blocks import (
+    EventReader,
+    IndexReader,
+    OsGeometry,
+    PhaseBuckets,
+    TileWalk,
+    token_layout,
+)
+from rtl.os_lane import OsLane
 from rtl.queue import OutputQueue
 
-#: Depth of the token FIFO between the run reader and the lanes: the reader issues a token
-#: only while the FIFO will have room, and with 4 entries it keeps ahead of lanes that pop
-#: one token per cycle.
-TOKEN_FIFO_DEPTH = 4
+#: Depth of the run FIFO (in runs, beyond two phases of the widest tile) and of the token
+#: FIFO: the readers stay ahead of the lanes (docs/architecture.md §11, RTL).
+RUN_FIFO_SLACK, TOKEN_FIFO_DEPTH = 2, 8
+#: Cycles from the first tile's last index read to the lanes' first token, plus one token of
+#: lead (so a phase's end marker is there with its last event): the layer's start is
+#: max(L_a, r + START_AFTER_INDEX) (hwsim's ``os_neuron_layer``).
+START_AFTER_INDEX = 4
 
 
-def os_refusal(image: LayerImage, arch: ArchConfig) -> str | None:
-    """Why :class:`OsEngine` cannot run ``image`` on ``arch``, or None."""
-    if (
-        len(image.groups) != 1
-        or image.op != "conv"
-        or image.src_shape[1:] != (1, 1)
-        or (image.out_shape[1:] != (1, 1))
-    ):
+def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
+    """Why :class:`OsEngine` cannot run layer ``index`` on ``arch``, or None: it runs neuron
+    and output layers with one linear or conv group (kernel ≥ stride, so that a tile's
+    receptive field is a rectangle), a flat output layer, and no weight buffer."""
+    from hwsim.sim import os_tile_plan
+
+    lay = snn.layers[index]
+    syns = lay.synapses
+    if lay.kind not in ("neuron", "output") or len(syns) != 1 or syns[0].op not in (
+        "linear", "conv"
+    ):  # fmt: skip
+        ops = [s.op for s in syns] or "none"
         return (
-            "the output-stationary rtl engine runs linear layers (one linear synapse group) "
-            f"only; this layer's groups are {[g.op for g in image.groups]} on "
-            f"{image.src_shape} → {image.out_shape} (modelled by hwsim only)"
+            "the output-stationary rtl engine runs layers of one linear or conv synapse group; "
+            f"this {lay.kind} layer's groups are {ops} (modelled by hwsim only)"
         )
-    if arch.adder_pipeline_cycles < 2:
+    syn = syns[0]
+    if syn.op == "conv" and any(k < s for k, s in zip(syn.kernel, syn.stride, strict=True)):
+        return f"a conv kernel {tuple(syn.kernel)} smaller than its stride {tuple(syn.stride)}"
+    if lay.kind == "output" and len(lay.shape) != 1:
+        return "the output-stationary rtl engine reads back flat output layers only"
+    plan = os_tile_plan(snn, lay, arch)
+    if uses_weight_buffer(lay, plan, arch):
         return (
-            "the output-stationary rtl engine needs adder_pipeline_cycles (L_a) ≥ 2: its index "
-            "and event reads are registered and fill the read pipeline before the first "
-            f"tile's reads; got {arch.adder_pipeline_cycles!r}"
+            f"it would use the weight buffer (weight_buffer_kib = {arch.weight_buffer_kib}), "
+            "which the output-stationary rtl engine does not build yet; set weight_buffer_kib "
+            "= 0 (an --arch TOML: a copy of archspec/configs/os16.toml)"
         )
-    if arch.neuron_pipeline_cycles < 1:
-        return f"neuron_pipeline_cycles must be ≥ 1, got {arch.neuron_pipeline_cycles!r}"
-    if image.t_src > 2**PHASE_BITS or image.t + image.t_w > 2**PHASE_BITS:
+    src = snn.layers[syn.source]
+    if src.T > 2**PHASE_BITS or lay.T + lay.T_w > 2**PHASE_BITS:
         return f"phases are limited to 2^{PHASE_BITS}"
-    if image.n_in > 2**INDEX_BITS or image.n_out > 2**INDEX_BITS:
+    if src.size > 2**INDEX_BITS or lay.size > 2**INDEX_BITS:
         return f"layers are limited to 2^{INDEX_BITS} neurons"
     return None
+
+
+def uses_weight_buffer(lay, plan, arch: ArchConfig) -> bool:
+    """hwsim's rule (``_run_os_layer``): a 3-D layer with several tiles per channel group
+    whose group slice of weights fits the buffer."""
+    if len(lay.shape) != 3 or plan.tiles <= plan.groups:
+        return False
+    if any(s.op in ("graph", "embedding") for s in lay.synapses):
+        return False
+    tc = plan.shape[0]
+    slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
+                  for s in lay.synapses)  # fmt: skip
+    wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
+    return 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
+
+
+@dataclass(frozen=True)
+class OsImage:
+    """One layer as the output-stationary engine holds it.
+
+    Attributes
+    ----------
+    layer : LayerImage
+        Its constants (T, T_w, bases, L, ...) in the potential-SRAM engine's image.
+    geometry : OsGeometry
+        Window and tile shape (hwsim's, ``hwsim.sim.os_tile_plan``).
+    weights : int ndarray [C_in · CG, kh · kw · tc]
+        Word c_in · CG + cg: W[cg·tc + j, c_in, ky, kx] at element (ky·kw + kx)·tc + j (0
+        past C): every tap of the group's channels for one source channel (the tap banks).
+    bias : int ndarray [tiles, P]
+        Each tile's initial potentials, lane order (0 where a lane holds no neuron).
+    theta : int ndarray [T · CG, tc]
+        Θq[cg·tc + j, t_o] at word t_o · CG + cg (no rows for the output layer).
+    capacity : int
+        Events of one image: the source's size, or an input layer's size × T_in.
+    """
+
+    layer: LayerImage
+    geometry: OsGeometry
+    weights: np.ndarray
+    bias: np.ndarray
+    theta: np.ndarray
+    capacity: int
+
+    @classmethod
+    def from_snn(cls, snn: SnnModel, index: int, arch: ArchConfig) -> OsImage:
+        from hwsim.sim import os_tile_plan
+
+        why = os_refusal(snn, index, arch)
+        if why is not None:
+            raise ValueError(f"layer {index} ({snn.layers[index].name}): {why}")
+        lay, img = snn.layers[index], LayerImage.from_snn(snn, index, arch.lanes)
+        syn, src = lay.synapses[0], snn.layers[lay.synapses[0].source]
+        plan = os_tile_plan(snn, lay, arch)
+        g = OsGeometry(img.src_shape, img.out_shape, img.kernel, img.stride, img.padding,
+                       tuple(int(v) for v in plan.shape))  # fmt: skip
+        (c_in, _, _), (c, ho, wo), tc = g.src_shape, g.out_shape, g.tile[0]
+        ncg = g.grid[0]
+        w = np.asarray(syn.weight_q, np.int64).reshape(c, c_in, *g.kernel)
+        w = np.pad(w, ((0, ncg * tc - c), (0, 0), (0, 0), (0, 0)))
+        w = w.reshape(ncg, tc, c_in, -1).transpose(2, 0, 3, 1).reshape(c_in * ncg, -1)
+        b = np.asarray(lay.bias_q, np.int64).reshape(c, ho, wo)
+        bias = np.zeros((g.tiles, arch.lanes), np.int64)
+        for t in range(g.tiles):
+            for lane, (cc, y, x) in enumerate(lane_neurons(g, t)):
+                if cc < c and y < ho and x < wo:
+                    bias[t, lane] = b[cc, y, x]
+        theta = np.zeros((0, tc), np.int64)
+        if not img.is_output:
+            th_q = np.pad(np.asarray(lay.threshold_q, np.int64), ((0, ncg * tc - c), (0, 0)))
+            theta = th_q.reshape(ncg, tc, -1).transpose(2, 0, 1).reshape(-1, tc)
+        capacity = src.size * (src.T if src.kind == "input" else 1)
+        return cls(img, g, w, bias, theta, capacity)
+
+
+def lane_neurons(g: OsGeometry, t: int) -> list[tuple[int, int, int]]:
+    """(channel, row, column) of each lane's neuron in tile t (may lie past the layer)."""
+    (tc, th, tw), (_, nby, nbx) = g.tile, g.grid
+    cg, rem = divmod(t, nby * nbx)
+    by, bx = divmod(rem, nbx)
+    return [(cg * tc + i // (th * tw), by * th + (i // tw) % th, bx * tw + i % tw)
+            for i in range(tc * th * tw)]  # fmt: skip
+
+
+def lane_place(g: OsGeometry, lane: int) -> tuple[int, int, int]:
+    """(channel slot, dy, dx) of a lane in every tile."""
+    _, th, tw = g.tile
+    return lane // (th * tw), (lane // tw) % th, lane % tw
 
 
 class OsController(wiring.Component):
     """The schedule of docs/architecture.md §11 for one layer, cycle for cycle as hwsim's
     ``os_neuron_layer`` counts it.
 
-    States: IDLE; LOAD (the event buffer takes the stream; not a layer cycle); LA (L_a, the
-    read pipeline fills; the run reader starts in its first cycle); per tile TLOAD (1 cycle,
-    U ← B) and per phase k ≤ K: READ (pop the phase's tokens, one per cycle; then idle until
-    the phase has had L_n − 1 cycles) and BOUND (the boundary; it waits while the output queue
-    cannot take the tile's spikes); after the last tile TAIL (L_n) and DRAIN.
+    States: IDLE; LOAD (the event buffer takes the stream; not a layer cycle); START
+    (max(L_a, r + 4) cycles: the readers fill their pipeline); per tile TLOAD (1 cycle, U ← B)
+    and per phase k ≤ K: READ (tokens popped, one event per cycle, its end marker with its last
+    event; then idle until the phase has had max(r, L_n − 1) cycles) and BOUND (the boundary;
+    it waits while the output queue cannot take the tile's spikes); after the last tile TAIL
+    (L_n) and DRAIN.
 
     Ports: ``start``, ``busy``, ``done`` and the counters as :class:`~rtl.LayerEngine`'s;
-    ``load`` / ``loaded`` / ``events`` to the event buffer; ``reader_start``; the token head
-    (``tok``, ``tok_valid``, ``pop``); the tile ``t`` and phase ``k``; the lane controls
-    (``lane_load``, ``add``, ``negate``, ``boundary``, ``commit``, ``compare``, ``leak``, ``m``,
-    ``valid``: the lanes that hold a neuron); the lanes' ``fire`` / ``compared`` / ``leaked``
-    masks; the output queue's ``push_en`` / ``push_ok`` / ``out_empty``; ``readout`` (the
-    output layer's argmax boundary); the memory addresses of the next cycle's words
-    (``bias_addr``, ``thr_addr``) and the weight address of the token popped (``wgt_addr``).
+    ``load`` / ``loaded`` / ``events`` to the event buffer; ``reader_start``; the token FIFO's
+    heads and ``pop`` (0–2); the tile walk's ``t``, ``cg``, ``oy0``, ``ox0``, ``rows`` (r) and
+    ``last``, and its ``step``; the phase ``k``; the lane controls (``lane_load``, ``add``,
+    ``negate``, ``boundary``, ``commit``, ``compare``, ``leak``, ``m``); the lanes' ``valid``,
+    ``hits``, ``fire``, ``compared`` and ``leaked`` masks; the output queue's ``push_en`` /
+    ``push_ok`` / ``out_empty``; ``readout``; the next cycle's ``bias_addr`` and ``thr_addr``.
     """
 
-    def __init__(self, arch: ArchConfig, image: LayerImage, capacity: int) -> None:
-        p = arch.lanes
+    def __init__(self, arch: ArchConfig, image: OsImage) -> None:
+        p, img, g = arch.lanes, image.layer, image.geometry
         self.arch, self.image = arch, image
-        self.tiles = ceil_div(image.n_out, p)
-        self.n_ph = image.last_phase + 1
-        self.n_in = min(image.t_src, self.n_ph)
+        self.tiles = g.tiles
+        self.n_ph = img.last_phase + 1
+        self.n_in = min(img.t_src, self.n_ph)
+        self.start_cycles = max(arch.adder_pipeline_cycles, g.rows(0)[1] - g.rows(0)[0] + 1
+                                + START_AFTER_INDEX)  # fmt: skip
+        tok = token_layout(*g.src_shape)
+        rmax = g.max_rows + max(arch.neuron_pipeline_cycles, 1)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
-            "load": Out(1), "loaded": In(1), "events": In(range(capacity + 1)),
-            "reader_start": Out(1),
-            "tok": In(TOKEN), "tok_valid": In(1), "pop": Out(1),
-            "t": Out(range(self.tiles + 1)), "k": Out(range(self.n_ph + 1)),
+            "load": Out(1), "loaded": In(1), "events": In(range(image.capacity + 1)),
+            "reader_start": Out(1), "head0": In(tok), "head1": In(tok),
+            "level": In(range(TOKEN_FIFO_DEPTH + 1)), "pop": Out(range(3)),
+            "t": In(range(self.tiles + 1)), "cg": In(range(self.tiles + 1)),
+            "rows": In(range(rmax + 1)), "last": In(1), "step": Out(1),
+            "k": Out(range(self.n_ph + 1)),
             "lane_load": Out(1), "add": Out(1), "negate": Out(1), "boundary": Out(1),
             "commit": Out(1), "compare": Out(1), "leak": Out(1), "m": Out(M_BITS),
-            "valid": Out(p), "fire": In(p), "compared": In(p), "leaked": In(p),
+            "valid": In(p), "hits": In(p), "fire": In(p), "compared": In(p), "leaked": In(p),
             "push_en": Out(1), "push_ok": In(1), "out_empty": In(1), "readout": Out(1),
             "bias_addr": Out(range(max(self.tiles, 2))),
-            "thr_addr": Out(range(max(self.tiles * max(image.t, 1), 2))),
-            "wgt_addr": Out(range(max(image.n_in * self.tiles, 2))),
+            "thr_addr": Out(range(max(g.grid[0] * max(img.t, 1), 2))),
         })  # fmt: skip
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        img, p, k, t = self.image, self.arch.lanes, self.k, self.t
-        last_k, last_t = self.n_ph - 1, self.tiles - 1
-        n_valid = Mux(t == last_t, img.n_out - last_t * p, p)
-        m.d.comb += self.valid.eq(Cat(*(i < n_valid for i in range(p))))
+        img, k = self.image.layer, self.k
+        last_k = self.n_ph - 1
         m.d.comb += [self.leak.eq(k != last_k),
                      self.m.eq(Mux(k + 1 <= img.t_src - 1, img.m_in, img.m_out)),
                      self.readout.eq(self.boundary & self.commit & (k == last_k)
@@ -107,10 +220,11 @@ class OsController(wiring.Component):
             m.d.comb += self.compare.eq(0)
         else:
             m.d.comb += self.compare.eq(k >= img.t_w if img.t_w else 1)
-        # the adds land one cycle after their token's pop (the weight's registered read)
-        m.d.sync += [self.add.eq(self.pop & ~self.tok.filler), self.negate.eq(self.tok.sign)]
-        m.d.comb += self.wgt_addr.eq(self.tok.index * self.tiles + t)
-        sched = _OsSchedule(self, m, n_valid)
+        # the adds land one cycle after their token's pop (the weight word's registered read)
+        m.d.sync += [self.add.eq((self.pop != 0) & ~self.head0.marker),
+                     self.negate.eq(self.head0.sign)]  # fmt: skip
+        m.d.sync += self.adds.eq(self.adds + _popcount(self.hits))
+        sched = _OsSchedule(self, m)
         with m.FSM():
             sched.idle_and_load()
             sched.tile()
@@ -124,13 +238,12 @@ class OsController(wiring.Component):
 class _OsSchedule:
     """The states of :class:`OsController`'s FSM, built into module ``m``."""
 
-    def __init__(self, c: OsController, m: Module, n_valid) -> None:
+    def __init__(self, c: OsController, m: Module) -> None:
         arch = c.arch
-        self.c, self.m, self.arch, self.img, self.n_valid = c, m, arch, c.image, n_valid
-        self.wait = Signal(range(max(arch.adder_pipeline_cycles, arch.neuron_pipeline_cycles)
-                                 + 1))  # fmt: skip
-        self.cyc = Signal(range(arch.neuron_pipeline_cycles + 1))  # READ cycles of the phase
-        self.reads_done = Signal()  # the phase's last token has been popped
+        self.c, self.m, self.arch, self.img = c, m, arch, c.image.layer
+        self.wait = Signal(range(max(c.start_cycles, arch.neuron_pipeline_cycles) + 1))
+        self.cyc = Signal.like(c.rows)  # READ cycles of the phase so far (saturating)
+        self.reads_done = Signal()  # the phase's end marker has been popped
 
     def enter_phase(self, kx) -> None:
         """Start phase ``kx``: READ, or straight to BOUND when it has no reads and L_n ≤ 1."""
@@ -143,17 +256,17 @@ class _OsSchedule:
                 m.next = "BOUND"
 
     def idle_and_load(self) -> None:
-        c, m, la = self.c, self.m, self.arch.adder_pipeline_cycles
+        c, m, s = self.c, self.m, self.c.start_cycles
         with m.State("IDLE"), m.If(c.start):
             m.d.sync += [c.done.eq(0), *(getattr(c, n).eq(0) for n in COUNTERS)]
             m.next = "LOAD"
         with m.State("LOAD"):  # the source's events into the event buffer (not a layer cycle)
             m.d.comb += c.load.eq(1)
             with m.If(c.loaded):
-                m.d.sync += [c.spikes_in.eq(c.events), c.t.eq(0), self.wait.eq(la - 1)]
-                m.next = "LA"
-        with m.State("LA"):  # L_a: the index, event and weight reads fill their pipeline
-            m.d.comb += [c.busy.eq(1), c.load.eq(1), c.reader_start.eq(self.wait == la - 1)]
+                m.d.sync += [c.spikes_in.eq(c.events), self.wait.eq(s - 1)]
+                m.next = "START"
+        with m.State("START"):  # the index, run, event and token pipeline fills
+            m.d.comb += [c.busy.eq(1), c.load.eq(1), c.reader_start.eq(self.wait == s - 1)]
             m.d.sync += self.wait.eq(self.wait - 1)
             with m.If(self.wait == 0):
                 m.next = "TLOAD"
@@ -165,21 +278,27 @@ class _OsSchedule:
             m.d.comb += [c.busy.eq(1), c.load.eq(1), c.lane_load.eq(1)]
             self.enter_phase(0)
         with m.State("READ"):
-            m.d.comb += [c.busy.eq(1), c.load.eq(1), c.pop.eq(c.tok_valid & ~self.reads_done)]
-            with m.If(c.pop & ~c.tok.filler):
-                m.d.sync += c.adds.eq(c.adds + self.n_valid)
-            fin = self.reads_done | (c.pop & c.tok.last)
-            with m.If(fin & (self.cyc + 1 >= ln - 1)):
+            m.d.comb += [c.busy.eq(1), c.load.eq(1)]
+            h0, h1, more = c.head0, c.head1, ~self.reads_done
+            ev = more & (c.level != 0) & ~h0.marker
+            pair = ev & (c.level >= 2) & h1.marker  # the last event and its phase's marker
+            alone = more & (c.level != 0) & h0.marker  # a phase without events
+            m.d.comb += c.pop.eq(Mux(pair, 2, Mux(ev | alone, 1, 0)))
+            fin = self.reads_done | pair | alone
+            need = Signal.like(c.rows)
+            # an input phase reads max(e, r) cycles; every phase lasts at least L_n in all
+            m.d.comb += need.eq(Mux((c.k < c.n_in) & (c.rows > ln - 1), c.rows, ln - 1))
+            with m.If(fin & (self.cyc + 1 >= need)):
                 m.next = "BOUND"
             with m.Else():
-                m.d.sync += [self.cyc.eq(Mux(self.cyc >= ln, ln, self.cyc + 1)),
+                m.d.sync += [self.cyc.eq(Mux(self.cyc >= need, need, self.cyc + 1)),
                              self.reads_done.eq(fin)]  # fmt: skip
 
     def boundary(self) -> None:
         """V = U + S, compare, fire (waiting for the output queue), scale; then the next
         phase, the next tile or the tail."""
         c, m, img = self.c, self.m, self.img
-        last_k, last_t = c.n_ph - 1, c.tiles - 1
+        last_k = c.n_ph - 1
         with m.State("BOUND"):
             m.d.comb += [c.busy.eq(1), c.load.eq(1), c.boundary.eq(1), c.push_en.eq(1),
                          c.commit.eq((c.fire == 0) | c.push_ok)]  # fmt: skip
@@ -191,23 +310,24 @@ class _OsSchedule:
                              c.spikes_out.eq(c.spikes_out + _popcount(c.fire))]  # fmt: skip
                 if img.is_output:  # the argmax: one compare per neuron of the tile
                     with m.If(c.k == last_k):
-                        m.d.sync += c.compares.eq(c.compares + self.n_valid)
+                        m.d.sync += c.compares.eq(c.compares + _popcount(c.valid))
                 with m.If(c.k != last_k):
                     self.enter_phase(c.k + 1)
-                with m.Elif(c.t != last_t):
-                    m.d.sync += c.t.eq(c.t + 1)
+                with m.Elif(~c.last):
+                    m.d.comb += c.step.eq(1)
                     m.next = "TLOAD"
                 with m.Else():
                     m.d.sync += self.wait.eq(self.arch.neuron_pipeline_cycles - 1)
                     m.next = "TAIL"
-        # the next cycle's words: the tile's initial potentials for TLOAD (after the last
-        # boundary of the previous tile), the thresholds of the boundary
-        nxt_t = Mux(c.boundary, c.t + 1, c.t)
-        m.d.comb += c.bias_addr.eq(Mux(nxt_t > last_t, last_t, nxt_t))
+        # the next cycle's words: the next tile's initial potentials (for TLOAD, after the
+        # last boundary of a tile), the thresholds of the boundary
+        nxt_t = Mux(c.boundary & ~c.last, c.t + 1, c.t)
+        m.d.comb += c.bias_addr.eq(nxt_t)
         if not img.is_output:
+            ncg = c.image.geometry.grid[0]
             nxt_k = Mux(c.boundary & c.commit, c.k + 1, c.k)
-            row = Mux(nxt_k >= img.t_w, (nxt_k - img.t_w) * c.tiles + c.t, 0)
-            m.d.comb += c.thr_addr.eq(Mux(row >= c.tiles * img.t, 0, row))
+            row = Mux(nxt_k >= img.t_w, (nxt_k - img.t_w) * ncg + c.cg, 0)
+            m.d.comb += c.thr_addr.eq(Mux(row >= ncg * img.t, 0, row))
 
     def tail(self) -> None:
         c, m = self.c, self.m
@@ -223,136 +343,176 @@ class _OsSchedule:
 
 
 class OsEngine(wiring.Component):
-    """A linear neuron or output layer on the output-stationary engine (docs/architecture.md
-    §11), cycle for cycle as hwsim counts it (``dataflow = "output_stationary"``).
+    """A neuron or output layer on the output-stationary engine (docs/architecture.md §11),
+    cycle for cycle as hwsim counts it (``dataflow = "output_stationary"``).
 
-    Tiles of P consecutive neurons run one after the other; a tile's potentials U, its
-    phase's synaptic input S and the fired flags stay in the lanes' registers
-    (:class:`~rtl.os_blocks.OsLane`) through all phases. The source's events are first
-    loaded from ``i_events`` into the engine's event buffer, bucketed by phase with one index
-    entry per phase (:class:`~rtl.os_blocks.PhaseBuckets`; in an accelerator the producer
-    writes it, so these cycles are not the layer's); then every tile reads every phase's run
-    again (:class:`~rtl.os_blocks.RunReader`, into a token FIFO), each token one cycle of the
-    lanes: the weight word (P weights of the tile's neurons for the event's source neuron) is
-    read in the cycle of the pop and added in the next. The boundary, the output queue and
-    the counters are as :class:`~rtl.LayerEngine`'s; the output layer's last boundary takes
-    the tile into the argmax and writes its potentials where the host reads them.
+    Tiles of tc channels × th rows × tw columns run one after the other; a tile's potentials
+    U, its phase's synaptic input S and the fired flags stay in the lanes' registers
+    (:class:`~rtl.os_lane.OsLane`) through all phases. The source's events are first loaded
+    from ``i_events`` into the engine's event buffer, bucketed by phase and pixel
+    (:class:`~rtl.os_blocks.PhaseBuckets`; in an accelerator the producer writes it, so these
+    cycles are not the layer's). Then the index reader walks each tile's receptive-field rows
+    phase by phase (:class:`~rtl.os_blocks.IndexReader`), the event reader reads their events
+    (:class:`~rtl.os_blocks.EventReader`), and the lanes take one event per cycle: its weight
+    word (every tap of the tile's channels for the event's channel) is read in the cycle of the
+    pop and added in the next by every lane the event reaches. The boundary, the output queue
+    and the counters are as :class:`~rtl.LayerEngine`'s; the output layer's last boundary of
+    a tile takes it into the argmax and writes its potentials where the host reads them.
 
     Parameters
     ----------
     arch : ArchConfig
-        P, W, A, D_out, L_a (≥ 2), L_n (≥ 1).
-    image : LayerImage
-        A linear layer (:func:`os_refusal` names what else is refused).
-    capacity : int
-        Events of one image the event buffer holds (the source's size, times its phases for
-        the signed trains of the input layer).
+        P, W, A, D_out, L_a, L_n (≥ 1).
+    image : OsImage
+        The layer (:func:`os_refusal` names what is refused).
 
     Ports
     -----
-    As :class:`~rtl.LayerEngine`'s: ``start`` (then the stream is loaded; the layer's cycle 0
-    follows the end marker), ``busy`` (the layer's cycles), ``done``, ``i_events``,
-    ``o_spikes``, the counters, and for the output layer ``argmax``, ``rd_addr`` (a tile) and
-    ``rd_data`` (its P potentials, a registered read). Also ``overflow``: more events came
-    than ``capacity`` (they were dropped; the run is wrong).
+    As :class:`~rtl.LayerEngine`'s: ``start`` (then the stream is loaded, events sorted by
+    phase then source pixel; the layer's cycle 0 follows the end marker), ``busy`` (the
+    layer's cycles), ``done``, ``i_events``, ``o_spikes``, the counters, and for the output
+    layer ``argmax``, ``rd_addr`` (a tile) and ``rd_data`` (its P potentials, a registered
+    read). Also ``error``: the event buffer dropped events (too many, or out of order).
     """
 
-    def __init__(self, arch: ArchConfig, image: LayerImage, capacity: int) -> None:
-        why = os_refusal(image, arch)
-        if why is not None:
-            raise ValueError(why)
-        self.arch, self.image, self.capacity = arch, image, max(capacity, 1)
-        self.weight_bits = max(arch.weight_bits, image.weight_bits)
-        self.tiles = ceil_div(image.n_out, arch.lanes)
-        self.rows = self.tiles
+    def __init__(self, arch: ArchConfig, image: OsImage) -> None:
+        if arch.neuron_pipeline_cycles < 1:
+            raise ValueError(f"neuron_pipeline_cycles must be ≥ 1, got "
+                             f"{arch.neuron_pipeline_cycles!r}")  # fmt: skip
+        self.arch, self.image = arch, image
+        img = image.layer
+        self.weight_bits = max(arch.weight_bits, img.weight_bits)
+        self.tiles = self.rows = image.geometry.tiles
         ports = {
-            "start": In(1), "busy": Out(1), "done": Out(1), "overflow": Out(1),
+            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
             "i_events": In(stream.Signature(SpikeEvent)),
             "o_spikes": Out(stream.Signature(SpikeEvent)),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
         }  # fmt: skip
-        if image.is_output:
-            ports["argmax"] = Out(range(max(image.n_out, 2)))
+        if img.is_output:
+            ports["argmax"] = Out(range(max(img.n_out, 2)))
             ports["rd_addr"] = In(range(max(self.tiles, 2)))
             ports["rd_data"] = Out(data.ArrayLayout(signed(arch.potential_bits), arch.lanes))
         super().__init__(ports)
 
     def _memories(self, m: Module):
-        """The weight, bias and threshold memories' registered read ports (None: no
-        thresholds), and the output layer's potential memory."""
-        p, a, img = self.arch.lanes, self.arch.potential_bits, self.image
-        wrow = data.ArrayLayout(signed(self.weight_bits), p)
-        arow = data.ArrayLayout(signed(a), p)
-        mems = {"wgt": (wrow, img.weights), "bias": (arow, img.bias)}
-        if not img.is_output:
-            mems["thr"] = (arow, img.theta)
+        """The weight, bias and threshold memories' registered read ports (thresholds: None
+        for the output layer), and the output layer's potential memory."""
+        img, a, p = self.image, self.arch.potential_bits, self.arch.lanes
+        tc = img.geometry.tile[0]
+        mems = {"wgt": (data.ArrayLayout(signed(self.weight_bits), img.weights.shape[1]),
+                        img.weights),
+                "bias": (data.ArrayLayout(signed(a), p), img.bias)}  # fmt: skip
+        if not img.layer.is_output:
+            mems["thr"] = (data.ArrayLayout(signed(a), tc), img.theta)
         ports = {}
         for name, (shape, init) in mems.items():
             m.submodules[name] = mem = memory.Memory(shape=shape, depth=max(len(init), 2),
                                                      init=init.tolist())  # fmt: skip
             ports[name] = mem.read_port(domain="sync")
         pot = None
-        if img.is_output:
-            m.submodules.pot = pot = memory.Memory(shape=arow, depth=max(self.tiles, 2), init=[])
+        if img.layer.is_output:
+            m.submodules.pot = pot = memory.Memory(shape=data.ArrayLayout(signed(a), p),
+                                                   depth=max(self.tiles, 2), init=[])  # fmt: skip
             host = pot.read_port(domain="sync")
             m.d.comb += [host.addr.eq(self.rd_addr), self.rd_data.eq(host.data)]
         return ports["wgt"], ports["bias"], ports.get("thr"), pot
 
+    def _readers(self, m: Module, ctrl):
+        """The event buffer, the index and event readers and the controller's tile walk."""
+        img, g = self.image, self.image.geometry
+        n_in = ctrl.n_in
+        m.submodules.buf = buf = PhaseBuckets(img.capacity, n_in, g.src_shape)
+        m.submodules.ir = ir = IndexReader(g, n_in, img.capacity,
+                                           2 * g.max_rows + RUN_FIFO_SLACK)  # fmt: skip
+        m.submodules.er = er = EventReader(img.capacity, g.src_shape, TOKEN_FIFO_DEPTH)
+        m.submodules.walk = walk = TileWalk(g)
+        wiring.connect(m, wiring.flipped(self.i_events), buf.i)
+        wiring.connect(m, ir.o, er.runs)
+        m.d.comb += [buf.load.eq(ctrl.load), ctrl.loaded.eq(buf.loaded),
+                     ctrl.events.eq(buf.count), self.error.eq(buf.error),
+                     ir.start.eq(ctrl.reader_start), buf.idx_a.eq(ir.idx_a),
+                     buf.idx_b.eq(ir.idx_b), ir.run_a.eq(buf.run_a), ir.run_b.eq(buf.run_b),
+                     buf.ev_addr.eq(er.ev_addr), er.ev.eq(buf.ev),
+                     ctrl.head0.eq(er.head0), ctrl.head1.eq(er.head1),
+                     ctrl.level.eq(er.level), er.pop.eq(ctrl.pop),
+                     walk.restart.eq(ctrl.reader_start), walk.step.eq(ctrl.step),
+                     ctrl.t.eq(walk.t), ctrl.cg.eq(walk.cg), ctrl.last.eq(walk.last),
+                     ctrl.rows.eq(walk.y1 - walk.y0 + 1)]  # fmt: skip
+        return walk
+
     def elaborate(self, platform) -> Module:
         m = Module()
-        arch, img, p = self.arch, self.image, self.arch.lanes
+        arch, img, g, p = self.arch, self.image.layer, self.image.geometry, self.arch.lanes
         wgt_r, bias_r, thr_r, pot = self._memories(m)
-        ctrl = OsController(arch, img, self.capacity)
-        m.submodules.ctrl = ctrl
-        m.submodules.buf = buf = PhaseBuckets(self.capacity, ctrl.n_in)
-        m.submodules.rdr = rdr = RunReader(ctrl.tiles, ctrl.n_in, self.capacity,
-                                           TOKEN_FIFO_DEPTH)  # fmt: skip
+        m.submodules.ctrl = ctrl = OsController(arch, self.image)
+        walk = self._readers(m, ctrl)
         m.submodules.oq = oq = OutputQueue(p, arch.output_queue_depth)
-        wiring.connect(m, wiring.flipped(self.i_events), buf.i)
         wiring.connect(m, oq.o, wiring.flipped(self.o_spikes))
         m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
-                     self.overflow.eq(buf.overflow),
-                     *(getattr(self, n).eq(getattr(ctrl, n)) for n in COUNTERS)]  # fmt: skip
-        m.d.comb += [buf.load.eq(ctrl.load), ctrl.loaded.eq(buf.loaded),
-                     ctrl.events.eq(buf.count), rdr.start.eq(ctrl.reader_start),
-                     buf.idx_addr.eq(rdr.idx_addr), rdr.idx.eq(buf.idx),
-                     buf.ev_addr.eq(rdr.ev_addr), rdr.ev.eq(buf.ev),
-                     ctrl.tok.eq(rdr.o.payload), ctrl.tok_valid.eq(rdr.o.valid),
-                     rdr.o.ready.eq(ctrl.pop), wgt_r.addr.eq(ctrl.wgt_addr),
+                     *(getattr(self, n).eq(getattr(ctrl, n)) for n in COUNTERS),
+                     wgt_r.addr.eq(ctrl.head0.c * g.grid[0] + walk.cg),
                      bias_r.addr.eq(ctrl.bias_addr)]  # fmt: skip
-        lanes = [OsLane(arch.potential_bits, self.weight_bits, img.sat_limit) for _ in range(p)]
-        for i, lane in enumerate(lanes):
-            m.submodules[f"lane{i}"] = lane
-            m.d.comb += [lane.load.eq(ctrl.lane_load), lane.add.eq(ctrl.add),
-                         lane.negate.eq(ctrl.negate), lane.boundary.eq(ctrl.boundary),
-                         lane.commit.eq(ctrl.commit), lane.weight.eq(wgt_r.data[i]),
-                         lane.bias.eq(bias_r.data[i]), lane.valid.eq(ctrl.valid[i]),
-                         lane.compare.eq(ctrl.compare), lane.leak.eq(ctrl.leak),
-                         lane.m.eq(ctrl.m)]  # fmt: skip
-            if thr_r is not None:
-                m.d.comb += lane.theta.eq(thr_r.data[i])
-        m.d.comb += [ctrl.fire.eq(Cat(*(x.fire for x in lanes))),
-                     ctrl.compared.eq(Cat(*(x.compared for x in lanes))),
-                     ctrl.leaked.eq(Cat(*(x.leaked for x in lanes)))]  # fmt: skip
-        if thr_r is not None:
-            m.d.comb += thr_r.addr.eq(ctrl.thr_addr)
-        phase = ctrl.k - img.t_w if img.t_w else ctrl.k
-        words = [event_word(ctrl.t * p + i, phase) for i in range(p)]
+        # the event popped last cycle, as an offset from the tile's corner
+        ev_y, ev_x = Signal.like(ctrl.head0.y), Signal.like(ctrl.head0.x)
+        m.d.sync += [ev_y.eq(ctrl.head0.y), ev_x.eq(ctrl.head0.x)]
+        (sy, sx), (py, px) = g.stride, g.padding
+        ry, rx = Signal(signed(16)), Signal(signed(16))
+        m.d.comb += [ry.eq(ev_y + py - walk.oy0 * sy), rx.eq(ev_x + px - walk.ox0 * sx)]
+        lanes = self._lanes(m, ctrl, walk, wgt_r, bias_r, thr_r, ry, rx)
+        (_, ho, wo), k = g.out_shape, ctrl.k
+        phase = k - img.t_w if img.t_w else k
+        words = []
+        for i in range(p):
+            slot, dy, dx = lane_place(g, i)
+            idx = (walk.cg * g.tile[0] + slot) * (ho * wo) + (walk.oy0 + dy) * wo + walk.ox0 + dx
+            words.append(event_word(idx, phase))
         m.d.comb += [oq.push_data.eq(Cat(*words)), oq.push_mask.eq(ctrl.fire),
                      oq.push_en.eq(ctrl.push_en & (ctrl.fire != 0)),
                      ctrl.push_ok.eq(oq.push_ok), ctrl.out_empty.eq(oq.level == 0)]  # fmt: skip
         if img.is_output:
-            self._readout(m, ctrl, lanes, pot)
+            self._readout(m, ctrl, walk, lanes, pot)
         return m
 
-    def _readout(self, m: Module, ctrl, lanes, pot) -> None:
+    def _lanes(self, m, ctrl, walk, wgt_r, bias_r, thr_r, ry, rx) -> list[OsLane]:
+        """The P lanes, each with its place in the tile and its valid bit."""
+        arch, img, g = self.arch, self.image.layer, self.image.geometry
+        (c, ho, wo), tc = g.out_shape, g.tile[0]
+        lanes = []
+        for i in range(arch.lanes):
+            slot, dy, dx = lane_place(g, i)
+            if slot >= tc:  # a lane the tile shape leaves unused
+                m.d.comb += ctrl.valid[i].eq(0)
+                continue
+            lane = OsLane(arch.potential_bits, self.weight_bits, img.sat_limit, g.kernel,
+                          g.stride, tc, slot, dy, dx)  # fmt: skip
+            m.submodules[f"lane{i}"] = lane
+            valid = (walk.cg * tc + slot < c) & (walk.oy0 + dy < ho) & (walk.ox0 + dx < wo)
+            m.d.comb += [ctrl.valid[i].eq(valid), lane.valid.eq(valid), lane.word.eq(wgt_r.data),
+                         lane.ry.eq(ry), lane.rx.eq(rx), lane.load.eq(ctrl.lane_load),
+                         lane.add.eq(ctrl.add), lane.negate.eq(ctrl.negate),
+                         lane.boundary.eq(ctrl.boundary), lane.commit.eq(ctrl.commit),
+                         lane.bias.eq(bias_r.data[i]), lane.compare.eq(ctrl.compare),
+                         lane.leak.eq(ctrl.leak), lane.m.eq(ctrl.m),
+                         ctrl.hits[i].eq(lane.hit), ctrl.fire[i].eq(lane.fire),
+                         ctrl.compared[i].eq(lane.compared),
+                         ctrl.leaked[i].eq(lane.leaked)]  # fmt: skip
+            if thr_r is not None:
+                m.d.comb += lane.theta.eq(thr_r.data[slot])
+            lanes.append(lane)
+        if thr_r is not None:
+            m.d.comb += thr_r.addr.eq(ctrl.thr_addr)
+        return lanes
+
+    def _readout(self, m: Module, ctrl, walk, lanes, pot) -> None:
         """The output layer's last boundary of a tile: its V into the argmax and into the
-        potential memory the host reads."""
+        potential memory the host reads (a flat layer: tile t holds neurons t·P + lane)."""
         arch = self.arch
-        m.submodules.readout = ro = ArgmaxReadout(self.image, arch.lanes, arch.potential_bits)
+        m.submodules.readout = ro = ArgmaxReadout(self.image.layer, arch.lanes,
+                                                  arch.potential_bits)  # fmt: skip
         wr = pot.write_port()
         m.d.comb += [ro.row[i].eq(lane.v) for i, lane in enumerate(lanes)]
         m.d.comb += [wr.data[i].eq(lane.v.u) for i, lane in enumerate(lanes)]
-        m.d.comb += [ro.first.eq(ctrl.t == 0), ro.cb.eq(ctrl.t), ro.pix.eq(0),
+        m.d.comb += [ro.first.eq(walk.t == 0), ro.cb.eq(walk.t), ro.pix.eq(0),
                      ro.en.eq(ctrl.readout), self.argmax.eq(ro.argmax),
-                     wr.addr.eq(ctrl.t), wr.en.eq(ctrl.readout)]  # fmt: skip
+                     wr.addr.eq(walk.t), wr.en.eq(ctrl.readout)]  # fmt: skip

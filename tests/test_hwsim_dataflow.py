@@ -81,21 +81,22 @@ def test_output_stationary_cycles_hand_computed() -> None:
     """The §4 example on the output-stationary engine (docs/architecture.md §11): P = 2, a
     linear layer of 3 neurons in 2 tiles, one input event at phase 0, T_src = T = 2, T_w = 0.
 
-    L_a = 2 (the read pipeline fills once); per tile: load 1, phase 0: max(1 event read,
-    1 index read) + 1 boundary = 2, phase 1: max(0, 1) + 1 = 2 (≥ L_n = 2): 5 per tile; the
-    last boundary's L_n = 2: 2 + 5 + 5 + 2 = 14 cycles."""
+    Start: max(L_a = 2, r + 4 = 5) = 5 (the read pipeline fills once, the first tile's one
+    index read and the RTL's pipeline behind it); per tile: load 1, phase 0: max(1 event
+    read, 1 index read) + 1 boundary = 2, phase 1: max(0, 1) + 1 = 2 (≥ L_n = 2): 5 per tile;
+    the last boundary's L_n = 2: 5 + 5 + 5 + 2 = 17 cycles."""
     snn = tiny_snn([5, 5, 5], [100, 100], t_in=2, T=2, T_w=0)
     r = hwsim.simulate(snn, torch.tensor([[0.5]]), OS)
     assert r.tile_shapes[1] == (2, 1, 1)
-    assert cycles(r) == (14, 0, 0)
+    assert cycles(r) == (17, 0, 0)
     assert r.counts["adds"][1] == 3 and r.counts["spikes_in"][1] == 1
     assert r.counts["queue_pops"][1] == 2  # the event is read by both tiles
     assert r.counts["index_reads"][1] == 4  # 2 tiles × 1 source row × 2 input phases
     assert r.counts["threshold_reads"][1] == 3  # 3 channels, loaded once (constant columns)
     assert r.counts["compares"][1] == 6 and r.counts["multiplies"][1] == 3
     assert r.counts["bias_reads"][1] == 3
-    # output layer: L_a 2, one tile: load 1, phase 0 (leak) 2, phase 1 (readout) 2, L_n 2
-    assert cycles(r, 2) == (9, 0, 0)
+    # output layer: start 5, one tile: load 1, phase 0 (leak) 2, phase 1 (readout) 2, L_n 2
+    assert cycles(r, 2) == (12, 0, 0)
 
 
 def test_potential_width_follows_the_layer_bound() -> None:

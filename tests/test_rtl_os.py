@@ -1,11 +1,12 @@
-"""The output-stationary engine (rtl/os_engine.py, docs/architecture.md §10–§11): linear
-layers under cocotb against golden int and hwsim's ``output_stationary`` cycles."""
+"""The output-stationary engine (rtl/os_engine.py, docs/architecture.md §11): linear and
+conv layers under cocotb against golden int and hwsim's ``output_stationary`` cycles."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+import torch
 from conftest import SIM, assert_lints_clean, check_layers, require_simulator
 from test_rtl import CFG, SIZES, digits_snn, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
 
@@ -53,11 +54,52 @@ def test_linear_layers_on_the_output_stationary_engine(seed, cfg, arch, kw) -> N
         assert sum(r.counters["stalled"] for r in reps) > 0
 
 
+CNN_CFG = ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("cfg", "arch", "kw"),
+    [
+        # tiles of one channel and pixel blocks; a phase without reads after the source's T
+        (CNN_CFG, dict(lanes=4, output_queue_depth=4), {}),
+        # the RTL's own spikes chained (each engine's input sorted by phase and pixel)
+        (CNN_CFG, dict(lanes=8, output_queue_depth=8), dict(chain=True)),
+        # T_w = 0, L_n = 3, back-pressure
+        (ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4),
+         dict(lanes=16, output_queue_depth=16, neuron_pipeline_cycles=3),
+         dict(stalls=hwsim.stall_pattern(seed=2, rate=0.6, length=89))),
+    ],
+)  # fmt: skip
+def test_conv_layers_on_the_output_stationary_engine(cfg, arch, kw) -> None:
+    """3 × 3 convolutions (stride 1 from the input layer, stride 2 from a hidden layer) and
+    the linear output layer: tiles, receptive-field rows and their index reads, the tap
+    select, cycle for cycle as hwsim."""
+    snn, x = tiny_cnn(0, cfg)
+    a = os_arch(weight_buffer_kib=0.0, **arch)
+    reps = check_layers(snn, x[:2], [1, 2, 3], a, f"os_cnn_p{a.lanes}", **kw)
+    assert all(r.spikes_rtl == r.spikes_golden > 0 for r in reps[:2])
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+
+
+@pytest.mark.slow
+def test_digits_on_the_output_stationary_engines(digits_snn) -> None:  # noqa: F811
+    """The built-in example on os16 without the weight buffer: its convolutions, max pooling
+    (the §5 engine) and linear output layer; its average pooling is refused (hwsim only)."""
+    snn, x, _ = digits_snn
+    arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=0.0)
+    ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
+    runs = rtl.supported_layers(snn, arch)
+    assert [ops[i] for i in runs] == ["conv", "maxpool", "conv", "linear"]
+    reps = check_layers(snn, x[:3], runs, arch, "os_digits", sim=SIM)
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+
+
 @pytest.mark.slow
 def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
-    snn, x = tiny_mlp(3, SIZES, CFG)
-    a = os_arch(lanes=16, output_queue_depth=16)
-    check_layers(snn, x[:3], [1, 2, 3], a, "os_verilator", sim="verilator")
+    snn, x = tiny_cnn(1, CNN_CFG)
+    a = os_arch(lanes=16, output_queue_depth=16, weight_buffer_kib=0.0)
+    check_layers(snn, x[:2], [1, 2, 3], a, "os_verilator", sim="verilator")
     require_simulator("verilator")
     files = rtl.generate_verilog(snn, a, tmp_path)
     assert [f.name for f in files] == ["layer1.v", "layer2.v", "layer3.v"]
@@ -66,39 +108,38 @@ def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
 
 
 def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None:
-    """Convolutions (hwsim only in this dataflow) and L_a < 2 are refused by name; max
-    pooling and linear layers are what the dataflow runs in RTL."""
-    cnn, _ = tiny_cnn(0, ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3))
-    a = os_arch(lanes=4)
-    assert rtl.supported_layers(cnn, a) == [
-        i for i, lay in enumerate(cnn.layers) if lay.kind == "maxpool" or
-        lay.synapses and lay.synapses[0].op == "linear"
-    ]  # fmt: skip
-    with pytest.raises(ValueError, match=r"layer 1 \(.*\): the output-stationary rtl engine "
-                       "runs linear layers"):  # fmt: skip
-        rtl.generate_verilog(cnn, a, tmp_path, layer=1)
-    snn, _ = tiny_mlp(0, SIZES, CFG)
-    with pytest.raises(ValueError, match=r"adder_pipeline_cycles \(L_a\) ≥ 2"):
-        rtl.generate_verilog(snn, dataclasses.replace(a, adder_pipeline_cycles=1), tmp_path,
-                             layer=2)  # fmt: skip
+    """Pooling groups (hwsim only in this dataflow), a kernel smaller than its stride and a
+    layer that would use the weight buffer are refused by name; so is the accelerator."""
+    from torch import nn
+
+    from converter import convert
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(4, 4, 1, stride=2), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 2 * 2, 3))  # fmt: skip
+    snn = convert(net, torch.rand(8, 1, 8, 8), ConversionConfig(T=4), progress=False)
+    a = os_arch(lanes=4, weight_buffer_kib=0.0)
+    ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
+    pool, strided = ops.index("avgpool"), ops.index("avgpool") + 1
+    assert ops[strided] == "conv"
+    assert rtl.supported_layers(snn, a) == [1, len(ops) - 1]
+    with pytest.raises(ValueError, match=rf"layer {pool} .*groups are \['avgpool'\]"):
+        rtl.generate_verilog(snn, a, tmp_path, layer=pool)
+    with pytest.raises(ValueError, match=rf"layer {strided} .*kernel \(1, 1\) smaller than"):
+        rtl.generate_verilog(snn, a, tmp_path, layer=strided)
+    with pytest.raises(ValueError, match="would use the weight buffer .*weight_buffer_kib = 0"):
+        rtl.generate_verilog(snn, dataclasses.replace(a, weight_buffer_kib=16.0), tmp_path,
+                             layer=1)  # fmt: skip
     with pytest.raises(ValueError, match="runs the potential_sram dataflow"):
         rtl.Accelerator(snn, a)
 
 
 @pytest.mark.slow
-def test_digits_output_layer_on_the_output_stationary_engine(digits_snn) -> None:  # noqa: F811
-    """The built-in example's linear output layer on os16 (its convolutions are hwsim's)."""
-    snn, x, _ = digits_snn
-    arch = hwsim.ArchConfig.preset("os16")
-    last = len(snn.layers) - 1
-    (rep,) = check_layers(snn, x[:4], [last], arch, "os_digits", sim=SIM)
-    assert rep.kind == "output" and rep.rtl_cycles == rep.hwsim_cycles
-
-
-@pytest.mark.slow
 def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, capsys) -> None:  # noqa: F811
     """`onespike cosim --preset os16 --layer 5`: the linear output layer on the
-    output-stationary engine; a convolution, and the whole accelerator, are one-line errors."""
+    output-stationary engine; average pooling, a layer that would use os16's weight buffer,
+    and the whole accelerator are one-line errors."""
     import json
 
     from onespike.cli import main
@@ -112,8 +153,10 @@ def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, c
     (layer,) = json.loads(js.read_text())["layers"]
     assert layer["spikes_match"] and layer["rtl_cycles"] == layer["hwsim_cycles"]
     capsys.readouterr()
-    assert main([*argv, "--layer", "1"]) == 2
+    assert main([*argv, "--layer", "4"]) == 2  # average pooling
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the output-stationary rtl engine runs linear layers" in err[0]
+    assert len(err) == 1 and "runs layers of one linear or conv synapse group" in err[0]
+    assert main([*argv, "--layer", "1"]) == 2  # a convolution that would use the buffer
+    assert "would use the weight buffer" in capsys.readouterr().err
     assert main(argv) == 2
     assert "runs the potential_sram dataflow" in capsys.readouterr().err
