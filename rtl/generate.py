@@ -143,9 +143,13 @@ def generate_verilog(
                   "padding": image.padding, "t_src": image.t_src}  # fmt: skip
         if isinstance(image, LayerImage):
             mem = engine.image if isinstance(engine, OsEngine) else image  # its memory layout
-            words = {"weights": (mem.weights, engine.weight_bits),
-                     "bias": (mem.bias, arch.potential_bits),
+            words = {"bias": (mem.bias, arch.potential_bits),
                      "theta": (mem.theta, arch.potential_bits)}  # fmt: skip
+            if isinstance(engine, OsEngine):  # one weight memory per synapse group
+                words.update({f"weights{j}": (w, engine.weight_bits)
+                              for j, w in enumerate(mem.weights)})  # fmt: skip
+            else:
+                words["weights"] = (mem.weights, engine.weight_bits)
             for kind, (arr, bits) in words.items():
                 if len(arr):
                     (out / f"layer{i}_{kind}.hex").write_text(_hex_image(arr, bits))

@@ -20,11 +20,12 @@ from rtl.neuron import M_BITS
 from rtl.os_blocks import (
     EventReader,
     IndexReader,
-    OsGeometry,
     PhaseBuckets,
-    TileWalk,
+    event_entry,
+    item_layout,
     token_layout,
 )
+from rtl.os_geom import OsGeometry, OsGroup, TileWalk
 from rtl.os_lane import OsLane
 from rtl.queue import OutputQueue
 
@@ -37,25 +38,38 @@ RUN_FIFO_SLACK, TOKEN_FIFO_DEPTH = 2, 8
 START_AFTER_INDEX = 4
 
 
+#: Synapse ops the output-stationary engine reads (a layer of one group, or two: residual).
+OS_OPS = ("linear", "conv", "avgpool", "shortcut")
+
+
 def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
     """Why :class:`OsEngine` cannot run layer ``index`` on ``arch``, or None: it runs neuron
-    and output layers with one linear or conv group (kernel ≥ stride, so that a tile's
-    receptive field is a rectangle), a flat output layer, and no weight buffer."""
+    and output layers of one or two linear, conv, average-pooling or shortcut groups (a
+    shortcut's channel offset ≥ 0) whose kernels are at least their strides (so that a
+    tile's receptive field is a rectangle), a flat output layer, and no weight buffer."""
     from hwsim.sim import os_tile_plan
 
     lay = snn.layers[index]
     syns = lay.synapses
-    if lay.kind not in ("neuron", "output") or len(syns) != 1 or syns[0].op not in (
-        "linear", "conv"
+    ops = [s.op for s in syns]
+    if lay.kind not in ("neuron", "output") or len(syns) not in (1, 2) or any(
+        op not in OS_OPS for op in ops
     ):  # fmt: skip
-        ops = [s.op for s in syns] or "none"
         return (
-            "the output-stationary rtl engine runs layers of one linear or conv synapse group; "
-            f"this {lay.kind} layer's groups are {ops} (modelled by hwsim only)"
+            f"the output-stationary rtl engine runs layers of one or two {'/'.join(OS_OPS)} "
+            f"synapse groups; this {lay.kind} layer's groups are {ops or 'none'} (modelled by "
+            "hwsim only)"
         )
-    syn = syns[0]
-    if syn.op == "conv" and any(k < s for k, s in zip(syn.kernel, syn.stride, strict=True)):
-        return f"a conv kernel {tuple(syn.kernel)} smaller than its stride {tuple(syn.stride)}"
+    for syn in syns:
+        if syn.op == "shortcut" and syn.channel_offset < 0:
+            return "a shortcut with a negative channel offset"
+        if syn.op != "linear" and any(k < s for k, s in zip(syn.kernel, syn.stride, strict=True)):
+            return (
+                f"a {syn.op} kernel {tuple(syn.kernel)} smaller than its stride "
+                f"{tuple(syn.stride)} (its receptive field is not a rectangle of source pixels)"
+            )
+    if len({snn.layers[s.source].T for s in syns}) != 1:
+        return "its sources differ in T"
     if lay.kind == "output" and len(lay.shape) != 1:
         return "the output-stationary rtl engine reads back flat output layers only"
     plan = os_tile_plan(snn, lay, arch)
@@ -65,10 +79,10 @@ def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
             "which the output-stationary rtl engine does not build yet; set weight_buffer_kib "
             "= 0 (an --arch TOML: a copy of archspec/configs/os16.toml)"
         )
-    src = snn.layers[syn.source]
-    if src.T > 2**PHASE_BITS or lay.T + lay.T_w > 2**PHASE_BITS:
+    srcs = [snn.layers[s.source] for s in syns]
+    if srcs[0].T > 2**PHASE_BITS or lay.T + lay.T_w > 2**PHASE_BITS:
         return f"phases are limited to 2^{PHASE_BITS}"
-    if src.size > 2**INDEX_BITS or lay.size > 2**INDEX_BITS:
+    if max(s.size for s in srcs) > 2**INDEX_BITS or lay.size > 2**INDEX_BITS:
         return f"layers are limited to 2^{INDEX_BITS} neurons"
     return None
 
@@ -96,24 +110,26 @@ class OsImage:
     layer : LayerImage
         Its constants (T, T_w, bases, L, ...) in the potential-SRAM engine's image.
     geometry : OsGeometry
-        Window and tile shape (hwsim's, ``hwsim.sim.os_tile_plan``).
-    weights : int ndarray [C_in · CG, kh · kw · tc]
-        Word c_in · CG + cg: W[cg·tc + j, c_in, ky, kx] at element (ky·kw + kx)·tc + j (0
-        past C): every tap of the group's channels for one source channel (the tap banks).
+        Groups, windows and tile shape (hwsim's, ``hwsim.sim.os_tile_plan``).
+    weights : list of int ndarray, one per group
+        Conv (linear): [C_in · CG, kh · kw · tc], word c_in · CG + cg holding
+        W[cg·tc + j, c_in, ky, kx] at element (ky·kw + kx)·tc + j (0 past C): every tap of
+        the group's channels for one source channel (the tap banks). Depthwise (average
+        pooling, shortcut): [CG, tc], word cg holding the weights of channels cg·tc + j.
     bias : int ndarray [tiles, P]
         Each tile's initial potentials, lane order (0 where a lane holds no neuron).
     theta : int ndarray [T · CG, tc]
         Θq[cg·tc + j, t_o] at word t_o · CG + cg (no rows for the output layer).
-    capacity : int
-        Events of one image: the source's size, or an input layer's size × T_in.
+    capacity : list of int
+        Events of one image per group: its source's size, or an input layer's size × T_in.
     """
 
     layer: LayerImage
     geometry: OsGeometry
-    weights: np.ndarray
+    weights: list
     bias: np.ndarray
     theta: np.ndarray
-    capacity: int
+    capacity: list
 
     @classmethod
     def from_snn(cls, snn: SnnModel, index: int, arch: ArchConfig) -> OsImage:
@@ -123,15 +139,22 @@ class OsImage:
         if why is not None:
             raise ValueError(f"layer {index} ({snn.layers[index].name}): {why}")
         lay, img = snn.layers[index], LayerImage.from_snn(snn, index, arch.lanes)
-        syn, src = lay.synapses[0], snn.layers[lay.synapses[0].source]
         plan = os_tile_plan(snn, lay, arch)
-        g = OsGeometry(img.src_shape, img.out_shape, img.kernel, img.stride, img.padding,
-                       tuple(int(v) for v in plan.shape))  # fmt: skip
-        (c_in, _, _), (c, ho, wo), tc = g.src_shape, g.out_shape, g.tile[0]
-        ncg = g.grid[0]
-        w = np.asarray(syn.weight_q, np.int64).reshape(c, c_in, *g.kernel)
-        w = np.pad(w, ((0, ncg * tc - c), (0, 0), (0, 0), (0, 0)))
-        w = w.reshape(ncg, tc, c_in, -1).transpose(2, 0, 3, 1).reshape(c_in * ncg, -1)
+        groups = tuple(OsGroup(gi.src_shape, gi.kernel, gi.stride, gi.padding, gi.depthwise,
+                               gi.channel_offset) for gi in img.groups)  # fmt: skip
+        g = OsGeometry(groups, img.out_shape, tuple(int(v) for v in plan.shape))
+        (c, ho, wo), tc, ncg = g.out_shape, g.tile[0], g.grid[0]
+        weights = []
+        for syn, grp in zip(lay.synapses, groups, strict=True):
+            w = np.asarray(syn.weight_q, np.int64)
+            if grp.depthwise:  # one weight per output channel
+                weights.append(np.pad(w.reshape(-1), (0, ncg * tc - c)).reshape(ncg, tc))
+                continue
+            c_in = grp.src_shape[0]
+            w = np.pad(w.reshape(c, c_in, *grp.kernel), ((0, ncg * tc - c), (0, 0), (0, 0),
+                                                         (0, 0)))  # fmt: skip
+            weights.append(w.reshape(ncg, tc, c_in, -1).transpose(2, 0, 3, 1)
+                           .reshape(c_in * ncg, -1))  # fmt: skip
         b = np.asarray(lay.bias_q, np.int64).reshape(c, ho, wo)
         bias = np.zeros((g.tiles, arch.lanes), np.int64)
         for t in range(g.tiles):
@@ -142,8 +165,18 @@ class OsImage:
         if not img.is_output:
             th_q = np.pad(np.asarray(lay.threshold_q, np.int64), ((0, ncg * tc - c), (0, 0)))
             theta = th_q.reshape(ncg, tc, -1).transpose(2, 0, 1).reshape(-1, tc)
-        capacity = src.size * (src.T if src.kind == "input" else 1)
-        return cls(img, g, w, bias, theta, capacity)
+        srcs = [snn.layers[s.source] for s in lay.synapses]
+        capacity = [s.size * (s.T if s.kind == "input" else 1) for s in srcs]
+        return cls(img, g, weights, bias, theta, capacity)
+
+
+def layouts(image: OsImage):
+    """(run FIFO item, token, event entry) layouts wide enough for every group."""
+    gs = image.geometry.groups
+    cap = max(image.capacity)
+    c_in = max(g.src_shape[0] for g in gs)
+    h, w = max(g.src_shape[1] for g in gs), max(g.src_shape[2] for g in gs)
+    return item_layout(cap, h), token_layout(c_in, h, w), event_entry(c_in, w)
 
 
 def lane_neurons(g: OsGeometry, t: int) -> list[tuple[int, int, int]]:
@@ -187,14 +220,14 @@ class OsController(wiring.Component):
         self.tiles = g.tiles
         self.n_ph = img.last_phase + 1
         self.n_in = min(img.t_src, self.n_ph)
-        self.start_cycles = max(arch.adder_pipeline_cycles, g.rows(0)[1] - g.rows(0)[0] + 1
-                                + START_AFTER_INDEX)  # fmt: skip
-        tok = token_layout(*g.src_shape)
-        rmax = g.max_rows + max(arch.neuron_pipeline_cycles, 1)
+        self.start_cycles = max(arch.adder_pipeline_cycles,
+                                g.index_reads(0) + START_AFTER_INDEX)  # fmt: skip
+        tok = layouts(image)[1]
+        rmax = g.max_reads + max(arch.neuron_pipeline_cycles, 1)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
-            "load": Out(1), "loaded": In(1), "events": In(range(image.capacity + 1)),
+            "load": Out(1), "loaded": In(1), "events": In(range(sum(image.capacity) + 1)),
             "reader_start": Out(1), "head0": In(tok), "head1": In(tok),
             "level": In(range(TOKEN_FIFO_DEPTH + 1)), "pop": Out(range(3)),
             "t": In(range(self.tiles + 1)), "cg": In(range(self.tiles + 1)),
@@ -400,9 +433,11 @@ class OsEngine(wiring.Component):
         for the output layer), and the output layer's potential memory."""
         img, a, p = self.image, self.arch.potential_bits, self.arch.lanes
         tc = img.geometry.tile[0]
-        mems = {"wgt": (data.ArrayLayout(signed(self.weight_bits), img.weights.shape[1]),
-                        img.weights),
-                "bias": (data.ArrayLayout(signed(a), p), img.bias)}  # fmt: skip
+        mems = {
+            f"wgt{i}": (data.ArrayLayout(signed(self.weight_bits), w.shape[1]), w)
+            for i, w in enumerate(img.weights)
+        }
+        mems["bias"] = (data.ArrayLayout(signed(a), p), img.bias)
         if not img.layer.is_output:
             mems["thr"] = (data.ArrayLayout(signed(a), tc), img.theta)
         ports = {}
@@ -416,29 +451,54 @@ class OsEngine(wiring.Component):
                                                    depth=max(self.tiles, 2), init=[])  # fmt: skip
             host = pot.read_port(domain="sync")
             m.d.comb += [host.addr.eq(self.rd_addr), self.rd_data.eq(host.data)]
-        return ports["wgt"], ports["bias"], ports.get("thr"), pot
+        wgt = [ports[f"wgt{i}"] for i in range(len(img.weights))]
+        return wgt, ports["bias"], ports.get("thr"), pot
 
     def _readers(self, m: Module, ctrl):
-        """The event buffer, the index and event readers and the controller's tile walk."""
-        img, g = self.image, self.image.geometry
-        n_in = ctrl.n_in
-        m.submodules.buf = buf = PhaseBuckets(img.capacity, n_in, g.src_shape)
-        m.submodules.ir = ir = IndexReader(g, n_in, img.capacity,
-                                           2 * g.max_rows + RUN_FIFO_SLACK)  # fmt: skip
-        m.submodules.er = er = EventReader(img.capacity, g.src_shape, TOKEN_FIFO_DEPTH)
+        """The event buffers (one per group, the stream's events split by their group bit),
+        the index and event readers and the controller's tile walk."""
+        img, g, n_in = self.image, self.image.geometry, ctrl.n_in
+        item, tok, entry = layouts(img)
+        bufs = []
+        for i, grp in enumerate(g.groups):
+            m.submodules[f"buf{i}"] = buf = PhaseBuckets(img.capacity[i], n_in, grp.src_shape,
+                                                         entry)  # fmt: skip
+            bufs.append(buf)
+        m.submodules.ir = ir = IndexReader(g, n_in, max(img.capacity),
+                                           2 * g.max_reads + RUN_FIFO_SLACK)  # fmt: skip
+        m.submodules.er = er = EventReader(max(img.capacity), item, tok, entry, len(bufs),
+                                           TOKEN_FIFO_DEPTH)  # fmt: skip
         m.submodules.walk = walk = TileWalk(g)
-        wiring.connect(m, wiring.flipped(self.i_events), buf.i)
         wiring.connect(m, ir.o, er.runs)
-        m.d.comb += [buf.load.eq(ctrl.load), ctrl.loaded.eq(buf.loaded),
-                     ctrl.events.eq(buf.count), self.error.eq(buf.error),
-                     ir.start.eq(ctrl.reader_start), buf.idx_a.eq(ir.idx_a),
-                     buf.idx_b.eq(ir.idx_b), ir.run_a.eq(buf.run_a), ir.run_b.eq(buf.run_b),
-                     buf.ev_addr.eq(er.ev_addr), er.ev.eq(buf.ev),
+        # the stream: an event goes to its group's buffer; the end marker is taken once every
+        # buffer has written its last index entry
+        head, taken = self.i_events.payload, Signal()
+        mine = [head.end | (head.group == i) if len(bufs) > 1 else 1 for i in range(len(bufs))]
+        ready_end = bufs[0].i.ready if len(bufs) == 1 else bufs[0].i.ready & bufs[1].i.ready
+        ready_ev = bufs[0].i.ready if len(bufs) == 1 else Mux(head.group, bufs[1].i.ready,
+                                                                bufs[0].i.ready)  # fmt: skip
+        m.d.comb += self.i_events.ready.eq(ctrl.load & ~taken &
+                                           Mux(head.end, ready_end, ready_ev))  # fmt: skip
+        with m.If(~ctrl.load):
+            m.d.sync += taken.eq(0)
+        with m.Elif(self.i_events.valid & self.i_events.ready & head.end):
+            m.d.sync += taken.eq(1)
+        count, error = 0, 0
+        for i, buf in enumerate(bufs):
+            m.d.comb += [buf.i.payload.eq(head), buf.i.valid.eq(self.i_events.valid & mine[i] &
+                                                                  ~taken),
+                         buf.load.eq(ctrl.load), buf.idx_a.eq(ir.idx_a), buf.idx_b.eq(ir.idx_b),
+                         getattr(ir, f"run_a_{i}").eq(buf.run_a),
+                         getattr(ir, f"run_b_{i}").eq(buf.run_b),
+                         buf.ev_addr.eq(er.ev_addr), getattr(er, f"ev_{i}").eq(buf.ev)]  # fmt: skip
+            count, error = count + buf.count, error | buf.error
+        m.d.comb += [ctrl.loaded.eq(taken), ctrl.events.eq(count), self.error.eq(error),
+                     ir.start.eq(ctrl.reader_start),
                      ctrl.head0.eq(er.head0), ctrl.head1.eq(er.head1),
                      ctrl.level.eq(er.level), er.pop.eq(ctrl.pop),
                      walk.restart.eq(ctrl.reader_start), walk.step.eq(ctrl.step),
                      ctrl.t.eq(walk.t), ctrl.cg.eq(walk.cg), ctrl.last.eq(walk.last),
-                     ctrl.rows.eq(walk.y1 - walk.y0 + 1)]  # fmt: skip
+                     ctrl.rows.eq(walk.reads)]  # fmt: skip
         return walk
 
     def elaborate(self, platform) -> Module:
@@ -451,15 +511,19 @@ class OsEngine(wiring.Component):
         wiring.connect(m, oq.o, wiring.flipped(self.o_spikes))
         m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
                      *(getattr(self, n).eq(getattr(ctrl, n)) for n in COUNTERS),
-                     wgt_r.addr.eq(ctrl.head0.c * g.grid[0] + walk.cg),
                      bias_r.addr.eq(ctrl.bias_addr)]  # fmt: skip
-        # the event popped last cycle, as an offset from the tile's corner
-        ev_y, ev_x = Signal.like(ctrl.head0.y), Signal.like(ctrl.head0.x)
-        m.d.sync += [ev_y.eq(ctrl.head0.y), ev_x.eq(ctrl.head0.x)]
-        (sy, sx), (py, px) = g.stride, g.padding
-        ry, rx = Signal(signed(16)), Signal(signed(16))
-        m.d.comb += [ry.eq(ev_y + py - walk.oy0 * sy), rx.eq(ev_x + px - walk.ox0 * sx)]
-        lanes = self._lanes(m, ctrl, walk, wgt_r, bias_r, thr_r, ry, rx)
+        for grp, w in zip(g.groups, wgt_r, strict=True):  # a conv group's word per source channel
+            m.d.comb += w.addr.eq(walk.cg if grp.depthwise else ctrl.head0.c * g.grid[0] + walk.cg)
+        # the event popped last cycle: its group, channel and offset from the tile's corner
+        ev = Signal.like(ctrl.head0)
+        m.d.sync += ev.eq(ctrl.head0)
+        offsets = []
+        for i, grp in enumerate(g.groups):
+            (sy, sx), (py, px) = grp.stride, grp.padding
+            ry, rx = Signal(signed(16), name=f"ry{i}"), Signal(signed(16), name=f"rx{i}")
+            m.d.comb += [ry.eq(ev.y + py - walk.oy0 * sy), rx.eq(ev.x + px - walk.ox0 * sx)]
+            offsets.append((ry, rx))
+        lanes = self._lanes(m, ctrl, walk, wgt_r, bias_r, thr_r, ev, offsets)
         (_, ho, wo), k = g.out_shape, ctrl.k
         phase = k - img.t_w if img.t_w else k
         words = []
@@ -474,8 +538,9 @@ class OsEngine(wiring.Component):
             self._readout(m, ctrl, walk, lanes, pot)
         return m
 
-    def _lanes(self, m, ctrl, walk, wgt_r, bias_r, thr_r, ry, rx) -> list[OsLane]:
-        """The P lanes, each with its place in the tile and its valid bit."""
+    def _lanes(self, m, ctrl, walk, wgt_r, bias_r, thr_r, ev, offsets) -> list[OsLane]:
+        """The P lanes, each with its place in the tile and its valid bit; every group's
+        weight word and event offset (``offsets``: (ry, rx) per group) go to every lane."""
         arch, img, g = self.arch, self.image.layer, self.image.geometry
         (c, ho, wo), tc = g.out_shape, g.tile[0]
         lanes = []
@@ -484,12 +549,19 @@ class OsEngine(wiring.Component):
             if slot >= tc:  # a lane the tile shape leaves unused
                 m.d.comb += ctrl.valid[i].eq(0)
                 continue
-            lane = OsLane(arch.potential_bits, self.weight_bits, img.sat_limit, g.kernel,
-                          g.stride, tc, slot, dy, dx)  # fmt: skip
+            lane = OsLane(arch.potential_bits, self.weight_bits, img.sat_limit, g.groups, tc,
+                          slot, dy, dx, max(grp.src_shape[0] for grp in g.groups))  # fmt: skip
             m.submodules[f"lane{i}"] = lane
             valid = (walk.cg * tc + slot < c) & (walk.oy0 + dy < ho) & (walk.ox0 + dx < wo)
-            m.d.comb += [ctrl.valid[i].eq(valid), lane.valid.eq(valid), lane.word.eq(wgt_r.data),
-                         lane.ry.eq(ry), lane.rx.eq(rx), lane.load.eq(ctrl.lane_load),
+            for j, (w, (ry, rx)) in enumerate(zip(wgt_r, offsets, strict=True)):
+                m.d.comb += [
+                    getattr(lane, f"word_{j}").eq(w.data),
+                    getattr(lane, f"ry_{j}").eq(ry),
+                    getattr(lane, f"rx_{j}").eq(rx),
+                ]
+            m.d.comb += [ctrl.valid[i].eq(valid), lane.valid.eq(valid), lane.group.eq(ev.group),
+                         lane.c_in.eq(ev.c), lane.chan0.eq(walk.cg * tc),
+                         lane.load.eq(ctrl.lane_load),
                          lane.add.eq(ctrl.add), lane.negate.eq(ctrl.negate),
                          lane.boundary.eq(ctrl.boundary), lane.commit.eq(ctrl.commit),
                          lane.bias.eq(bias_r.data[i]), lane.compare.eq(ctrl.compare),

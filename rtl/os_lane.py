@@ -12,14 +12,17 @@ from rtl.neuron import NEURON_INPUTS, NEURON_OUTPUTS, NeuronUnit, neuron_ports
 
 class OsLane(wiring.Component):
     """Lane i of the tile: the registers U, S and the fired flag of its neuron, the tap
-    select, the adder and the neuron unit.
+    select of each synapse group, the adder and the neuron unit.
 
-    The lane's neuron is channel slot ``slot`` of the tile's channel group, at (``dy``,
-    ``dx``) in its pixel block. An event at source (y, x) reaches it through tap (ky, kx) =
-    (ry − dy·s_y, rx − dx·s_x), where (ry, rx) = (y + p_y − oy0·s_y, x + p_x − ox0·s_x) is
-    the event's offset from the tile (shared by the lanes); it does if the tap is in the
-    kernel (``hit``), and then its weight is element (ky·kw + kx)·tc + slot of the event's
-    weight word (all taps of the tile's channels for the event's channel: the tap banks).
+    The lane's neuron is channel slot ``slot`` of the tile's channel group (channel
+    ``chan0`` + slot), at (``dy``, ``dx``) in its pixel block. An event of group g at source
+    (y, x) reaches it through tap (ky, kx) = (ry_g − dy·s_y, rx_g − dx·s_x), where (ry_g,
+    rx_g) = (y + p_y − oy0·s_y, x + p_x − ox0·s_x) is the event's offset from the tile in
+    that group's window (shared by the lanes); it does if the tap is in the kernel and, for
+    a depthwise group (average pooling, shortcut), the event's channel plus the group's
+    offset is the lane's channel (``hit``). Its weight is element (ky·kw + kx)·tc + slot of
+    the group's weight word (every tap of the tile's channels for the event's channel: the
+    tap banks), or, depthwise, element ``slot`` (one weight per channel).
 
     ``load``: U ← ``bias``, S ← 0, fired ← 0. ``add``: S ← S ± w (a hit). ``boundary``:
     V = U + S (+ this cycle's add, a forward) goes through the neuron unit; with ``commit``
@@ -30,48 +33,64 @@ class OsLane(wiring.Component):
     ----------
     acc_bits, weight_bits, sat_limit : int
         A (U and V; S has A + 1 bits), the weight width, L.
-    kernel, stride : (int, int)
+    groups : list of OsGroup
     tc : int
-        Channels per tile (the weight word's slots per tap).
+        Channels per tile.
     slot, dy, dx : int
         The lane's place in the tile.
 
     Ports
     -----
-    word : In(ArrayLayout(signed(weight_bits), kh·kw·tc))
-    ry, rx : In(signed(16))
+    word_<g> : In(ArrayLayout(signed(weight_bits), kh·kw·tc, or tc depthwise))
+    ry_<g>, rx_<g> : In(signed(16)); group : In(1); c_in, chan0 : In
     load, add, negate, boundary, commit : In(1)
     bias, theta : In(signed(A)); valid, compare, leak, m : In
     hit : Out(1); v : Out(pot_word(A)); fire, compared, leaked : Out(1)
     """
 
-    def __init__(self, acc_bits: int, weight_bits: int, sat_limit: int, kernel, stride,
-                 tc: int, slot: int, dy: int, dx: int) -> None:  # fmt: skip
-        self.acc_bits, self.sat_limit = acc_bits, sat_limit
-        self.kernel, self.stride, self.tc = tuple(kernel), tuple(stride), tc
+    def __init__(self, acc_bits: int, weight_bits: int, sat_limit: int, groups, tc: int,
+                 slot: int, dy: int, dx: int, channels: int) -> None:  # fmt: skip
+        self.acc_bits, self.sat_limit, self.groups, self.tc = acc_bits, sat_limit, groups, tc
         self.slot, self.dy, self.dx = slot, dy, dx
-        taps = self.kernel[0] * self.kernel[1]
-        super().__init__({
-            "word": In(data.ArrayLayout(signed(weight_bits), taps * tc)),
-            "ry": In(signed(16)), "rx": In(signed(16)),
-            "load": In(1), "add": In(1), "negate": In(1), "boundary": In(1), "commit": In(1),
-            "bias": In(signed(acc_bits)), "hit": Out(1), "v": Out(pot_word(acc_bits)),
-            **neuron_ports(acc_bits),
-        })  # fmt: skip
+        ports = {"group": In(1), "c_in": In(range(max(channels, 2))), "chan0": In(16),
+                 "load": In(1), "add": In(1), "negate": In(1), "boundary": In(1),
+                 "commit": In(1), "bias": In(signed(acc_bits)), "hit": Out(1),
+                 "v": Out(pot_word(acc_bits)), **neuron_ports(acc_bits)}  # fmt: skip
+        for i, g in enumerate(groups):
+            elems = tc if g.depthwise else g.kernel[0] * g.kernel[1] * tc
+            ports.update({f"word_{i}": In(data.ArrayLayout(signed(weight_bits), elems)),
+                          f"ry_{i}": In(signed(16)), f"rx_{i}": In(signed(16))})  # fmt: skip
+        super().__init__(ports)
+
+    def _tap(self, m: Module, i: int, g):
+        """(hit, weight) of group i for the event of this cycle."""
+        (kh, kw), (sy, sx) = g.kernel, g.stride
+        ky, kx = Signal(signed(16), name=f"ky{i}"), Signal(signed(16), name=f"kx{i}")
+        m.d.comb += [ky.eq(getattr(self, f"ry_{i}") - self.dy * sy),
+                     kx.eq(getattr(self, f"rx_{i}") - self.dx * sx)]  # fmt: skip
+        hit = (ky >= 0) & (ky < kh) & (kx >= 0) & (kx < kw)
+        word = getattr(self, f"word_{i}")
+        # (an element selected by a Value is an unsigned bit slice: reinterpret it as signed)
+        weight = Signal(word.shape().elem_shape, name=f"w{i}")
+        if g.depthwise:
+            hit = hit & (self.c_in + g.offset == self.chan0 + self.slot)
+            m.d.comb += weight.eq(word[self.slot])
+        else:
+            tap = Signal(range(kh * kw * self.tc + 1), name=f"tap{i}")
+            m.d.comb += [tap.eq((ky * kw + kx)[:16] * self.tc + self.slot),
+                         weight.eq(word[tap])]  # fmt: skip
+        return hit, weight
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        a, (kh, kw), (sy, sx) = self.acc_bits, self.kernel, self.stride
+        a = self.acc_bits
         m.submodules.nu = nu = NeuronUnit(a, self.sat_limit)
-        ky, kx = Signal(signed(16)), Signal(signed(16))
-        m.d.comb += [ky.eq(self.ry - self.dy * sy), kx.eq(self.rx - self.dx * sx)]
-        m.d.comb += self.hit.eq(self.add & self.valid & (ky >= 0) & (ky < kh) & (kx >= 0) &
-                                (kx < kw))  # fmt: skip
-        tap = Signal(range(kh * kw * self.tc + 1))
-        m.d.comb += tap.eq((ky * kw + kx)[:16] * self.tc + self.slot)
-        # (an element selected by a Value is an unsigned bit slice: reinterpret it as signed)
-        weight = Signal(self.word.shape().elem_shape)
-        m.d.comb += weight.eq(self.word[tap])
+        taps = [self._tap(m, i, g) for i, g in enumerate(self.groups)]
+        hit_g, weight = taps[0]
+        if len(taps) == 2:
+            hit_g = Mux(self.group, taps[1][0], taps[0][0])
+            weight = Mux(self.group, taps[1][1], taps[0][1])
+        m.d.comb += self.hit.eq(self.add & self.valid & hit_g)
         u, s, fired = Signal(signed(a)), Signal(signed(a + 1)), Signal()
         w = Signal(signed(a + 1))
         m.d.comb += w.eq(Mux(self.hit, Mux(self.negate, -weight, weight), 0))
