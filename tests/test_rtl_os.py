@@ -1,5 +1,6 @@
-"""The output-stationary engine (rtl/os_engine.py, docs/architecture.md §11): linear and
-conv layers under cocotb against golden int and hwsim's ``output_stationary`` cycles."""
+"""The output-stationary engine (rtl/os_engine.py, docs/architecture.md §11): linear, conv,
+average-pooling and residual layers under cocotb against golden int and hwsim's
+``output_stationary`` cycles."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import SIM, assert_lints_clean, check_layers, require_simulator
+from conftest import BUILD, SIM, assert_lints_clean, check_layers, require_simulator
 from test_rtl import CFG, SIZES, digits_snn, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
+from test_rtl_residual import tiny_resnet
 
 import hwsim
 import rtl
@@ -84,15 +86,44 @@ def test_conv_layers_on_the_output_stationary_engine(cfg, arch, kw) -> None:
 
 @pytest.mark.slow
 def test_digits_on_the_output_stationary_engines(digits_snn) -> None:  # noqa: F811
-    """The built-in example on os16 without the weight buffer: its convolutions, max pooling
-    (the §5 engine) and linear output layer; its average pooling is refused (hwsim only)."""
+    """The built-in example on os16 without the weight buffer, every layer: convolutions,
+    max pooling (the §5 engine), average pooling and the linear output layer."""
     snn, x, _ = digits_snn
     arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=0.0)
     ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
     runs = rtl.supported_layers(snn, arch)
-    assert [ops[i] for i in runs] == ["conv", "maxpool", "conv", "linear"]
+    assert [ops[i] for i in runs] == ["conv", "maxpool", "conv", "avgpool", "linear"]
     reps = check_layers(snn, x[:3], runs, arch, "os_digits", sim=SIM)
     assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("down", "arch", "kw"),
+    [
+        ("optionA", dict(lanes=4, output_queue_depth=4), {}),
+        ("conv", dict(lanes=16, output_queue_depth=16, neuron_pipeline_cycles=3),
+         dict(stalls=hwsim.stall_pattern(seed=3, rate=0.6, length=97))),
+    ],
+)  # fmt: skip
+def test_residual_layers_on_the_output_stationary_engine(down, arch, kw) -> None:
+    """A ResNet's layers: the stem, each block's first convolution, the residual layer of an
+    identity block (conv + shortcut: two event buffers, both groups' rows read per phase,
+    the tap select per group), the global average pooling and the output layer. The
+    stride-2 block's residual layer is refused (its shortcut's 1 × 1 window under stride 2
+    reads no rectangle)."""
+    snn, x = tiny_resnet(down)
+    a = os_arch(weight_buffer_kib=0.0, **arch)
+    ops = [[s.op for s in lay.synapses] for lay in snn.layers]
+    runs = rtl.supported_layers(snn, a)
+    assert [ops[i] for i in runs] == [["conv"], ["conv"], ["conv", "shortcut"], ["conv"],
+                                      ["avgpool"], ["linear"]]  # fmt: skip
+    reps = check_layers(snn, x[:2], runs, a, f"os_res_{down}", **kw)
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+    with pytest.raises(
+        ValueError, match=r"(conv|shortcut) kernel \(1, 1\) smaller than its stride"
+    ):
+        rtl.generate_verilog(snn, a, BUILD / "os_refused", layer=5)
 
 
 @pytest.mark.slow
@@ -108,8 +139,8 @@ def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
 
 
 def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None:
-    """Pooling groups (hwsim only in this dataflow), a kernel smaller than its stride and a
-    layer that would use the weight buffer are refused by name; so is the accelerator."""
+    """A kernel smaller than its stride and a layer that would use the weight buffer are
+    refused by name; so is the accelerator in this dataflow."""
     from torch import nn
 
     from converter import convert
@@ -123,9 +154,7 @@ def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None
     ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
     pool, strided = ops.index("avgpool"), ops.index("avgpool") + 1
     assert ops[strided] == "conv"
-    assert rtl.supported_layers(snn, a) == [1, len(ops) - 1]
-    with pytest.raises(ValueError, match=rf"layer {pool} .*groups are \['avgpool'\]"):
-        rtl.generate_verilog(snn, a, tmp_path, layer=pool)
+    assert rtl.supported_layers(snn, a) == [1, pool, len(ops) - 1]
     with pytest.raises(ValueError, match=rf"layer {strided} .*kernel \(1, 1\) smaller than"):
         rtl.generate_verilog(snn, a, tmp_path, layer=strided)
     with pytest.raises(ValueError, match="would use the weight buffer .*weight_buffer_kib = 0"):
@@ -138,8 +167,8 @@ def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None
 @pytest.mark.slow
 def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, capsys) -> None:  # noqa: F811
     """`onespike cosim --preset os16 --layer 5`: the linear output layer on the
-    output-stationary engine; average pooling, a layer that would use os16's weight buffer,
-    and the whole accelerator are one-line errors."""
+    output-stationary engine; a layer that would use os16's weight buffer and the whole
+    accelerator are one-line errors."""
     import json
 
     from onespike.cli import main
@@ -153,10 +182,8 @@ def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, c
     (layer,) = json.loads(js.read_text())["layers"]
     assert layer["spikes_match"] and layer["rtl_cycles"] == layer["hwsim_cycles"]
     capsys.readouterr()
-    assert main([*argv, "--layer", "4"]) == 2  # average pooling
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "runs layers of one linear or conv synapse group" in err[0]
     assert main([*argv, "--layer", "1"]) == 2  # a convolution that would use the buffer
-    assert "would use the weight buffer" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would use the weight buffer" in err[0]
     assert main(argv) == 2
     assert "runs the potential_sram dataflow" in capsys.readouterr().err
