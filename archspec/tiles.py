@@ -28,8 +28,9 @@ class TilePlan:
     tile_chans : int64 [tiles]
         Threshold rows a tile reads per compare (its distinct channels).
     tile_idx : int64 [tiles]
-        Index reads per tile and input phase: the source rows of its receptive field, summed
-        over the synapse groups.
+        Index reads per tile and input phase: the maximal runs of its receptive-field pixels
+        within each source row (one read each), summed over the synapse groups; the source
+        rows themselves where the field is a rectangle (a window at least its stride).
     src_pix : int64 [fan-out rows]
         The source pixel (group-global) of each fan-out row (= event id).
     pt_ptr, pt_tile : int64
@@ -96,24 +97,29 @@ def tile_map(lay: Layer, shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
 
 
 @njit(cache=True)
+def _pixel_rows(src_pix, src_row, n_pix):
+    """The (group-global) source row of each pixel."""
+    rows = np.full(n_pix, -1, np.int64)
+    for v in range(src_pix.size):
+        rows[src_pix[v]] = src_row[v]
+    return rows
+
+
+@njit(cache=True)
 def _marks(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
-    """The (tile, pixel) pairs of the receptive fields as CSR over pixels, and the distinct
-    source rows per tile."""
+    """The (tile, pixel) pairs of the receptive fields as CSR over pixels, and the index reads
+    per tile: the maximal runs of its receptive-field pixels within each source row."""
     seen = np.zeros(n_tiles * n_pix, np.bool_)
-    row_seen = np.zeros(n_tiles * n_rows, np.bool_)
     count = np.zeros(n_pix, np.int64)
     idx = np.zeros(n_tiles, np.int64)
     for v in range(fan_ptr.size - 1):
         p = src_pix[v]
-        r = src_row[v]
         for f in range(fan_ptr[v], fan_ptr[v + 1]):
             t = tile_of[fan_tgt[f]]
             if not seen[t * n_pix + p]:
                 seen[t * n_pix + p] = True
                 count[p] += 1
-            if not row_seen[t * n_rows + r]:
-                row_seen[t * n_rows + r] = True
-                idx[t] += 1
+    prow = _pixel_rows(src_pix, src_row, n_pix)
     ptr = np.zeros(n_pix + 1, np.int64)
     for p in range(n_pix):
         ptr[p + 1] = ptr[p] + count[p]
@@ -124,6 +130,9 @@ def _marks(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
             if seen[t * n_pix + p]:
                 tiles[fill[p]] = t
                 fill[p] += 1
+                # a run starts where the pixel to the left (same row) is not in the field
+                if not (p > 0 and prow[p - 1] == prow[p] and seen[t * n_pix + p - 1]):
+                    idx[t] += 1
     return ptr, tiles, idx
 
 
@@ -149,13 +158,19 @@ def _pair_keys(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_pix, n_rows):
 
 def _marks_sparse(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_tiles, n_pix, n_rows):
     """``_marks`` by sorting the distinct pairs (memory: the fan-out's size, not tiles × pixels)."""
-    kp, kr = _pair_keys(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_pix, n_rows)
+    kp, _ = _pair_keys(fan_ptr, fan_tgt, src_pix, src_row, tile_of, n_pix, n_rows)
     kp = np.unique(kp)  # sorted by tile, then pixel
     t, p = kp // n_pix, kp % n_pix
     order = np.argsort(p, kind="stable")  # by pixel, tiles ascending within a pixel
     ptr = np.zeros(n_pix + 1, np.int64)
     np.cumsum(np.bincount(p, minlength=n_pix), out=ptr[1:])
-    idx = np.bincount(np.unique(kr) // n_rows, minlength=n_tiles).astype(np.int64)
+    prow = _pixel_rows(src_pix, src_row, n_pix)
+    # a run starts where the previous pair is not the pixel to the left in the same row
+    cont = np.zeros(kp.size, np.bool_)
+    if kp.size > 1:
+        cont[1:] = (kp[1:] == kp[:-1] + 1) & (p[1:] > 0) & (prow[np.maximum(p[1:] - 1, 0)]
+                                                             == prow[p[1:]])  # fmt: skip
+    idx = np.bincount(t[~cont], minlength=n_tiles).astype(np.int64)
     return ptr, t[order].astype(np.int64), idx
 
 

@@ -36,7 +36,8 @@ class PhaseBuckets(wiring.Component):
     entry is written (the engine takes it when every group's buffer has). Events of phases
     ≥ ``phases`` are dropped (the consumer never reads them). ``error``: more than
     ``capacity`` events, or an event whose (phase, pixel) is behind the stream's (the run
-    would be wrong); cleared with ``load``.
+    would be wrong); cleared with ``load``. ``run_capacity``: the index entries are sized for
+    this many events (the largest buffer's, so that every buffer's entries have one layout).
 
     The index has two registered read ports (a and b: a row's run x0..x1 is [a.start, b.end),
     the one 32-bit index read of §11), the event memory one.
@@ -50,15 +51,17 @@ class PhaseBuckets(wiring.Component):
     """
 
     def __init__(self, capacity: int, phases: int, src_shape: tuple[int, int, int],
-                 entry: data.StructLayout) -> None:  # fmt: skip
+                 entry: data.StructLayout, run_capacity: int | None = None) -> None:  # fmt: skip
         self.capacity, self.phases, self.src_shape = max(capacity, 1), max(phases, 1), src_shape
         self.entries = self.phases * src_shape[1] * src_shape[2]
         self.entry = entry
+        # the index entries' layout: wide enough for every buffer the index reader reads
+        self.run = run_layout(max(run_capacity or 0, self.capacity))
         super().__init__({
             "i": In(stream.Signature(SpikeEvent)), "load": In(1),
             "error": Out(1), "count": Out(range(self.capacity + 1)),
             "idx_a": In(range(max(self.entries, 2))), "idx_b": In(range(max(self.entries, 2))),
-            "run_a": Out(run_layout(self.capacity)), "run_b": Out(run_layout(self.capacity)),
+            "run_a": Out(self.run), "run_b": Out(self.run),
             "ev_addr": In(range(max(self.capacity, 2))), "ev": Out(self.entry),
         })  # fmt: skip
 
@@ -68,7 +71,7 @@ class PhaseBuckets(wiring.Component):
         _, h, w = self.src_shape
         # (memories of one word get two: a zero-width address is not legal Verilog)
         m.submodules.evm = evm = memory.Memory(shape=self.entry, depth=max(cap, 2), init=[])
-        m.submodules.idxm = idxm = memory.Memory(shape=run_layout(cap), depth=max(n, 2), init=[])
+        m.submodules.idxm = idxm = memory.Memory(shape=self.run, depth=max(n, 2), init=[])
         ev_w, idx_w = evm.write_port(), idxm.write_port()
         ev_r, ra, rb = (evm.read_port(domain="sync"), idxm.read_port(domain="sync"),
                         idxm.read_port(domain="sync"))  # fmt: skip
@@ -151,8 +154,11 @@ class IndexReader(wiring.Component):
         m.d.comb += [self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy),
                      q.r_en.eq(self.o.ready)]  # fmt: skip
         height = max(grp.src_shape[1] for grp in g.groups)
-        k, y = Signal(range(self.phases + 1)), Signal(range(height + 1))
-        grp, fresh, walking = Signal(), Signal(), Signal()  # fresh: the group's first row
+        width = max(grp.src_shape[2] for grp in g.groups)
+        k, y = Signal(range(self.phases + 1)), Signal(range(height + 2))
+        xc = Signal(range(width + 2))
+        # fresh: the group's first row and column are next; fresh_x: the row's first column
+        grp, fresh, fresh_x, walking = Signal(), Signal(), Signal(), Signal()
         pend, pend_valid = Signal(self.item), Signal()  # the row read last cycle
         item = Signal(self.item)
         run_a, run_b = Signal(run_layout(self.capacity)), Signal(run_layout(self.capacity))
@@ -165,22 +171,36 @@ class IndexReader(wiring.Component):
                      q.w_en.eq(pend_valid & ((item.start != item.end) | item.eop))]  # fmt: skip
         f0, f1 = walk.field(0), walk.field(last_g)
         y0, y1, x0, x1 = (Mux(grp, b, a) for a, b in zip(f0, f1, strict=True))
-        row = Signal.like(y)
-        m.d.comb += row.eq(Mux(fresh, y0, y))
+        # a sparse group (a 1 × 1 window under stride s) reads every s-th pixel of every
+        # s-th row, one pixel a read; every other group one read per row (columns x0..x1)
+        sparse = [gg.sparse for gg in g.groups]
+        step_y = [gg.stride[0] if gg.sparse else 1 for gg in g.groups]
+        step_x = [gg.stride[1] if gg.sparse else 1 for gg in g.groups]
+        is_sparse = Mux(grp, sparse[-1], sparse[0])
+        sy, sx = Mux(grp, step_y[-1], step_y[0]), Mux(grp, step_x[-1], step_x[0])
+        row, col = Signal.like(y), Signal.like(xc)
+        m.d.comb += [row.eq(Mux(fresh, y0, y)), col.eq(Mux(fresh | fresh_x, x0, xc))]
         for i, addr in ((0, self.idx_a), (1, self.idx_b)):
-            per = [k * gg.pixels + row * gg.src_shape[2] + walk.field(j)[2 + i]
+            per = [k * gg.pixels + row * gg.src_shape[2] +
+                   (col if gg.sparse else walk.field(j)[2 + i])
                    for j, gg in enumerate(g.groups)]  # fmt: skip
             m.d.comb += addr.eq(Mux(grp, per[-1], per[0]))
         issue = Signal()
         m.d.comb += issue.eq(walking & (q.level + pend_valid < self.depth))
-        end_g = row == y1
-        eop = end_g & (grp == last_g)
+        end_row = ~is_sparse | (col + sx > x1)
+        end_g = end_row & (row + sy > y1)
+        last = (grp == last_g) | ~getattr(walk, f"act_{last_g}")
+        eop = end_g & last
         m.d.sync += [pend_valid.eq(issue), pend.y.eq(row), pend.group.eq(grp), pend.eop.eq(eop)]
         with m.If(issue):
-            m.d.sync += [y.eq(row + 1), fresh.eq(0)]
-            with m.If(end_g & ~eop):  # the next group's rows
+            m.d.sync += [fresh.eq(0), fresh_x.eq(0), y.eq(row)]
+            with m.If(~end_row):  # the next pixel of a sparse row
+                m.d.sync += xc.eq(col + sx)
+            with m.Elif(~end_g):  # the next row
+                m.d.sync += [y.eq(row + sy), fresh_x.eq(1)]
+            with m.Elif(~eop):  # the next group's rows
                 m.d.sync += [grp.eq(1), fresh.eq(1)]
-            with m.If(eop):
+            with m.Else():  # the next phase, or the next tile
                 m.d.sync += [grp.eq(0), fresh.eq(1), k.eq(k + 1)]
                 with m.If(k == self.phases - 1):
                     m.d.sync += k.eq(0)

@@ -45,8 +45,9 @@ OS_OPS = ("linear", "conv", "avgpool", "shortcut")
 def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
     """Why :class:`OsEngine` cannot run layer ``index`` on ``arch``, or None: it runs neuron
     and output layers of one or two linear, conv, average-pooling or shortcut groups (a
-    shortcut's channel offset ≥ 0) whose kernels are at least their strides (so that a
-    tile's receptive field is a rectangle), a flat output layer, and no weight buffer."""
+    shortcut's channel offset ≥ 0) whose windows are at least their strides (a tile's
+    receptive field is a rectangle: one index read per row) or 1 × 1 (a strided shortcut or
+    projection: one read per pixel), a flat output layer, and no weight buffer."""
     from hwsim.sim import os_tile_plan
 
     lay = snn.layers[index]
@@ -63,10 +64,13 @@ def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
     for syn in syns:
         if syn.op == "shortcut" and syn.channel_offset < 0:
             return "a shortcut with a negative channel offset"
-        if syn.op != "linear" and any(k < s for k, s in zip(syn.kernel, syn.stride, strict=True)):
+        small = syn.op != "linear" and any(
+            k < s for k, s in zip(syn.kernel, syn.stride, strict=True)
+        )  # fmt: skip
+        if small and tuple(syn.kernel) != (1, 1):
             return (
                 f"a {syn.op} kernel {tuple(syn.kernel)} smaller than its stride "
-                f"{tuple(syn.stride)} (its receptive field is not a rectangle of source pixels)"
+                f"{tuple(syn.stride)} (neither a rectangle of source pixels nor single pixels)"
             )
     if len({snn.layers[s.source].T for s in syns}) != 1:
         return "its sources differ in T"
@@ -143,6 +147,12 @@ class OsImage:
         groups = tuple(OsGroup(gi.src_shape, gi.kernel, gi.stride, gi.padding, gi.depthwise,
                                gi.channel_offset) for gi in img.groups)  # fmt: skip
         g = OsGeometry(groups, img.out_shape, tuple(int(v) for v in plan.shape))
+        if not all(g.active(t, 0) for t in range(g.tiles)):
+            raise ValueError(
+                f"layer {index} ({lay.name}): its first synapse group does not reach every "
+                "tile (a depthwise group with a channel offset), which the output-stationary "
+                "rtl engine does not run"
+            )
         (c, ho, wo), tc, ncg = g.out_shape, g.tile[0], g.grid[0]
         weights = []
         for syn, grp in zip(lay.synapses, groups, strict=True):
@@ -462,7 +472,7 @@ class OsEngine(wiring.Component):
         bufs = []
         for i, grp in enumerate(g.groups):
             m.submodules[f"buf{i}"] = buf = PhaseBuckets(img.capacity[i], n_in, grp.src_shape,
-                                                         entry)  # fmt: skip
+                                                         entry, max(img.capacity))  # fmt: skip
             bufs.append(buf)
         m.submodules.ir = ir = IndexReader(g, n_in, max(img.capacity),
                                            2 * g.max_reads + RUN_FIFO_SLACK)  # fmt: skip

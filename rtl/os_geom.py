@@ -30,6 +30,13 @@ class OsGroup:
     def pixels(self) -> int:
         return self.src_shape[1] * self.src_shape[2]
 
+    @property
+    def sparse(self) -> bool:
+        """A 1 × 1 window under a stride > 1 (a strided shortcut or projection): its
+        receptive field is every s-th pixel of every s-th row, each pixel its own run (one
+        index read each); every other window here is at least its stride (a rectangle)."""
+        return self.kernel == (1, 1) and self.stride != (1, 1)
+
 
 @dataclass(frozen=True)
 class OsGeometry:
@@ -64,9 +71,29 @@ class OsGeometry:
                         max(0, ox0 * sx - px), min(w - 1, ox1 * sx - px + kw - 1)))  # fmt: skip
         return out
 
+    def active(self, t: int, i: int) -> bool:
+        """Whether group i reaches tile t: a depthwise group only its channels
+        [offset, offset + C_in); every other group every tile."""
+        g = self.groups[i]
+        if not g.depthwise:
+            return True
+        (c, _, _), tc, (_, nby, nbx) = self.out_shape, self.tile[0], self.grid
+        lo = t // (nby * nbx) * tc
+        return lo < g.offset + g.src_shape[0] and min(lo + tc, c) > g.offset
+
     def index_reads(self, t: int) -> int:
-        """r of tile t: its receptive fields' source rows, summed over the groups."""
-        return sum(y1 - y0 + 1 for y0, y1, _, _ in self.fields(t))
+        """r of tile t: its receptive fields' runs of pixels within a source row (a
+        rectangle's rows; a sparse group's pixels), summed over the groups it reaches."""
+        total = 0
+        for i, (g, (y0, y1, x0, x1)) in enumerate(zip(self.groups, self.fields(t), strict=True)):
+            if not self.active(t, i):
+                continue
+            if g.sparse:
+                (sy, sx) = g.stride
+                total += ((y1 - y0) // sy + 1) * ((x1 - x0) // sx + 1)
+            else:
+                total += y1 - y0 + 1
+        return total
 
     @property
     def max_reads(self) -> int:
@@ -85,8 +112,10 @@ class TileWalk(wiring.Component):
         The tile, its channel group and its first output row and column.
     y0, y1, x0, x1 : Out, one per group (``y0_0``, ``y0_1``, ...)
         Its receptive field's source rows and columns in the group (inclusive).
+    act_<g> : Out(1)
+        Group g reaches the tile (:meth:`OsGeometry.active`).
     reads : Out
-        r: the rows summed over the groups.
+        r: the index reads of the groups that reach it (:meth:`OsGeometry.index_reads`).
     last : Out(1)
         It is the last tile.
     """
@@ -100,7 +129,8 @@ class TileWalk(wiring.Component):
         for i, grp in enumerate(g.groups):
             _, h, w = grp.src_shape
             ports.update({f"y0_{i}": Out(range(h + 1)), f"y1_{i}": Out(range(h + 1)),
-                          f"x0_{i}": Out(range(w + 1)), f"x1_{i}": Out(range(w + 1))})  # fmt: skip
+                          f"x0_{i}": Out(range(w + 1)), f"x1_{i}": Out(range(w + 1)),
+                          f"act_{i}": Out(1)})  # fmt: skip
         super().__init__(ports)
 
     def field(self, i: int):
@@ -128,7 +158,16 @@ class TileWalk(wiring.Component):
                          y0.eq(Mux(lo_y < 0, 0, lo_y)), y1.eq(Mux(hi_y > h - 1, h - 1, hi_y)),
                          x0.eq(Mux(lo_x < 0, 0, lo_x)),
                          x1.eq(Mux(hi_x > w - 1, w - 1, hi_x))]  # fmt: skip
-            reads = reads + (y1 - y0 + 1)
+            act = getattr(self, f"act_{i}")
+            if grp.depthwise:  # its channels [offset, offset + C_in) meet the tile's
+                lo, c = self.cg * g.tile[0], g.out_shape[0]
+                m.d.comb += act.eq((lo < grp.offset + grp.src_shape[0]) &
+                                   (lo + g.tile[0] > grp.offset) & (grp.offset < c))  # fmt: skip
+            else:
+                m.d.comb += act.eq(1)
+            n = (y1 - y0 + 1) if not grp.sparse else \
+                ((y1 - y0) // sy + 1) * ((x1 - x0) // sx + 1)  # fmt: skip
+            reads = reads + Mux(act, n, 0)
         m.d.comb += self.reads.eq(reads)
         with m.If(self.restart):
             m.d.sync += [self.t.eq(0), self.cg.eq(0), by.eq(0), bx.eq(0)]
