@@ -35,12 +35,11 @@ def os_arch(**kw) -> hwsim.ArchConfig:
         (4, ConversionConfig(T=3, Q=2.0, T_w=4, T_in=3),
          dict(lanes=8, output_queue_depth=8, adder_pipeline_cycles=3, neuron_pipeline_cycles=1),
          {}),
-        # L_n = 5: short phases wait for the neuron pipeline; 16-bit potentials (the clamp)
+        # L_n = 5: short phases wait for the neuron pipeline; 16-bit potentials (the clamp);
+        # a reset in the middle of the first image
         (5, ConversionConfig(T=6, Q=1.3, T_w=2, T_in=5, acc_bits=16),
          dict(lanes=5, output_queue_depth=5, neuron_pipeline_cycles=5, potential_bits=16),
-         {}),
-        # a reset in the middle of the first image
-        (7, CFG, dict(lanes=4, output_queue_depth=4), dict(reset_after_cycles=40)),
+         dict(reset_after_cycles=40)),
     ],
 )  # fmt: skip
 def test_linear_layers_on_the_output_stationary_engine(seed, cfg, arch, kw) -> None:
