@@ -1,7 +1,7 @@
 """ResNet-20's layers on the output-stationary RTL engine (rtl.OsEngine), one run.
 
 ResNet-20 (CIFAR-10, T = 16, Q = 1.3, the percentile calibration of the other rtl benches)
-on the ``os16`` / ``os64`` presets without the weight buffer (the RTL has none yet): every
+on the ``os16`` / ``os64`` presets (weight buffer included; SRAMs grown to fit): every
 layer (``rtl.supported_layers`` gives every one for that dataflow) through its engine under
 Verilator, each fed golden's spikes of its source, on the first ``--images`` test images.
 Per layer: the tile shape, the RTL's cycles next to hwsim's, spikes equal to golden int, the
@@ -13,7 +13,6 @@ Verilator build and the simulation time. Writes benchmarks/results/rtl_os.{json,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -36,7 +35,7 @@ BUILD = Path(__file__).resolve().parents[1] / "build-rtl"
 
 def run(snn, x, lanes: int) -> dict:
     base = hwsim.ArchConfig.preset(f"os{lanes}")
-    arch = dataclasses.replace(fitting_arch(snn, base), weight_buffer_kib=0.0)
+    arch = fitting_arch(snn, base)
     layers = supported_layers(snn, arch)
     rows = []
 
@@ -78,7 +77,7 @@ def markdown(res: dict) -> str:
         "# ResNet-20 on the output-stationary RTL engine",
         "",
         f"ResNet-20, CIFAR-10 (T = 16, Q = 1.3, percentile calibration), {res['images']} test "
-        "image(s); presets os16 / os64 with `weight_buffer_kib = 0` (memories grown to fit), "
+        "image(s); presets os16 / os64 (their weight buffers included; memories grown to fit), "
         "Verilator; each layer fed golden's spikes of its source. "
         f"{res['machine']}, {res['date']}. Command: `{res['command']}`.",
         "",

@@ -586,7 +586,9 @@ def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
     u = np.zeros((n, lay.size), np.int64)
     peak = np.zeros(n, np.int64)
     # the weight buffer holds one channel group's weights (all groups' of the layer) when
-    # they fit and several pixel tiles reuse them; filled with one P-weight word per cycle
+    # they fit and several pixel tiles reuse them; filled with one tap-bank word per cycle
+    # (every tap of the group's channels for one source channel, the width of an event's
+    # weight read): C_in cycles per conv group, one per depthwise group
     tc = tiles.shape[0]
     slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
                   for s in lay.synapses)  # fmt: skip
@@ -597,7 +599,7 @@ def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
     buffered = reused and 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
     pre = np.zeros(tiles.tiles, np.int64)
     if buffered:
-        pre[:: tiles.tiles // tiles.groups] = ceil_div(slice_w, arch.lanes)
+        pre[:: tiles.tiles // tiles.groups] = fill_words(lay)
     fill = sum(np.asarray(s.weight_q).size for s in lay.synapses) if buffered else 0
     K.os_neuron_layer(
         ptr, ids, sign, plan.fan.ptr, plan.fan.tgt, plan.fan.w, tiles.src_pix, tiles.pt_ptr,
@@ -613,6 +615,14 @@ def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
         cache[key] = potential_bound(snn, lay, plan.fan)
     bits = max(2, cache[key].bit_length() + 1)
     return u, int(counts[:, K.POP].sum()), bits, int(peak.max(initial=0)), tiles.shape, fill
+
+
+def fill_words(lay: Layer) -> int:
+    """Cycles to fill the weight buffer with one channel group's weights: one tap-bank word
+    (all kh·kw taps of the group's tc channels for one source channel) per cycle, C_in words
+    per conv (or linear) group and one (tc weights) per depthwise group."""
+    return sum(1 if s.op in ("avgpool", "shortcut") else int(np.asarray(s.weight_q).shape[1])
+               for s in lay.synapses)  # fmt: skip
 
 
 def _reloads(theta: np.ndarray, lay: Layer, src: Layer) -> np.ndarray:

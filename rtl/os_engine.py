@@ -47,9 +47,7 @@ def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
     and output layers of one or two linear, conv, average-pooling or shortcut groups (a
     shortcut's channel offset ≥ 0) whose windows are at least their strides (a tile's
     receptive field is a rectangle: one index read per row) or 1 × 1 (a strided shortcut or
-    projection: one read per pixel), a flat output layer, and no weight buffer."""
-    from hwsim.sim import os_tile_plan
-
+    projection: one read per pixel), and a flat output layer."""
     lay = snn.layers[index]
     syns = lay.synapses
     ops = [s.op for s in syns]
@@ -76,13 +74,6 @@ def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
         return "its sources differ in T"
     if lay.kind == "output" and len(lay.shape) != 1:
         return "the output-stationary rtl engine reads back flat output layers only"
-    plan = os_tile_plan(snn, lay, arch)
-    if uses_weight_buffer(lay, plan, arch):
-        return (
-            f"it would use the weight buffer (weight_buffer_kib = {arch.weight_buffer_kib}), "
-            "which the output-stationary rtl engine does not build yet; set weight_buffer_kib "
-            "= 0 (an --arch TOML: a copy of archspec/configs/os16.toml)"
-        )
     srcs = [snn.layers[s.source] for s in syns]
     if srcs[0].T > 2**PHASE_BITS or lay.T + lay.T_w > 2**PHASE_BITS:
         return f"phases are limited to 2^{PHASE_BITS}"
@@ -126,6 +117,10 @@ class OsImage:
         Θq[cg·tc + j, t_o] at word t_o · CG + cg (no rows for the output layer).
     capacity : list of int
         Events of one image per group: its source's size, or an input layer's size × T_in.
+    buffered : bool
+        The layer uses the weight buffer (hwsim's rule, :func:`uses_weight_buffer`): before
+        each channel group's first tile its weights are copied into it, one word per cycle
+        (``hwsim.sim.fill_words``), and the lanes read them from there.
     """
 
     layer: LayerImage
@@ -134,6 +129,17 @@ class OsImage:
     bias: np.ndarray
     theta: np.ndarray
     capacity: list
+    buffered: bool = False
+
+    @property
+    def fill_words(self) -> int:
+        """The weight buffer's words of a channel group (hwsim's ``fill_words``): C_in per
+        conv group, one per depthwise group."""
+        return sum(1 if g.depthwise else g.src_shape[0] for g in self.geometry.groups)
+
+    def fill_base(self, i: int) -> int:
+        """The first fill word of group i."""
+        return sum(1 if g.depthwise else g.src_shape[0] for g in self.geometry.groups[:i])
 
     @classmethod
     def from_snn(cls, snn: SnnModel, index: int, arch: ArchConfig) -> OsImage:
@@ -177,7 +183,7 @@ class OsImage:
             theta = th_q.reshape(ncg, tc, -1).transpose(2, 0, 1).reshape(-1, tc)
         srcs = [snn.layers[s.source] for s in lay.synapses]
         capacity = [s.size * (s.T if s.kind == "input" else 1) for s in srcs]
-        return cls(img, g, weights, bias, theta, capacity)
+        return cls(img, g, weights, bias, theta, capacity, uses_weight_buffer(lay, plan, arch))
 
 
 def layouts(image: OsImage):
@@ -230,6 +236,7 @@ class OsController(wiring.Component):
         self.tiles = g.tiles
         self.n_ph = img.last_phase + 1
         self.n_in = min(img.t_src, self.n_ph)
+        self.fill = image.fill_words if image.buffered else 0
         self.start_cycles = max(arch.adder_pipeline_cycles,
                                 g.index_reads(0) + START_AFTER_INDEX)  # fmt: skip
         tok = layouts(image)[1]
@@ -241,7 +248,8 @@ class OsController(wiring.Component):
             "reader_start": Out(1), "head0": In(tok), "head1": In(tok),
             "level": In(range(TOKEN_FIFO_DEPTH + 1)), "pop": Out(range(3)),
             "t": In(range(self.tiles + 1)), "cg": In(range(self.tiles + 1)),
-            "rows": In(range(rmax + 1)), "last": In(1), "step": Out(1),
+            "rows": In(range(rmax + 1)), "last": In(1), "group_last": In(1), "step": Out(1),
+            "fill_en": Out(1), "fill_i": Out(range(self.fill + 1)),
             "k": Out(range(self.n_ph + 1)),
             "lane_load": Out(1), "add": Out(1), "negate": Out(1), "boundary": Out(1),
             "commit": Out(1), "compare": Out(1), "leak": Out(1), "m": Out(M_BITS),
@@ -312,11 +320,33 @@ class _OsSchedule:
             m.d.comb += [c.busy.eq(1), c.load.eq(1), c.reader_start.eq(self.wait == s - 1)]
             m.d.sync += self.wait.eq(self.wait - 1)
             with m.If(self.wait == 0):
-                m.next = "TLOAD"
+                self.next_tile(first=True)
+
+    def next_tile(self, first: bool) -> None:
+        """Go to the next tile: through FILL when it is its channel group's first and the
+        layer uses the weight buffer (``first``: the layer's first tile)."""
+        c, m = self.c, self.m
+        if not c.image.buffered:
+            m.next = "TLOAD"
+            return
+        m.d.sync += c.fill_i.eq(0)
+        if first:
+            m.next = "FILL"
+        else:
+            m.next = "TLOAD"
+            with m.If(c.group_last):
+                m.next = "FILL"
 
     def tile(self) -> None:
-        """A tile's first cycle (U ← B) and the reads of its phases."""
+        """The weight buffer's fill (a channel group's first tile), a tile's first cycle
+        (U ← B) and the reads of its phases."""
         c, m, ln = self.c, self.m, self.arch.neuron_pipeline_cycles
+        if c.image.buffered:
+            with m.State("FILL"):  # one word a cycle; the last one is written in TLOAD
+                m.d.comb += [c.busy.eq(1), c.load.eq(1), c.fill_en.eq(1)]
+                m.d.sync += c.fill_i.eq(c.fill_i + 1)
+                with m.If(c.fill_i == c.fill - 1):
+                    m.next = "TLOAD"
         with m.State("TLOAD"):
             m.d.comb += [c.busy.eq(1), c.load.eq(1), c.lane_load.eq(1)]
             self.enter_phase(0)
@@ -358,7 +388,7 @@ class _OsSchedule:
                     self.enter_phase(c.k + 1)
                 with m.Elif(~c.last):
                     m.d.comb += c.step.eq(1)
-                    m.next = "TLOAD"
+                    self.next_tile(first=False)
                 with m.Else():
                     m.d.sync += self.wait.eq(self.arch.neuron_pipeline_cycles - 1)
                     m.next = "TAIL"
@@ -508,7 +538,7 @@ class OsEngine(wiring.Component):
                      ctrl.level.eq(er.level), er.pop.eq(ctrl.pop),
                      walk.restart.eq(ctrl.reader_start), walk.step.eq(ctrl.step),
                      ctrl.t.eq(walk.t), ctrl.cg.eq(walk.cg), ctrl.last.eq(walk.last),
-                     ctrl.rows.eq(walk.reads)]  # fmt: skip
+                     ctrl.group_last.eq(walk.group_last), ctrl.rows.eq(walk.reads)]  # fmt: skip
         return walk
 
     def elaborate(self, platform) -> Module:
@@ -522,8 +552,12 @@ class OsEngine(wiring.Component):
         m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
                      *(getattr(self, n).eq(getattr(ctrl, n)) for n in COUNTERS),
                      bias_r.addr.eq(ctrl.bias_addr)]  # fmt: skip
-        for grp, w in zip(g.groups, wgt_r, strict=True):  # a conv group's word per source channel
-            m.d.comb += w.addr.eq(walk.cg if grp.depthwise else ctrl.head0.c * g.grid[0] + walk.cg)
+        if self.image.buffered:
+            wgt_r = self._weight_buffer(m, ctrl, walk, wgt_r)
+        else:
+            for grp, w in zip(g.groups, wgt_r, strict=True):  # a conv group's word per channel
+                m.d.comb += w.addr.eq(walk.cg if grp.depthwise else
+                                      ctrl.head0.c * g.grid[0] + walk.cg)  # fmt: skip
         # the event popped last cycle: its group, channel and offset from the tile's corner
         ev = Signal.like(ctrl.head0)
         m.d.sync += ev.eq(ctrl.head0)
@@ -547,6 +581,28 @@ class OsEngine(wiring.Component):
         if img.is_output:
             self._readout(m, ctrl, walk, lanes, pot)
         return m
+
+    def _weight_buffer(self, m: Module, ctrl, walk, wgt_r) -> list:
+        """The weight buffer (a memory per group, one channel group's words) and its fill:
+        in FILL cycle i the parameter memory's word i of the channel group is read, and
+        written into the buffer in the next cycle. Returns the buffers' read ports, which
+        the lanes read instead (conv: word c_in; depthwise: word 0)."""
+        img, g = self.image, self.image.geometry
+        fill_d, i_d = Signal(), Signal.like(ctrl.fill_i)
+        m.d.sync += [fill_d.eq(ctrl.fill_en), i_d.eq(ctrl.fill_i)]
+        ports = []
+        for j, (grp, w) in enumerate(zip(g.groups, wgt_r, strict=True)):
+            base, words = img.fill_base(j), 1 if grp.depthwise else grp.src_shape[0]
+            m.submodules[f"wbuf{j}"] = buf = memory.Memory(shape=w.data.shape(),
+                                                          depth=max(words, 2), init=[])  # fmt: skip
+            wr, rd = buf.write_port(), buf.read_port(domain="sync")
+            word = ctrl.fill_i - base  # (this group's word, when in its range)
+            m.d.comb += [w.addr.eq(walk.cg if grp.depthwise else word * g.grid[0] + walk.cg),
+                         wr.addr.eq(i_d - base), wr.data.eq(w.data),
+                         wr.en.eq(fill_d & (i_d >= base) & (i_d < base + words)),
+                         rd.addr.eq(0 if grp.depthwise else ctrl.head0.c)]  # fmt: skip
+            ports.append(rd)
+        return ports
 
     def _lanes(self, m, ctrl, walk, wgt_r, bias_r, thr_r, ev, offsets) -> list[OsLane]:
         """The P lanes, each with its place in the tile and its valid bit; every group's

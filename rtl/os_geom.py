@@ -118,6 +118,8 @@ class TileWalk(wiring.Component):
         r: the index reads of the groups that reach it (:meth:`OsGeometry.index_reads`).
     last : Out(1)
         It is the last tile.
+    group_last : Out(1)
+        It is the last tile of its channel group (the next one starts a group).
     """
 
     def __init__(self, g: OsGeometry) -> None:
@@ -125,7 +127,8 @@ class TileWalk(wiring.Component):
         (_, ho, wo), n = g.out_shape, g.tiles
         ports = {"restart": In(1), "step": In(1), "t": Out(range(n + 1)),
                  "cg": Out(range(n + 1)), "oy0": Out(range(ho + 1)), "ox0": Out(range(wo + 1)),
-                 "reads": Out(range(g.max_reads + 2)), "last": Out(1)}  # fmt: skip
+                 "reads": Out(range(g.max_reads + 2)), "last": Out(1),
+                 "group_last": Out(1)}  # fmt: skip
         for i, grp in enumerate(g.groups):
             _, h, w = grp.src_shape
             ports.update({f"y0_{i}": Out(range(h + 1)), f"y1_{i}": Out(range(h + 1)),
@@ -143,7 +146,8 @@ class TileWalk(wiring.Component):
         (_, ho, wo), (_, th, tw), (_, nby, nbx) = g.out_shape, g.tile, g.grid
         by, bx = Signal(range(nby + 1)), Signal(range(nbx + 1))
         m.d.comb += [self.oy0.eq(by * th), self.ox0.eq(bx * tw),
-                     self.last.eq(self.t == g.tiles - 1)]  # fmt: skip
+                     self.last.eq(self.t == g.tiles - 1),
+                     self.group_last.eq((by == nby - 1) & (bx == nbx - 1))]  # fmt: skip
         oy1 = Mux(by == nby - 1, ho - 1, by * th + th - 1)
         ox1 = Mux(bx == nbx - 1, wo - 1, bx * tw + tw - 1)
         reads = 0

@@ -171,15 +171,15 @@ def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
 
 def test_weight_buffer_fills_once_and_costs_its_cycles() -> None:
     """conv 2 → 4 channels, 3 × 3, on 8 × 8 pixels, P = 16: the 72 weights fit a 0.5 KiB
-    buffer and are loaded once per image; each channel group of tc channels costs
-    ⌈72 · tc / 4 / 16⌉ fill cycles before its first tile."""
+    buffer and are loaded once per image; each channel group costs C_in = 2 fill cycles
+    before its first tile (one tap-bank word, 9 · tc weights, per source channel)."""
     snn, x = make_snn(6, dict(c=4, stride=1, pad=1, pool="none", residual=False), dict(T=5))
     arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=0.0)
     plain = hwsim.simulate(snn, x[:2], arch)
     buf = hwsim.simulate(snn, x[:2], dataclasses.replace(arch, weight_buffer_kib=0.5))
     assert buf.weight_fills[1] == 2 * 4 * 9 and plain.weight_fills.sum() == 0
     tc = buf.tile_shapes[1][0]
-    fill = -(-4 // tc) * -(-72 * tc // 4 // 16)
+    fill = -(-4 // tc) * 2
     assert buf.cycles["busy"][1] - plain.cycles["busy"][1] == 2 * fill  # 2 images
     for a, b in zip(plain.spikes, buf.spikes, strict=True):
         if a is not None:

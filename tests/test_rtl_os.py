@@ -4,8 +4,6 @@ average-pooling and residual layers under cocotb against golden int and hwsim's
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from conftest import SIM, assert_lints_clean, check_layers, require_simulator
@@ -85,13 +83,17 @@ def test_conv_layers_on_the_output_stationary_engine(cfg, arch, kw) -> None:
 
 @pytest.mark.slow
 def test_digits_on_the_output_stationary_engines(digits_snn) -> None:  # noqa: F811
-    """The built-in example on os16 without the weight buffer, every layer: convolutions,
-    max pooling (the §5 engine), average pooling and the linear output layer."""
+    """The built-in example on the os16 preset, every layer: convolutions (filling the
+    weight buffer before each channel group), max pooling (the §5 engine), average pooling
+    and the linear output layer."""
+    from rtl.os_engine import OsImage
+
     snn, x, _ = digits_snn
-    arch = dataclasses.replace(hwsim.ArchConfig.preset("os16"), weight_buffer_kib=0.0)
+    arch = hwsim.ArchConfig.preset("os16")
     ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
     runs = rtl.supported_layers(snn, arch)
     assert [ops[i] for i in runs] == ["conv", "maxpool", "conv", "avgpool", "linear"]
+    assert OsImage.from_snn(snn, 1, arch).buffered
     reps = check_layers(snn, x[:3], runs, arch, "os_digits", sim=SIM)
     assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
 
@@ -100,8 +102,10 @@ def test_digits_on_the_output_stationary_engines(digits_snn) -> None:  # noqa: F
 @pytest.mark.parametrize(
     ("down", "arch", "kw"),
     [
-        ("optionA", dict(lanes=4, output_queue_depth=4), {}),
-        ("conv", dict(lanes=16, output_queue_depth=16, neuron_pipeline_cycles=3),
+        ("optionA", dict(lanes=4, output_queue_depth=4, weight_buffer_kib=0.0), {}),
+        # a weight buffer (its shortcut group's word too), L_n = 3, back-pressure
+        ("conv", dict(lanes=16, output_queue_depth=16, neuron_pipeline_cycles=3,
+                      weight_buffer_kib=1.0),
          dict(stalls=hwsim.stall_pattern(seed=3, rate=0.6, length=97))),
     ],
 )  # fmt: skip
@@ -112,7 +116,7 @@ def test_residual_layers_on_the_output_stationary_engine(down, arch, kw) -> None
     1 × 1 projection reads single pixels, one index read each), the global average pooling
     and the output layer."""
     snn, x = tiny_resnet(down)
-    a = os_arch(weight_buffer_kib=0.0, **arch)
+    a = os_arch(**arch)
     runs = rtl.supported_layers(snn, a)
     assert runs == list(range(1, len(snn.layers)))
     assert [s.op for s in snn.layers[5].synapses][1] == ("shortcut" if down == "optionA" else
@@ -134,8 +138,8 @@ def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
 
 
 def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None:
-    """A kernel smaller than its stride and a layer that would use the weight buffer are
-    refused by name; so is the accelerator in this dataflow."""
+    """A window smaller than its stride (other than 1 × 1) is refused by name; so is the
+    accelerator in this dataflow."""
     from torch import nn
 
     from converter import convert
@@ -152,18 +156,15 @@ def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None
     assert rtl.supported_layers(snn, a) == [1, pool, len(ops) - 1]
     with pytest.raises(ValueError, match=rf"layer {strided} .*kernel \(2, 2\) smaller than"):
         rtl.generate_verilog(snn, a, tmp_path, layer=strided)
-    with pytest.raises(ValueError, match="would use the weight buffer .*weight_buffer_kib = 0"):
-        rtl.generate_verilog(snn, dataclasses.replace(a, weight_buffer_kib=16.0), tmp_path,
-                             layer=1)  # fmt: skip
     with pytest.raises(ValueError, match="runs the potential_sram dataflow"):
         rtl.Accelerator(snn, a)
 
 
 @pytest.mark.slow
 def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, capsys) -> None:  # noqa: F811
-    """`onespike cosim --preset os16 --layer 5`: the linear output layer on the
-    output-stationary engine; a layer that would use os16's weight buffer and the whole
-    accelerator are one-line errors."""
+    """`onespike cosim --preset os16 --layer 3 --layer 5`: a convolution (with the weight
+    buffer) and the linear output layer on the output-stationary engine; the whole
+    accelerator in this dataflow is a one-line error."""
     import json
 
     from onespike.cli import main
@@ -173,12 +174,11 @@ def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, c
     last = str(len(snn.layers) - 1)
     out, js = tmp_path / "c", tmp_path / "c.json"
     argv = ["cosim", str(art), "--preset", "os16", "--images", "2", "-o", str(out)]
-    assert main([*argv, "--layer", last, "--json", str(js)]) == 0
-    (layer,) = json.loads(js.read_text())["layers"]
-    assert layer["spikes_match"] and layer["rtl_cycles"] == layer["hwsim_cycles"]
+    assert main([*argv, "--layer", "3", "--layer", last, "--json", str(js)]) == 0
+    layers = json.loads(js.read_text())["layers"]
+    assert [x["name"] for x in layers] == [snn.layers[3].name, "output"]
+    assert all(x["spikes_match"] and x["rtl_cycles"] == x["hwsim_cycles"] for x in layers)
     capsys.readouterr()
-    assert main([*argv, "--layer", "1"]) == 2  # a convolution that would use the buffer
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "would use the weight buffer" in err[0]
     assert main(argv) == 2
-    assert "runs the potential_sram dataflow" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "runs the potential_sram dataflow" in err[-1]  # (a note first)
