@@ -215,7 +215,8 @@ class OsController(wiring.Component):
     ``os_neuron_layer`` counts it.
 
     States: IDLE; LOAD (the event buffer takes the stream; not a layer cycle); START
-    (max(L_a, r + 4) cycles: the readers fill their pipeline); per tile TLOAD (1 cycle, U ← B)
+    (max(L_a, r + 4) cycles: the readers fill their pipeline); per tile FILL (the weight
+    buffer, before a channel group's first tile, if the layer uses it), TLOAD (1 cycle, U ← B)
     and per phase k ≤ K: READ (tokens popped, one event per cycle, its end marker with its last
     event; then idle until the phase has had max(r, L_n − 1) cycles) and BOUND (the boundary;
     it waits while the output queue cannot take the tile's spikes); after the last tile TAIL
@@ -599,7 +600,7 @@ class OsEngine(wiring.Component):
             word = ctrl.fill_i - base  # (this group's word, when in its range)
             m.d.comb += [w.addr.eq(walk.cg if grp.depthwise else word * g.grid[0] + walk.cg),
                          wr.addr.eq(i_d - base), wr.data.eq(w.data),
-                         wr.en.eq(fill_d & (i_d >= base) & (i_d < base + words)),
+                         wr.en.eq(fill_d & (i_d < base + words) & (i_d >= base if base else 1)),
                          rd.addr.eq(0 if grp.depthwise else ctrl.head0.c)]  # fmt: skip
             ports.append(rd)
         return ports

@@ -128,7 +128,7 @@ def test_residual_layers_on_the_output_stationary_engine(down, arch, kw) -> None
 @pytest.mark.slow
 def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
     snn, x = tiny_cnn(1, CNN_CFG)
-    a = os_arch(lanes=16, output_queue_depth=16, weight_buffer_kib=0.0)
+    a = os_arch(lanes=16, output_queue_depth=16, weight_buffer_kib=0.5)  # (layer 1 uses it)
     check_layers(snn, x[:2], [1, 2, 3], a, "os_verilator", sim="verilator")
     require_simulator("verilator")
     files = rtl.generate_verilog(snn, a, tmp_path)
