@@ -210,6 +210,11 @@ def run_cosim(args: argparse.Namespace) -> int:
               f"({why}): co-simulating layer by layer on the per-layer engines",
               file=sys.stderr)  # fmt: skip
         per_layer = True
+    elif not per_layer and arch.dataflow == "output_stationary":
+        print("note: the accelerator (rtl.Accelerator) runs the potential_sram dataflow: "
+              "co-simulating layer by layer on the output-stationary engines (rtl.OsEngine)",
+              file=sys.stderr)  # fmt: skip
+        per_layer = True
     elif not per_layer and stalls is not None:
         print("note: --stall-rate back-pressures the per-layer engines (the accelerator's "
               "buffers never do): co-simulating layer by layer", file=sys.stderr)  # fmt: skip

@@ -125,8 +125,8 @@ def refusal(snn: SnnModel, arch: ArchConfig, input_events: int | None = None) ->
     :func:`plan`'s reason), or None. The layers themselves are checked when it is built."""
     if arch.dataflow != "potential_sram":
         return (
-            f"dataflow {arch.dataflow!r} runs in RTL on the per-layer engines of its "
-            "linear and max-pooling layers only (--layer N; rtl.OsEngine)"
+            f"dataflow {arch.dataflow!r} runs in RTL layer by layer on rtl.OsEngine "
+            "(--layer N, or --all)"
         )
     try:
         plan(snn, input_events)
@@ -206,8 +206,8 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True  # (refused: never to be elaborated)
             raise ValueError(
                 "rtl.Accelerator runs the potential_sram dataflow (docs/architecture.md §14); "
-                f"dataflow {arch.dataflow!r} runs in RTL on the per-layer engines of its linear "
-                "and max-pooling layers only (--layer N; rtl.OsEngine)"
+                f"dataflow {arch.dataflow!r} runs in RTL layer by layer on rtl.OsEngine "
+                "(--layer N, or --all)"
             )
         self.snn, self.arch, self.layers = snn, arch, plan(snn, input_events)
         # the engines' images (each layer checked here); the engines are built by elaborate

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SIM, assert_lints_clean, check_layers, require_simulator
+from conftest import assert_lints_clean, check_layers, require_simulator
 from test_rtl import CFG, SIZES, digits_snn, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
 from test_rtl_residual import tiny_resnet
 
@@ -82,23 +82,6 @@ def test_conv_layers_on_the_output_stationary_engine(cfg, arch, kw) -> None:
 
 
 @pytest.mark.slow
-def test_digits_on_the_output_stationary_engines(digits_snn) -> None:  # noqa: F811
-    """The built-in example on the os16 preset, every layer: convolutions (filling the
-    weight buffer before each channel group), max pooling (the §5 engine), average pooling
-    and the linear output layer."""
-    from rtl.os_engine import OsImage
-
-    snn, x, _ = digits_snn
-    arch = hwsim.ArchConfig.preset("os16")
-    ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
-    runs = rtl.supported_layers(snn, arch)
-    assert [ops[i] for i in runs] == ["conv", "maxpool", "conv", "avgpool", "linear"]
-    assert OsImage.from_snn(snn, 1, arch).buffered
-    reps = check_layers(snn, x[:3], runs, arch, "os_digits", sim=SIM)
-    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("down", "arch", "kw"),
     [
@@ -162,23 +145,30 @@ def test_output_stationary_engine_refuses_what_it_does_not_run(tmp_path) -> None
 
 @pytest.mark.slow
 def test_cosim_command_runs_the_output_stationary_engine(digits_snn, tmp_path, capsys) -> None:  # noqa: F811
-    """`onespike cosim --preset os16 --layer 3 --layer 5`: a convolution (with the weight
-    buffer) and the linear output layer on the output-stationary engine; the whole
-    accelerator in this dataflow is a one-line error."""
+    """`onespike cosim --preset os16`: every layer of the built-in example on the
+    output-stationary engines, one by one (with a note: the accelerator is the other
+    dataflow's): convolutions filling the weight buffer before each channel group, max
+    pooling (the §5 engine), average pooling and the linear output layer. `onespike
+    verilog` without --all or --layer is a one-line error."""
     import json
 
     from onespike.cli import main
+    from rtl.os_engine import OsImage
 
     snn, _, _ = digits_snn
+    arch = hwsim.ArchConfig.preset("os16")
+    ops = [lay.synapses[0].op if lay.synapses else lay.kind for lay in snn.layers]
+    assert [ops[i] for i in rtl.supported_layers(snn, arch)] == ["conv", "maxpool", "conv",
+                                                                 "avgpool", "linear"]  # fmt: skip
+    assert OsImage.from_snn(snn, 1, arch).buffered
     art = snn.save(tmp_path / "d.safetensors")
-    last = str(len(snn.layers) - 1)
     out, js = tmp_path / "c", tmp_path / "c.json"
     argv = ["cosim", str(art), "--preset", "os16", "--images", "2", "-o", str(out)]
-    assert main([*argv, "--layer", "3", "--layer", last, "--json", str(js)]) == 0
+    assert main([*argv, "--json", str(js)]) == 0
+    assert "co-simulating layer by layer on the output-stationary" in capsys.readouterr().err
     layers = json.loads(js.read_text())["layers"]
-    assert [x["name"] for x in layers] == [snn.layers[3].name, "output"]
+    assert [x["name"] for x in layers] == [lay.name for lay in snn.layers[1:]]
     assert all(x["spikes_match"] and x["rtl_cycles"] == x["hwsim_cycles"] for x in layers)
-    capsys.readouterr()
-    assert main(argv) == 2
+    assert main(["verilog", str(art), "--preset", "os16", "-o", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "runs the potential_sram dataflow" in err[-1]  # (a note first)
+    assert len(err) == 1 and "runs the potential_sram dataflow" in err[0] and "--all" in err[0]
