@@ -26,18 +26,12 @@ def os_arch(**kw) -> hwsim.ArchConfig:
         # back-pressure (stalled boundaries, a long drain) and an input stream with gaps
         (6, CFG, dict(lanes=4, output_queue_depth=4),
          dict(stalls=hwsim.stall_pattern(seed=8, rate=0.7, length=101), input_gap_rate=0.9)),
-        # a partial last tile, T_w = 0, each layer fed the RTL's spikes of its source
-        (2, ConversionConfig(T=4, Q=1.6, T_w=0, T_in=4), dict(lanes=3, output_queue_depth=3),
-         dict(chain=True)),
-        # L_n = 1: phases without reads are one boundary cycle; L_a = 3
-        (4, ConversionConfig(T=3, Q=2.0, T_w=4, T_in=3),
-         dict(lanes=8, output_queue_depth=8, adder_pipeline_cycles=3, neuron_pipeline_cycles=1),
-         {}),
-        # L_n = 5: short phases wait for the neuron pipeline; 16-bit potentials (the clamp);
-        # a reset in the middle of the first image
-        (5, ConversionConfig(T=6, Q=1.3, T_w=2, T_in=5, acc_bits=16),
-         dict(lanes=5, output_queue_depth=5, neuron_pipeline_cycles=5, potential_bits=16),
-         dict(reset_after_cycles=40)),
+        # a partial last tile (P = 3), T_w = 0, L_n = 5 (short phases wait for the neuron
+        # pipeline), 16-bit potentials (the clamp), each layer fed the RTL's spikes of its
+        # source, a reset in the middle of the first image
+        (5, ConversionConfig(T=6, Q=1.3, T_w=0, T_in=5, acc_bits=16),
+         dict(lanes=3, output_queue_depth=3, neuron_pipeline_cycles=5, potential_bits=16),
+         dict(chain=True, reset_after_cycles=40)),
     ],
 )  # fmt: skip
 def test_linear_layers_on_the_output_stationary_engine(seed, cfg, arch, kw) -> None:
@@ -60,10 +54,10 @@ CNN_CFG = ConversionConfig(T=4, Q=1.5, T_w=1, T_in=3)
 @pytest.mark.parametrize(
     ("cfg", "arch", "kw"),
     [
-        # tiles of one channel and pixel blocks; a phase without reads after the source's T
-        (CNN_CFG, dict(lanes=4, output_queue_depth=4), {}),
-        # the RTL's own spikes chained (each engine's input sorted by phase and pixel)
-        (CNN_CFG, dict(lanes=8, output_queue_depth=8), dict(chain=True)),
+        # tiles of one channel and pixel blocks; a phase without reads after the source's
+        # T; L_n = 1 (such a phase is one boundary cycle), L_a = 3
+        (CNN_CFG, dict(lanes=4, output_queue_depth=4, neuron_pipeline_cycles=1,
+                       adder_pipeline_cycles=3), {}),
         # T_w = 0, L_n = 3, back-pressure
         (ConversionConfig(T=5, Q=1.4, T_w=0, T_in=4),
          dict(lanes=16, output_queue_depth=16, neuron_pipeline_cycles=3),
@@ -112,7 +106,7 @@ def test_residual_layers_on_the_output_stationary_engine(down, arch, kw) -> None
 def test_output_stationary_engine_under_verilator_lints_clean(tmp_path) -> None:
     snn, x = tiny_cnn(1, CNN_CFG)
     a = os_arch(lanes=16, output_queue_depth=16, weight_buffer_kib=0.5)  # (layer 1 uses it)
-    check_layers(snn, x[:2], [1, 2, 3], a, "os_verilator", sim="verilator")
+    check_layers(snn, x[:2], [1], a, "os_verilator", sim="verilator")  # (buffered)
     require_simulator("verilator")
     files = rtl.generate_verilog(snn, a, tmp_path)
     assert [f.name for f in files] == ["layer1.v", "layer2.v", "layer3.v"]
