@@ -585,18 +585,7 @@ def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
     theta = np.zeros((1, 1), np.int64) if out else np.asarray(lay.threshold_q, np.int64)
     u = np.zeros((n, lay.size), np.int64)
     peak = np.zeros(n, np.int64)
-    # the weight buffer holds one channel group's weights (all groups' of the layer) when
-    # they fit and several pixel tiles reuse them; filled with one tap-bank word per cycle
-    # (every tap of the group's channels for one source channel, the width of an event's
-    # weight read): C_in cycles per conv group, one per depthwise group
-    tc = tiles.shape[0]
-    slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
-                  for s in lay.synapses)  # fmt: skip
-    wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
-    # graph and embedding weights: each is used by one node block (no reuse across its tiles)
-    graphy = any(s.op in ("graph", "embedding") for s in lay.synapses)
-    reused = len(lay.shape) == 3 and tiles.tiles > tiles.groups and not graphy
-    buffered = reused and 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
+    buffered = weight_buffered(lay, tiles, arch)
     pre = np.zeros(tiles.tiles, np.int64)
     if buffered:
         pre[:: tiles.tiles // tiles.groups] = fill_words(lay)
@@ -617,12 +606,33 @@ def _run_os_layer(snn, lay, sources, arch, lat, blocked, phase, counts, stats):
     return u, int(counts[:, K.POP].sum()), bits, int(peak.max(initial=0)), tiles.shape, fill
 
 
+def weight_buffered(lay: Layer, tiles: TilePlan, arch: ArchConfig) -> bool:
+    """Whether an output-stationary layer uses the weight buffer: it holds one channel
+    group's weights (all groups' of the layer) when they fit and several pixel tiles reuse
+    them (3-D layers; graph and embedding weights are each used by one node block)."""
+    graphy = any(s.op in ("graph", "embedding") for s in lay.synapses)
+    if len(lay.shape) != 3 or tiles.tiles <= tiles.groups or graphy:
+        return False
+    tc = tiles.shape[0]
+    slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
+                  for s in lay.synapses)  # fmt: skip
+    wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
+    return 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
+
+
+def group_fill_words(lay: Layer) -> list[int]:
+    """Per synapse group, the words of one channel group's weights in the weight buffer, one
+    filled per cycle: a tap-bank word (all kh·kw taps of the group's tc channels for one
+    source channel, the width of an event's weight read), C_in of them for a conv (or
+    linear) group, one (tc weights) for a depthwise group."""
+    return [1 if s.op in ("avgpool", "shortcut") else int(np.asarray(s.weight_q).shape[1])
+            for s in lay.synapses]  # fmt: skip
+
+
 def fill_words(lay: Layer) -> int:
-    """Cycles to fill the weight buffer with one channel group's weights: one tap-bank word
-    (all kh·kw taps of the group's tc channels for one source channel) per cycle, C_in words
-    per conv (or linear) group and one (tc weights) per depthwise group."""
-    return sum(1 if s.op in ("avgpool", "shortcut") else int(np.asarray(s.weight_q).shape[1])
-               for s in lay.synapses)  # fmt: skip
+    """Cycles to fill the weight buffer with one channel group's weights
+    (:func:`group_fill_words`, summed)."""
+    return sum(group_fill_words(lay))
 
 
 def _reloads(theta: np.ndarray, lay: Layer, src: Layer) -> np.ndarray:

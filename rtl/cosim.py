@@ -312,9 +312,9 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
             # the output-stationary engine's event buffers (one per synapse group) are written
             # bucketed by phase and source pixel (docs/architecture.md §11; that writer is not
             # modelled yet): each group's events in that order, group 0's first
-            hw_ = [g.src_shape[1] * g.src_shape[2] for g in image.groups]
+            pixels = [g.src_shape[1] * g.src_shape[2] for g in image.groups]
             grp = (lambda e: e[3]) if len(srcs) > 1 else (lambda e: 0)
-            ev.sort(key=lambda e: (grp(e), e[1], e[0] % hw_[grp(e)]))
+            ev.sort(key=lambda e: (grp(e), e[1], e[0] % pixels[grp(e)]))
         item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
         if is_output and snn.meta.get("graph") is not None:  # (nodes, C) → C·N order
             pot = np.asarray(ref.logits_int).T.reshape(-1)

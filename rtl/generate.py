@@ -58,9 +58,9 @@ def _kick_comb_blocks(text: str) -> str:
 def supported_layers(snn: SnnModel, arch: ArchConfig | None = None) -> list[int]:
     """Indices of the layers the rtl engines can run on ``arch`` (default: the
     ``potential_sram`` dataflow): max-pooling layers, and the neuron and output layers that
-    :class:`~rtl.engine.LayerEngine` runs (:func:`~rtl.engine._engine_layer`), of which
-    only the linear ones (:func:`~rtl.os_engine.os_refusal`) in the output-stationary
-    dataflow."""
+    :class:`~rtl.engine.LayerEngine` runs (:func:`~rtl.engine._engine_layer`), in the
+    output-stationary dataflow those that :class:`~rtl.os_engine.OsEngine` runs
+    (:func:`~rtl.os_engine.os_refusal`)."""
     stationary = arch is not None and arch.dataflow == "output_stationary"
 
     def runs(i: int, lay) -> bool:
@@ -89,8 +89,8 @@ def engine_for(
     snn: SnnModel, index: int, arch: ArchConfig
 ) -> LayerEngine | MaxPoolEngine | OsEngine:
     """The engine that runs layer ``index`` on ``arch`` (see :func:`layer_image`): with
-    ``dataflow = "output_stationary"`` an :class:`~rtl.os_engine.OsEngine` (linear layers;
-    max pooling runs the §5 engine in both dataflows). Raises ValueError naming the layer
+    ``dataflow = "output_stationary"`` an :class:`~rtl.os_engine.OsEngine` (max pooling
+    runs the §5 engine in both dataflows). Raises ValueError naming the layer
     and the reason when no engine runs it."""
     image = layer_image(snn, index, arch.lanes)
     if isinstance(image, PoolImage):

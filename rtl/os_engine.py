@@ -82,20 +82,6 @@ def os_refusal(snn: SnnModel, index: int, arch: ArchConfig) -> str | None:
     return None
 
 
-def uses_weight_buffer(lay, plan, arch: ArchConfig) -> bool:
-    """hwsim's rule (``_run_os_layer``): a 3-D layer with several tiles per channel group
-    whose group slice of weights fits the buffer."""
-    if len(lay.shape) != 3 or plan.tiles <= plan.groups:
-        return False
-    if any(s.op in ("graph", "embedding") for s in lay.synapses):
-        return False
-    tc = plan.shape[0]
-    slice_w = sum(-(-np.asarray(s.weight_q).size * tc // np.asarray(s.weight_q).shape[0])
-                  for s in lay.synapses)  # fmt: skip
-    wbits = max(8 * np.asarray(s.weight_q).dtype.itemsize for s in lay.synapses)
-    return 0 < slice_w * wbits <= arch.weight_buffer_kib * 8192
-
-
 @dataclass(frozen=True)
 class OsImage:
     """One layer as the output-stationary engine holds it.
@@ -118,9 +104,11 @@ class OsImage:
     capacity : list of int
         Events of one image per group: its source's size, or an input layer's size × T_in.
     buffered : bool
-        The layer uses the weight buffer (hwsim's rule, :func:`uses_weight_buffer`): before
-        each channel group's first tile its weights are copied into it, one word per cycle
-        (``hwsim.sim.fill_words``), and the lanes read them from there.
+        The layer uses the weight buffer (hwsim's rule, ``hwsim.sim.weight_buffered``):
+        before each channel group's first tile its weights are copied into it, one word per
+        cycle, and the lanes read them from there.
+    fills : list of int
+        Per group, its words in the weight buffer (``hwsim.sim.group_fill_words``).
     """
 
     layer: LayerImage
@@ -129,21 +117,21 @@ class OsImage:
     bias: np.ndarray
     theta: np.ndarray
     capacity: list
-    buffered: bool = False
+    buffered: bool
+    fills: list
 
     @property
     def fill_words(self) -> int:
-        """The weight buffer's words of a channel group (hwsim's ``fill_words``): C_in per
-        conv group, one per depthwise group."""
-        return sum(1 if g.depthwise else g.src_shape[0] for g in self.geometry.groups)
+        """The weight buffer's words of a channel group (hwsim's ``fill_words``)."""
+        return sum(self.fills)
 
     def fill_base(self, i: int) -> int:
         """The first fill word of group i."""
-        return sum(1 if g.depthwise else g.src_shape[0] for g in self.geometry.groups[:i])
+        return sum(self.fills[:i])
 
     @classmethod
     def from_snn(cls, snn: SnnModel, index: int, arch: ArchConfig) -> OsImage:
-        from hwsim.sim import os_tile_plan
+        from hwsim.sim import group_fill_words, os_tile_plan, weight_buffered
 
         why = os_refusal(snn, index, arch)
         if why is not None:
@@ -183,7 +171,16 @@ class OsImage:
             theta = th_q.reshape(ncg, tc, -1).transpose(2, 0, 1).reshape(-1, tc)
         srcs = [snn.layers[s.source] for s in lay.synapses]
         capacity = [s.size * (s.T if s.kind == "input" else 1) for s in srcs]
-        return cls(img, g, weights, bias, theta, capacity, uses_weight_buffer(lay, plan, arch))
+        return cls(
+            img,
+            g,
+            weights,
+            bias,
+            theta,
+            capacity,
+            weight_buffered(lay, plan, arch),
+            group_fill_words(lay),
+        )
 
 
 def layouts(image: OsImage):
@@ -200,8 +197,8 @@ def lane_neurons(g: OsGeometry, t: int) -> list[tuple[int, int, int]]:
     (tc, th, tw), (_, nby, nbx) = g.tile, g.grid
     cg, rem = divmod(t, nby * nbx)
     by, bx = divmod(rem, nbx)
-    return [(cg * tc + i // (th * tw), by * th + (i // tw) % th, bx * tw + i % tw)
-            for i in range(tc * th * tw)]  # fmt: skip
+    places = (lane_place(g, i) for i in range(tc * th * tw))
+    return [(cg * tc + slot, by * th + dy, bx * tw + dx) for slot, dy, dx in places]
 
 
 def lane_place(g: OsGeometry, lane: int) -> tuple[int, int, int]:
