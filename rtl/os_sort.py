@@ -1,0 +1,182 @@
+"""The producer's side of an output-stationary event buffer: a counting sort in hardware
+(docs/architecture.md §11, "Bucketing a producer's events").
+
+An output-stationary layer decides its spikes tile by tile, and within a tile phase by phase,
+so its events leave in (tile, phase) order; its consumers read them by (phase, source pixel)
+(the index of :class:`~rtl.os_blocks.PhaseBuckets`). :class:`SortingBuckets` takes the events
+in any order and buckets them with a counting sort:
+
+- **collect** (while the events arrive, one per cycle, no extra cycle): each event is written
+  to a staging memory, and its (phase, pixel) counter is incremented (a read-modify-write,
+  the read transparent to the previous event's write);
+- **prefix** (n + 1 cycles for n = phases · pixels counters): counter j is read, cleared for
+  the next image, and its run [start, start + count) written to the index and start to the
+  bucket's write pointer;
+- **scatter** (E + 2 cycles for E events): event e is read from the staging memory, its
+  bucket's write pointer read and incremented, and the event written where it pointed.
+
+So the sort costs ``n + E + 3`` cycles after the last event (``hwsim.sim.bucket_cycles``), and
+the index and the event memory end up as :class:`~rtl.os_blocks.PhaseBuckets` would have
+written them from a stream already in (phase, pixel) order: the same runs, each run's events
+in arrival order.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.events import SpikeEvent
+from rtl.os_blocks import run_layout
+
+#: Cycles of a sort besides one per counter and one per event: the prefix pass's last write
+#: and the scatter pass's two-stage pipeline (the staging read, then the pointer read).
+SORT_OVERHEAD = 3
+
+
+class SortingBuckets(wiring.Component):
+    """:class:`~rtl.os_blocks.PhaseBuckets` for events in any order: a counting sort (module
+    docstring). The read side (index ports a and b, the event memory) is PhaseBuckets'.
+
+    While ``load`` is high the stream ``i`` is taken, one event per cycle; events of phases
+    ≥ ``phases`` are dropped (the consumer never reads them). The end marker starts the sort
+    and is acknowledged (``i.ready``) when it is over; ``sort_cycles`` then holds its length
+    (``n + E + 3``). ``error``: more than ``capacity`` events (the extra ones are dropped).
+    ``error``, ``count`` and ``sort_cycles`` are cleared with ``load``.
+
+    Ports
+    -----
+    i : In(stream.Signature(SpikeEvent))
+    load : In(1); error : Out(1); count : Out(range(capacity + 1)); sort_cycles : Out(32)
+    idx_a, idx_b : In(range(phases · pixels)); run_a, run_b : Out(run_layout)
+    ev_addr : In(range(capacity)); ev : Out(event_entry)
+    """
+
+    def __init__(self, capacity: int, phases: int, src_shape: tuple[int, int, int],
+                 entry: data.StructLayout, run_capacity: int | None = None) -> None:  # fmt: skip
+        self.capacity, self.phases, self.src_shape = max(capacity, 1), max(phases, 1), src_shape
+        self.entries = self.phases * src_shape[1] * src_shape[2]
+        self.entry = entry
+        self.run = run_layout(max(run_capacity or 0, self.capacity))
+        super().__init__({
+            "i": In(stream.Signature(SpikeEvent)), "load": In(1),
+            "error": Out(1), "count": Out(range(self.capacity + 1)), "sort_cycles": Out(32),
+            "idx_a": In(range(max(self.entries, 2))), "idx_b": In(range(max(self.entries, 2))),
+            "run_a": Out(self.run), "run_b": Out(self.run),
+            "ev_addr": In(range(max(self.capacity, 2))), "ev": Out(self.entry),
+        })  # fmt: skip
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cap, n = max(self.capacity, 2), max(self.entries, 2)
+        staged = data.StructLayout({"ev": self.entry, "key": range(n)})
+        m.submodules.stage = stage = memory.Memory(shape=staged, depth=cap, init=[])
+        m.submodules.cnt = cnt = memory.Memory(shape=range(cap + 1), depth=n, init=[])
+        m.submodules.ptr = ptr = memory.Memory(shape=range(cap + 1), depth=n, init=[])
+        m.submodules.evm = evm = memory.Memory(shape=self.entry, depth=cap, init=[])
+        m.submodules.idxm = idxm = memory.Memory(shape=self.run, depth=n, init=[])
+        ports = {
+            "stage_w": stage.write_port(), "stage_r": stage.read_port(domain="sync"),
+            "cnt_w": cnt.write_port(), "ptr_w": ptr.write_port(),
+            "ev_w": evm.write_port(), "idx_w": idxm.write_port(),
+        }  # fmt: skip
+        ports["cnt_r"] = cnt.read_port(domain="sync", transparent_for=(ports["cnt_w"],))
+        ports["ptr_r"] = ptr.read_port(domain="sync", transparent_for=(ports["ptr_w"],))
+        ev_r, ra, rb = (evm.read_port(domain="sync"), idxm.read_port(domain="sync"),
+                        idxm.read_port(domain="sync"))  # fmt: skip
+        m.d.comb += [ev_r.addr.eq(self.ev_addr), self.ev.eq(ev_r.data),
+                     ra.addr.eq(self.idx_a), rb.addr.eq(self.idx_b),
+                     self.run_a.eq(ra.data), self.run_b.eq(rb.data)]  # fmt: skip
+        j = Signal(range(max(n, cap) + 3))  # the prefix's counter, the scatter's event
+        got, at = Signal(), Signal()  # the scatter's staging read, then pointer read, last cycle
+        with m.FSM() as fsm:
+            with m.State("COLLECT"):
+                self._collect(m, ports, j)
+            with m.State("PREFIX"):
+                self._prefix(m, ports, j)
+                self._reset(m)
+            with m.State("SCATTER"):
+                self._scatter(m, ports, j, (got, at))
+                self._reset(m)
+            with m.State("DONE"):  # the end marker is acknowledged
+                m.d.comb += self.i.ready.eq(self.load)
+                self._reset(m)
+        with m.If(fsm.ongoing("PREFIX") | fsm.ongoing("SCATTER")):
+            m.d.sync += self.sort_cycles.eq(self.sort_cycles + 1)
+        with m.If(~self.load):  # ready for the next image
+            m.d.sync += [self.count.eq(0), self.error.eq(0), self.sort_cycles.eq(0), j.eq(0),
+                         got.eq(0), at.eq(0)]  # fmt: skip
+        return m
+
+    def _reset(self, m: Module) -> None:
+        """``load`` low: back to COLLECT (a reset in the middle, or the next image)."""
+        with m.If(~self.load):
+            m.next = "COLLECT"
+
+    def _collect(self, m: Module, p: dict, j: Signal) -> None:
+        """Events into the staging memory, one per cycle; their counters incremented (the
+        write lands in the next cycle)."""
+        _, h, w = self.src_shape
+        head = self.i.payload
+        pix = Signal(range(h * w + 1))
+        key = Signal.like(p["stage_w"].data.key)
+        m.d.comb += [pix.eq(head.index % (h * w)), key.eq(head.phase * (h * w) + pix)]
+        pend, pend_key = Signal(), Signal.like(key)  # the counter read last cycle
+        m.d.sync += pend.eq(0)
+        with m.If(pend):
+            m.d.comb += [p["cnt_w"].addr.eq(pend_key), p["cnt_w"].data.eq(p["cnt_r"].data + 1),
+                         p["cnt_w"].en.eq(1)]  # fmt: skip
+        with m.If(self.load & self.i.valid & head.end):
+            m.d.sync += j.eq(0)
+            m.next = "PREFIX"
+        with m.Elif(self.load & self.i.valid):
+            m.d.comb += self.i.ready.eq(1)
+            with m.If(head.phase < self.phases):
+                with m.If(self.count < self.capacity):
+                    m.d.comb += [p["stage_w"].addr.eq(self.count), p["stage_w"].en.eq(1),
+                                 p["stage_w"].data.key.eq(key),
+                                 p["stage_w"].data.ev.c.eq(head.index // (h * w)),
+                                 p["stage_w"].data.ev.x.eq(pix % w),
+                                 p["stage_w"].data.ev.sign.eq(head.sign),
+                                 p["cnt_r"].addr.eq(key)]  # fmt: skip
+                    m.d.sync += [self.count.eq(self.count + 1), pend.eq(1), pend_key.eq(key)]
+                with m.Else():
+                    m.d.sync += self.error.eq(1)
+
+    def _prefix(self, m: Module, p: dict, j: Signal) -> None:
+        """Counter j read in cycle j; in cycle j + 1 cleared, its run [start, start + count)
+        written to the index and start to its write pointer."""
+        n = self.entries
+        start = Signal(range(self.capacity + 1))
+        m.d.comb += p["cnt_r"].addr.eq(j)
+        m.d.sync += j.eq(j + 1)
+        with m.If(j == 0):
+            m.d.sync += start.eq(0)
+        with m.Else():
+            run = p["idx_w"].data
+            m.d.comb += [p["cnt_w"].addr.eq(j - 1), p["cnt_w"].data.eq(0), p["cnt_w"].en.eq(1),
+                         p["idx_w"].addr.eq(j - 1), run.start.eq(start),
+                         run.end.eq(start + p["cnt_r"].data), p["idx_w"].en.eq(1),
+                         p["ptr_w"].addr.eq(j - 1), p["ptr_w"].data.eq(start),
+                         p["ptr_w"].en.eq(1)]  # fmt: skip
+            m.d.sync += start.eq(start + p["cnt_r"].data)
+        with m.If(j == n):
+            m.d.sync += j.eq(0)
+            m.next = "SCATTER"
+
+    def _scatter(self, m: Module, p: dict, j: Signal, stages: tuple[Signal, Signal]) -> None:
+        """Event j's staging read in cycle j, its pointer read in j + 1, its write in j + 2
+        (the pointer read is transparent to the previous event's pointer write)."""
+        got, at = stages
+        item = Signal.like(p["stage_r"].data)  # the event read from the staging memory
+        m.d.comb += p["stage_r"].addr.eq(j)
+        m.d.sync += [j.eq(j + 1), got.eq(j < self.count), at.eq(got), item.eq(p["stage_r"].data)]
+        with m.If(got):
+            m.d.comb += p["ptr_r"].addr.eq(p["stage_r"].data.key)
+        with m.If(at):
+            m.d.comb += [p["ev_w"].addr.eq(p["ptr_r"].data), p["ev_w"].data.eq(item.ev),
+                         p["ev_w"].en.eq(1), p["ptr_w"].addr.eq(item.key),
+                         p["ptr_w"].data.eq(p["ptr_r"].data + 1), p["ptr_w"].en.eq(1)]  # fmt: skip
+        with m.If(j == self.count + 1):
+            m.next = "DONE"
