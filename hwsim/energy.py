@@ -149,8 +149,10 @@ def area_mm2(arch: ArchConfig) -> dict[str, float]:
 
 def energy_by_action(res, actions) -> dict[str, np.ndarray]:
     """pJ per action and layer of a SimResult under the CACTI model, plus ``weight_fills``
-    (each weight loaded into the weight buffer: a parameter-SRAM read and a buffer write) and
-    ``leakage``."""
+    (each weight loaded into the weight buffer: a parameter-SRAM read and a buffer write),
+    ``bucketing`` (output-stationary: the counting sorts' event-buffer reads and writes,
+    ``SimResult.bucket_reads`` / ``bucket_writes``) and ``leakage`` (the sorts' cycles
+    included)."""
     arch = res.arch
     nl = len(res.names)
     out = {a: np.zeros(nl) for a in actions}
@@ -164,7 +166,12 @@ def energy_by_action(res, actions) -> dict[str, np.ndarray]:
         word = arch.lanes * arch.weight_bits
         per = (mem["parameter_sram"].read_pj + mem["weight_buffer"].write_pj) * arch.weight_bits
         out["weight_fills"] = fills * res.images * per / word
-    out["leakage"] = leakage_mw(arch) * res.total_cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
+    cycles = res.total_cycles
+    if res.bucket_reads.size:  # output-stationary: the sorts' accesses and cycles
+        ev = mem["event_buffer"]
+        out["bucketing"] = res.bucket_reads * ev.read_pj + res.bucket_writes * ev.write_pj
+        cycles = cycles + res.bucket_cycles.sum(0)
+    out["leakage"] = leakage_mw(arch) * cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
     return out
 
 
@@ -182,6 +189,7 @@ BLOCK_OF = {
     "queue_pops": "event_buffer",
     "index_reads": "event_buffer",
     "weight_fills": "weight_buffer",  # its parameter-SRAM reads included
+    "bucketing": "event_buffer",  # output-stationary: the producers' counting sorts
     "leakage": "leakage",
 }
 

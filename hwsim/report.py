@@ -233,7 +233,9 @@ def summary(
     cyc["total"] = sum(cyc.values())  # the engines' cycles (every layer)
     # layer mode: the controller's cycles between the layers (docs/architecture.md §14)
     cyc["controller"] = float(res.controller_cycles)
-    cyc["image"] = cyc["total"] + cyc["controller"]
+    # output-stationary: the producers' counting sorts of their events (§11)
+    cyc["bucketing"] = float(res.bucket_cycles.sum() / n) if res.bucket_cycles.size else 0.0
+    cyc["image"] = cyc["total"] + cyc["controller"] + cyc["bucketing"]
     ann_cycles = int(ann["cycles"].sum())
     energy = res.energy_pj()
     out: dict[str, Any] = dict(extra or {})

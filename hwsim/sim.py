@@ -36,12 +36,42 @@ MAX_TABLE_ENTRIES = 2**28
 #: readers of the first engine start one cycle ahead of it).
 CONTROLLER_CYCLES_PER_ENGINE = 2
 CONTROLLER_CYCLES_PER_RUN = 1
+#: Output-stationary: the cycles of a producer's counting sort (``rtl.os_sort``) besides one
+#: per bucket and one per event: the prefix pass's last write and the scatter pass's
+#: two-stage pipeline (docs/architecture.md §11, "Bucketing a producer's events").
+SORT_OVERHEAD = 3
 
 
 def controller_cycles(snn: SnnModel) -> int:
     """Layer mode: the controller's cycles per image between and around the engines
     (every layer but the input is one engine): 2 · E + 1 (docs/architecture.md §14)."""
     return CONTROLLER_CYCLES_PER_ENGINE * (len(snn.layers) - 1) + CONTROLLER_CYCLES_PER_RUN
+
+
+def bucket_cycles(buckets: int, events: int) -> int:
+    """Cycles of one counting sort of ``events`` events into ``buckets`` (phase, pixel)
+    buckets, after the producer's last event: buckets + events + ``SORT_OVERHEAD``
+    (docs/architecture.md §11, "Bucketing a producer's events"; ``rtl.os_sort``)."""
+    return buckets + events + SORT_OVERHEAD
+
+
+def bucketings(snn: SnnModel, index: int) -> list[int]:
+    """Output-stationary: the buckets per image into which layer ``index``'s events are
+    sorted, one entry per distinct way its consumers read them: T · H · W for a 3-D layer
+    read by a convolution, pooling, shortcut or graph group (its pixels, a graph layer's
+    nodes), T for a linear group or a flat layer (one bucket per phase). Empty for the input
+    layer (the host sends its events in order), the output layer, and a layer that only max
+    pooling reads (the §5 engine takes a phase's events in any order)."""
+    lay = snn.layers[index]
+    if lay.kind in ("input", "output"):
+        return []
+    out = set()
+    for other in snn.layers:
+        for syn in other.synapses if other.kind != "maxpool" else ():
+            if syn.source == index:
+                flat = syn.op == "linear" or len(lay.shape) != 3
+                out.add(lay.T * (1 if flat else lay.shape[1] * lay.shape[2]))
+    return sorted(out)
 
 
 class ArchFitError(ValueError):
@@ -105,6 +135,17 @@ class SimResult:
     event_buffer_banks : int64 [N]
         Per image, the most event-buffer banks live at once (``hwsim.eventbuf``; at most
         ``arch.event_buffer_banks``, else ``simulate`` raises ArchFitError).
+    bucket_cycles : int64 [N, layers]
+        Output-stationary: per image, the cycles of each layer's counting sort of its events
+        into the buckets its consumers read (:func:`bucketings`, :func:`bucket_cycles`; the
+        longest where there are several, which run side by side), after its engine's last
+        cycle; 0 elsewhere. Part of ``image_cycles`` and the stream timing; not of any
+        layer's ``cycles``.
+    bucket_reads, bucket_writes : int64 [layers]
+        Output-stationary: the sorts' memory accesses over all images (per event and
+        bucketing 3 reads and 3 writes besides the event's write, priced as its
+        ``queue_pushes``; per bucket 1 read and 3 writes), priced as 32-bit event-buffer
+        accesses (energy entry ``bucketing``).
     controller_cycles : int
         Per image, the controller's cycles besides the engines' (layer mode:
         :func:`controller_cycles`, 2 · E + 1 for E engines; pipelined mode: 0). Part of
@@ -139,12 +180,16 @@ class SimResult:
     event_buffer_banks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     controller_cycles: int = 0
     emit_rank: list = field(default_factory=list)
+    bucket_cycles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    bucket_reads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bucket_writes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def image_cycles(self) -> np.ndarray:
         """int64 [N]: each image's latency in cycles, the engines' cycles of every layer plus
-        the controller's (``controller_cycles``)."""
-        return self.cycles_per_image.sum(1) + self.controller_cycles
+        the controller's (``controller_cycles``) and the sorts' (``bucket_cycles``)."""
+        out = self.cycles_per_image.sum(1) + self.controller_cycles
+        return out + self.bucket_cycles.sum(1) if self.bucket_cycles.size else out
 
     def first_image_latency_us(self) -> float:
         """Time until the first image's prediction, in µs (either mode)."""
@@ -174,10 +219,16 @@ class SimResult:
             from hwsim.energy import energy_by_action
 
             return energy_by_action(self, COSTED_ACTIONS)
-        return {
+        out = {
             a: self.counts[a].astype(np.float64) * self.arch.energy.cost_pj(a)
             for a in COSTED_ACTIONS
         }
+        if self.bucket_reads.size:  # output-stationary: a 32-bit event-buffer read or write
+            e = self.arch.energy
+            out["bucketing"] = (
+                self.bucket_reads * e.index_read_pj + self.bucket_writes * e.queue_push_pj
+            )
+        return out
 
     def total_energy_pj(self) -> np.ndarray:
         """Energy per layer summed over the actions, in pJ."""
@@ -478,20 +529,41 @@ def simulate(
     res.event_buffer_banks = check_event_buffer(snn, arch, spikes, mode)
     res.potential_bits, res.potential_peak, res.tile_shapes = pot_bits, peaks, shapes
     res.weight_fills, res.emit_rank = fills, ranks
+    if stationary:
+        _bucketing(snn, spikes, res)
     if mode == "layer":
         res.controller_cycles = controller_cycles(snn)
         res.stream_end_cycles = np.cumsum(res.image_cycles)
     elif stationary:
-        res.stream_end_cycles = _pipeline_os(snn, stats, n)
+        res.stream_end_cycles = _pipeline_os(snn, stats, res.bucket_cycles, n)
     else:
         res.stream_end_cycles = _pipeline(snn, arch, stats, ph_cyc, n)
     return res
 
 
-def _pipeline_os(snn: SnnModel, stats, n: int) -> np.ndarray:
+def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
+    """Output-stationary: each layer's counting sorts (``bucket_cycles``, ``bucket_reads``,
+    ``bucket_writes`` of ``res``)."""
+    n, nl = res.images, len(snn.layers)
+    res.bucket_cycles = np.zeros((n, nl), np.int64)
+    res.bucket_reads, res.bucket_writes = np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+    for i in range(nl):
+        sorts = bucketings(snn, i)
+        if not sorts:
+            continue
+        events = (spikes[i].reshape(n, -1) >= 0).sum(1).astype(np.int64)
+        res.bucket_cycles[:, i] = max(sorts) + events + SORT_OVERHEAD
+        e_all = int(events.sum())
+        res.bucket_reads[i] = sum(3 * e_all + b * n for b in sorts)
+        res.bucket_writes[i] = sum(3 * e_all + 3 * b * n for b in sorts)
+
+
+def _pipeline_os(snn: SnnModel, stats, sort_cycles, n: int) -> np.ndarray:
     """Pipelined mode of the output-stationary engines: an engine starts an image once it has
-    finished the previous one and every source engine has finished the image (a tile needs
-    all phases of its receptive field; max-pooling engines are treated the same way)."""
+    finished the previous one and every source engine has finished the image and sorted its
+    events (``sort_cycles`` [N, layers]; a tile needs all phases of its receptive field;
+    max-pooling engines are treated the same way). An engine's sort holds it: the staging
+    memory takes the next image's events."""
     done: list[np.ndarray] = [np.zeros(n, np.int64)]
     end = np.zeros(n, np.int64)
     for i, lay in enumerate(snn.layers[1:], start=1):
@@ -499,6 +571,7 @@ def _pipeline_os(snn: SnnModel, stats, n: int) -> np.ndarray:
         ready = np.max(np.stack([done[s] for s in srcs]), axis=0)
         # the whole layer, its output-queue drain included (part of the stalled cycles)
         work = stats[i, :, K.BUSY] + stats[i, :, K.STALLED] + stats[i, :, K.WAITING]
+        work = work + sort_cycles[:, i]
         out = np.zeros(n, np.int64)
         free = 0
         for b in range(n):

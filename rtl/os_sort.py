@@ -30,10 +30,6 @@ from amaranth.lib.wiring import In, Out
 from rtl.events import SpikeEvent
 from rtl.os_blocks import run_layout
 
-#: Cycles of a sort besides one per counter and one per event: the prefix pass's last write
-#: and the scatter pass's two-stage pipeline (the staging read, then the pointer read).
-SORT_OVERHEAD = 3
-
 
 class SortingBuckets(wiring.Component):
     """:class:`~rtl.os_blocks.PhaseBuckets` for events in any order: a counting sort (module

@@ -97,6 +97,35 @@ def test_output_stationary_cycles_hand_computed() -> None:
     assert r.counts["bias_reads"][1] == 3
     # output layer: start 5, one tile: load 1, phase 0 (leak) 2, phase 1 (readout) 2, L_n 2
     assert cycles(r, 2) == (12, 0, 0)
+    # the hidden layer's events sorted for the output layer (flat: a bucket per phase):
+    # 2 buckets + E events + 3; 3 · E + 2 reads, 3 · E + 6 writes
+    e = int(r.counts["spikes_out"][1])
+    assert r.bucket_cycles.tolist() == [[0, 2 + e + 3, 0]]
+    assert r.bucket_reads[1] == 3 * e + 2 and r.bucket_writes[1] == 3 * e + 6
+    assert r.image_cycles[0] == 17 + 12 + r.controller_cycles + 2 + e + 3
+
+
+def test_a_producer_sorts_once_per_way_its_consumers_read() -> None:
+    """Conv → max pool → conv → (conv + identity shortcut) → average pool → linear: the first
+    conv is read only by max pooling (no sort), the others by convolutions and the shortcut
+    (one sort into T · H · W buckets, shared), the pooled layer by a linear layer (T)."""
+    snn, x = make_snn(5, dict(c=3, stride=1, pad=1, pool="max", residual=True), dict(T=6))
+    r = hwsim.simulate(snn, x[:2], hwsim.ArchConfig.preset("os16"))
+    for i, lay in enumerate(snn.layers):
+        sorts = hwsim.sim.bucketings(snn, i)
+        readers = [o for o in snn.layers if any(s.source == i for s in o.synapses)]
+        if lay.kind in ("input", "output") or all(o.kind == "maxpool" for o in readers):
+            assert sorts == [] and r.bucket_cycles[:, i].sum() == 0, lay.name
+            continue
+        flat = len(lay.shape) != 3 or all(
+            s.op == "linear" for o in readers for s in o.synapses if s.source == i
+        )
+        assert sorts == [lay.T * (1 if flat else lay.shape[1] * lay.shape[2])], lay.name
+        e = (r.spikes[i].reshape(2, -1) >= 0).sum(1)
+        assert r.bucket_cycles[:, i].tolist() == (sorts[0] + e + 3).tolist(), lay.name
+    assert r.bucket_cycles.sum() > 0
+    pipe = hwsim.simulate(snn, x[:2], hwsim.ArchConfig.preset("os16"), mode="pipelined")
+    assert pipe.stream_end_cycles[0] == r.image_cycles[0] - r.controller_cycles
 
 
 def test_potential_width_follows_the_layer_bound() -> None:
@@ -159,12 +188,20 @@ def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
         arch = dataclasses.replace(hwsim.ArchConfig(), dataflow=df, memory_model="cacti")
         r = hwsim.simulate(snn, x[:2], arch)
         e = r.energy_pj()
-        assert set(e) == {*COSTED_ACTIONS, "leakage"}
+        stationary = df == "output_stationary"
+        assert set(e) == {*COSTED_ACTIONS, "leakage"} | ({"bucketing"} if stationary else set())
         for i in range(len(r.names)):
             cost = E.per_access_pj(arch, int(r.potential_bits[i]))
             for a in COSTED_ACTIONS:
                 assert e[a][i] == pytest.approx(r.counts[a][i] * cost[a])
-        leak = E.leakage_mw(arch) * r.total_cycles / arch.clock_mhz * 1e3
+        cycles = r.total_cycles
+        if stationary:  # the producers' counting sorts: accesses and cycles (§11)
+            ev = E.memories(arch)["event_buffer"]
+            sort = r.bucket_reads * ev.read_pj + r.bucket_writes * ev.write_pj
+            np.testing.assert_allclose(e["bucketing"], sort)
+            assert sort.sum() > 0
+            cycles = cycles + r.bucket_cycles.sum(0)
+        leak = E.leakage_mw(arch) * cycles / arch.clock_mhz * 1e3
         np.testing.assert_allclose(e["leakage"], leak)
         assert r.rows()[-1]["energy_pj"] == pytest.approx(r.total_energy_pj().sum() / 2)
 
