@@ -59,15 +59,20 @@ def bucketings(snn: SnnModel, index: int) -> list[int]:
     """Output-stationary: the buckets per image into which layer ``index``'s events are
     sorted, one entry per distinct way its consumers read them: T · H · W for a 3-D layer
     read by a convolution, pooling, shortcut or graph group (its pixels, a graph layer's
-    nodes), T for a linear group or a flat layer (one bucket per phase). Empty for the input
-    layer (the host sends its events in order), the output layer, and a layer that only max
-    pooling reads (the §5 engine takes a phase's events in any order)."""
+    nodes), T for a linear group, a flat layer or a max-pooling reader (one bucket per
+    phase: the §5 engine takes a phase's events in any order, but phase after phase). Empty
+    for the input layer (the host sends its events in order), the output layer, and a
+    max-pooling layer read only by max pooling (its events already leave phase by phase)."""
     lay = snn.layers[index]
     if lay.kind in ("input", "output"):
         return []
     out = set()
     for other in snn.layers:
-        for syn in other.synapses if other.kind != "maxpool" else ():
+        if other.kind == "maxpool":
+            if other.source == index and lay.kind != "maxpool":
+                out.add(lay.T)
+            continue
+        for syn in other.synapses:
             if syn.source == index:
                 flat = syn.op == "linear" or len(lay.shape) != 3
                 out.add(lay.T * (1 if flat else lay.shape[1] * lay.shape[2]))

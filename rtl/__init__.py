@@ -18,7 +18,7 @@ _EXPORTS = {
     "OsEngine": "rtl.os_engine",
     "OsImage": "rtl.os_engine",
     "OsLane": "rtl.os_lane",
-    "PhaseBuckets": "rtl.os_blocks",
+    "SortingBuckets": "rtl.os_sort",
     "IndexReader": "rtl.os_blocks",
     "EventReader": "rtl.os_blocks",
     "TileWalk": "rtl.os_blocks",

@@ -283,7 +283,8 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
     (hwsim's ``merge_events``; docs/architecture.md §3), each in its source's emission
     order. A graph layer's groups get only the events of the channels they read (one rail
     each); its output layer's potentials are golden's (nodes, classes) logits in neuron
-    (class-major) order and its class the engine's argmax over all of them."""
+    (class-major) order and its class the engine's argmax over all of them. An
+    output-stationary layer's events are shuffled (its engine sorts them)."""
     lay = snn.layers[i]
     image = layer_image(snn, i, arch.lanes)
     is_output = lay.kind == "output"
@@ -295,7 +296,9 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
         ev = []
         for g, src in enumerate(srcs):
             if src in rtl_spikes:  # the RTL's own spikes, in the order it emitted them
-                evg = [[j, p, 0] for j, p in sorted(rtl_spikes[src][n], key=lambda e: e[1])]
+                evg = [[j, p, 0] for j, p in rtl_spikes[src][n]]
+                if arch.dataflow != "output_stationary" or lay.kind == "maxpool":
+                    evg.sort(key=lambda e: e[1])  # (an output-stationary engine sorts them)
             else:
                 rank = hw.emit_rank[src][n] if hw.emit_rank[src] is not None else None
                 evg = source_events(snn, ref, src, n, rank)
@@ -309,12 +312,9 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
         if last is not None:
             ev = [e for e in ev if e[1] <= last]
         if arch.dataflow == "output_stationary" and lay.kind != "maxpool":
-            # the output-stationary engine's event buffers (one per synapse group) are written
-            # bucketed by phase and source pixel (docs/architecture.md §11; that writer is not
-            # modelled yet): each group's events in that order, group 0's first
-            pixels = [g.src_shape[1] * g.src_shape[2] for g in image.groups]
-            grp = (lambda e: e[3]) if len(srcs) > 1 else (lambda e: 0)
-            ev.sort(key=lambda e: (grp(e), e[1], e[0] % pixels[grp(e)]))
+            # the engine sorts its input by phase and pixel itself (rtl.os_sort, §11): a
+            # producer of this dataflow emits tile by tile, so the bench feeds it shuffled
+            np.random.default_rng(1000 * i + n).shuffle(ev)
         item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
         if is_output and snn.meta.get("graph") is not None:  # (nodes, C) → C·N order
             pot = np.asarray(ref.logits_int).T.reshape(-1)

@@ -1,14 +1,13 @@
 """Read-side blocks of the output-stationary engine (docs/architecture.md §11, "The RTL of
-this dataflow"): the event buffer bucketed by phase and pixel, the index reader, the event
-reader and the two-headed token FIFO."""
+this dataflow"): the index reader, the event reader and the two-headed token FIFO, and the
+event buffer's layouts (the buffer itself: :class:`rtl.os_sort.SortingBuckets`)."""
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.events import SpikeEvent
 from rtl.os_geom import OsGeometry, TileWalk
 
 
@@ -22,90 +21,6 @@ def event_entry(channels: int, width: int) -> data.StructLayout:
     phase and row are those of the run it is read in)."""
     return data.StructLayout({"c": range(max(channels, 2)), "x": range(max(width, 2)),
                               "sign": 1})  # fmt: skip
-
-
-class PhaseBuckets(wiring.Component):
-    """One synapse group's source events of one image, bucketed by phase and pixel, with the
-    index.
-
-    While ``load`` is high the stream ``i`` is written in: events (sorted by phase, then
-    source pixel; any channel order) one after the other into the event memory, and for every
-    (phase k < ``phases``, pixel) one index entry: the run [start, end) of its events. An
-    entry is written when the stream moves past it (a later key, or the end marker), one per
-    cycle, the stream held meanwhile; the end marker is acknowledged (``i.ready``) once every
-    entry is written (the engine takes it when every group's buffer has). Events of phases
-    ≥ ``phases`` are dropped (the consumer never reads them). ``error``: more than
-    ``capacity`` events, or an event whose (phase, pixel) is behind the stream's (the run
-    would be wrong); cleared with ``load``. ``run_capacity``: the index entries are sized for
-    this many events (the largest buffer's, so that every buffer's entries have one layout).
-
-    The index has two registered read ports (a and b: a row's run x0..x1 is [a.start, b.end),
-    the one 32-bit index read of §11), the event memory one.
-
-    Ports
-    -----
-    i : In(stream.Signature(SpikeEvent))
-    load : In(1); error : Out(1); count : Out(range(capacity + 1))
-    idx_a, idx_b : In(range(phases · pixels)) addresses; run_a, run_b : Out(run_layout)
-    ev_addr : In(range(capacity)); ev : Out(event_entry)
-    """
-
-    def __init__(self, capacity: int, phases: int, src_shape: tuple[int, int, int],
-                 entry: data.StructLayout, run_capacity: int | None = None) -> None:  # fmt: skip
-        self.capacity, self.phases, self.src_shape = max(capacity, 1), max(phases, 1), src_shape
-        self.entries = self.phases * src_shape[1] * src_shape[2]
-        self.entry = entry
-        # the index entries' layout: wide enough for every buffer the index reader reads
-        self.run = run_layout(max(run_capacity or 0, self.capacity))
-        super().__init__({
-            "i": In(stream.Signature(SpikeEvent)), "load": In(1),
-            "error": Out(1), "count": Out(range(self.capacity + 1)),
-            "idx_a": In(range(max(self.entries, 2))), "idx_b": In(range(max(self.entries, 2))),
-            "run_a": Out(self.run), "run_b": Out(self.run),
-            "ev_addr": In(range(max(self.capacity, 2))), "ev": Out(self.entry),
-        })  # fmt: skip
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        cap, n = self.capacity, self.entries
-        _, h, w = self.src_shape
-        # (memories of one word get two: a zero-width address is not legal Verilog)
-        m.submodules.evm = evm = memory.Memory(shape=self.entry, depth=max(cap, 2), init=[])
-        m.submodules.idxm = idxm = memory.Memory(shape=self.run, depth=max(n, 2), init=[])
-        ev_w, idx_w = evm.write_port(), idxm.write_port()
-        ev_r, ra, rb = (evm.read_port(domain="sync"), idxm.read_port(domain="sync"),
-                        idxm.read_port(domain="sync"))  # fmt: skip
-        m.d.comb += [ev_r.addr.eq(self.ev_addr), self.ev.eq(ev_r.data),
-                     ra.addr.eq(self.idx_a), rb.addr.eq(self.idx_b),
-                     self.run_a.eq(ra.data), self.run_b.eq(rb.data)]  # fmt: skip
-        e = Signal(range(n + 1))  # the entry whose run is open
-        start = Signal.like(self.count)
-        head = self.i.payload
-        pix = Signal(range(h * w + 1))
-        m.d.comb += pix.eq(head.index % (h * w))
-        past = Signal()  # the end marker, or an event of a phase the consumer never reads
-        m.d.comb += past.eq(head.end | (head.phase >= self.phases))
-        key = Signal(range(n + h * w + 1))
-        m.d.comb += key.eq(Mux(past, n, head.phase * (h * w) + pix))
-        active = Signal()
-        m.d.comb += active.eq(self.load & self.i.valid)
-        with m.If(active & (e < key)):  # close entry e
-            m.d.comb += [idx_w.addr.eq(e), idx_w.data.start.eq(start),
-                         idx_w.data.end.eq(self.count), idx_w.en.eq(1)]  # fmt: skip
-            m.d.sync += [e.eq(e + 1), start.eq(self.count)]
-        with m.Elif(active):
-            m.d.comb += self.i.ready.eq(1)
-            with m.If(~past):
-                with m.If((self.count < cap) & (e == key)):
-                    m.d.comb += [ev_w.addr.eq(self.count), ev_w.data.c.eq(head.index // (h * w)),
-                                 ev_w.data.x.eq(pix % w), ev_w.data.sign.eq(head.sign),
-                                 ev_w.en.eq(1)]  # fmt: skip
-                    m.d.sync += self.count.eq(self.count + 1)
-                with m.Else():
-                    m.d.sync += self.error.eq(1)
-        with m.If(~self.load):  # ready for the next image
-            m.d.sync += [e.eq(0), start.eq(0), self.count.eq(0), self.error.eq(0)]
-        return m
 
 
 def item_layout(capacity: int, height: int) -> data.StructLayout:

@@ -20,13 +20,13 @@ from rtl.neuron import M_BITS
 from rtl.os_blocks import (
     EventReader,
     IndexReader,
-    PhaseBuckets,
     event_entry,
     item_layout,
     token_layout,
 )
 from rtl.os_geom import OsGeometry, OsGroup, TileWalk
 from rtl.os_lane import OsLane
+from rtl.os_sort import SortingBuckets
 from rtl.queue import OutputQueue
 
 #: Depth of the run FIFO (in runs, beyond two phases of the widest tile) and of the token
@@ -417,18 +417,20 @@ class OsEngine(wiring.Component):
     """A neuron or output layer on the output-stationary engine (docs/architecture.md §11),
     cycle for cycle as hwsim counts it (``dataflow = "output_stationary"``).
 
-    Tiles of tc channels × th rows × tw columns run one after the other; a tile's potentials
-    U, its phase's synaptic input S and the fired flags stay in the lanes' registers
-    (:class:`~rtl.os_lane.OsLane`) through all phases. The source's events are first loaded
-    from ``i_events`` into the engine's event buffer, bucketed by phase and pixel
-    (:class:`~rtl.os_blocks.PhaseBuckets`; in an accelerator the producer writes it, so these
-    cycles are not the layer's). Then the index reader walks each tile's receptive-field rows
-    phase by phase (:class:`~rtl.os_blocks.IndexReader`), the event reader reads their events
-    (:class:`~rtl.os_blocks.EventReader`), and the lanes take one event per cycle: its weight
-    word (every tap of the tile's channels for the event's channel) is read in the cycle of the
-    pop and added in the next by every lane the event reaches. The boundary, the output queue
-    and the counters are as :class:`~rtl.LayerEngine`'s; the output layer's last boundary of
-    a tile takes it into the argmax and writes its potentials where the host reads them.
+    Tiles of tc channels × th rows × tw columns run one after the other; a tile's potentials U,
+    its phase's synaptic input S and the fired flags stay in the lanes' registers
+    (:class:`~rtl.os_lane.OsLane`) through all phases. The source's events are first loaded from
+    ``i_events`` (in any order: a producer's tile order) into the engine's event buffer and
+    sorted there into buckets by phase and pixel (:class:`~rtl.os_sort.SortingBuckets`; in an
+    accelerator the producer writes it during its own run and hwsim counts the sort as the
+    producer's ``bucket_cycles``, so these cycles are not the layer's). Then the index reader
+    walks each tile's receptive-field rows phase by phase (:class:`~rtl.os_blocks.IndexReader`),
+    the event reader reads their events (:class:`~rtl.os_blocks.EventReader`), and the lanes
+    take one event per cycle: its weight word (every tap of the tile's channels for the event's
+    channel) is read in the cycle of the pop and added in the next by every lane the event
+    reaches. The boundary, the output queue and the counters are as :class:`~rtl.LayerEngine`'s;
+    the output layer's last boundary of a tile takes it into the argmax and writes its
+    potentials where the host reads them.
 
     Parameters
     ----------
@@ -439,11 +441,11 @@ class OsEngine(wiring.Component):
 
     Ports
     -----
-    As :class:`~rtl.LayerEngine`'s: ``start`` (then the stream is loaded, events sorted by
-    phase then source pixel; the layer's cycle 0 follows the end marker), ``busy`` (the
+    As :class:`~rtl.LayerEngine`'s: ``start`` (then the stream is loaded, events in any
+    order; the layer's cycle 0 follows the end marker, taken once the sort is over), ``busy`` (the
     layer's cycles), ``done``, ``i_events``, ``o_spikes``, the counters, and for the output
     layer ``argmax``, ``rd_addr`` (a tile) and ``rd_data`` (its P potentials, a registered
-    read). Also ``error``: the event buffer dropped events (too many, or out of order).
+    read). Also ``error``: the event buffer dropped events (more than its capacity).
     """
 
     def __init__(self, arch: ArchConfig, image: OsImage) -> None:
@@ -499,8 +501,8 @@ class OsEngine(wiring.Component):
         item, tok, entry = layouts(img)
         bufs = []
         for i, grp in enumerate(g.groups):
-            m.submodules[f"buf{i}"] = buf = PhaseBuckets(img.capacity[i], n_in, grp.src_shape,
-                                                         entry, max(img.capacity))  # fmt: skip
+            m.submodules[f"buf{i}"] = buf = SortingBuckets(img.capacity[i], n_in, grp.src_shape,
+                                                           entry, max(img.capacity))  # fmt: skip
             bufs.append(buf)
         m.submodules.ir = ir = IndexReader(g, n_in, max(img.capacity),
                                            2 * g.max_reads + RUN_FIFO_SLACK)  # fmt: skip

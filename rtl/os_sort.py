@@ -3,8 +3,8 @@
 
 An output-stationary layer decides its spikes tile by tile, and within a tile phase by phase,
 so its events leave in (tile, phase) order; its consumers read them by (phase, source pixel)
-(the index of :class:`~rtl.os_blocks.PhaseBuckets`). :class:`SortingBuckets` takes the events
-in any order and buckets them with a counting sort:
+(an index entry per (phase, pixel): its run of events). :class:`SortingBuckets` takes the
+events in any order and buckets them with a counting sort:
 
 - **collect** (while the events arrive, one per cycle, no extra cycle): each event is written
   to a staging memory, and its (phase, pixel) counter is incremented (a read-modify-write,
@@ -16,9 +16,8 @@ in any order and buckets them with a counting sort:
   bucket's write pointer read and incremented, and the event written where it pointed.
 
 So the sort costs ``n + E + 3`` cycles after the last event (``hwsim.sim.bucket_cycles``), and
-the index and the event memory end up as :class:`~rtl.os_blocks.PhaseBuckets` would have
-written them from a stream already in (phase, pixel) order: the same runs, each run's events
-in arrival order.
+the index and the event memory end up as a stream already in (phase, pixel) order would
+have written them: the same runs, each run's events in arrival order.
 """
 
 from __future__ import annotations
@@ -32,14 +31,20 @@ from rtl.os_blocks import run_layout
 
 
 class SortingBuckets(wiring.Component):
-    """:class:`~rtl.os_blocks.PhaseBuckets` for events in any order: a counting sort (module
-    docstring). The read side (index ports a and b, the event memory) is PhaseBuckets'.
+    """One synapse group's source events of one image, bucketed by phase and pixel with the
+    index, from a stream in any order: a counting sort (module docstring). The index has two
+    registered read ports (a and b: a row's run x0..x1 is [a.start, b.end), the one 32-bit
+    index read of §11), the event memory one.
 
     While ``load`` is high the stream ``i`` is taken, one event per cycle; events of phases
     ≥ ``phases`` are dropped (the consumer never reads them). The end marker starts the sort
     and is acknowledged (``i.ready``) when it is over; ``sort_cycles`` then holds its length
     (``n + E + 3``). ``error``: more than ``capacity`` events (the extra ones are dropped).
-    ``error``, ``count`` and ``sort_cycles`` are cleared with ``load``.
+    ``error``, ``count`` and ``sort_cycles`` are cleared with ``load``. After a reset, and
+    after an image abandoned (``load`` low) before its prefix pass, the counters are cleared
+    first (n cycles, the stream held). ``run_capacity``: the
+    index entries are sized for this many events (the largest buffer's, so that every
+    buffer's entries have one layout).
 
     Ports
     -----
@@ -86,29 +91,41 @@ class SortingBuckets(wiring.Component):
                      self.run_a.eq(ra.data), self.run_b.eq(rb.data)]  # fmt: skip
         j = Signal(range(max(n, cap) + 3))  # the prefix's counter, the scatter's event
         got, at = Signal(), Signal()  # the scatter's staging read, then pointer read, last cycle
-        with m.FSM() as fsm:
+        with m.FSM(init="CLEAR") as fsm:
+            with m.State("CLEAR"):  # after a reset, or an image abandoned before its sort
+                m.d.comb += [ports["cnt_w"].addr.eq(j), ports["cnt_w"].data.eq(0),
+                             ports["cnt_w"].en.eq(1)]  # fmt: skip
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == n - 1):
+                    m.d.sync += j.eq(0)
+                    m.next = "COLLECT"
             with m.State("COLLECT"):
                 self._collect(m, ports, j)
+                self._reset(m, "CLEAR", self.count != 0)
             with m.State("PREFIX"):
                 self._prefix(m, ports, j)
-                self._reset(m)
+                self._reset(m, "CLEAR")
             with m.State("SCATTER"):
                 self._scatter(m, ports, j, (got, at))
-                self._reset(m)
+                self._reset(m, "COLLECT")
             with m.State("DONE"):  # the end marker is acknowledged
                 m.d.comb += self.i.ready.eq(self.load)
-                self._reset(m)
+                self._reset(m, "COLLECT")
         with m.If(fsm.ongoing("PREFIX") | fsm.ongoing("SCATTER")):
             m.d.sync += self.sort_cycles.eq(self.sort_cycles + 1)
         with m.If(~self.load):  # ready for the next image
-            m.d.sync += [self.count.eq(0), self.error.eq(0), self.sort_cycles.eq(0), j.eq(0),
+            m.d.sync += [self.count.eq(0), self.error.eq(0), self.sort_cycles.eq(0),
                          got.eq(0), at.eq(0)]  # fmt: skip
+            with m.If(~fsm.ongoing("CLEAR")):
+                m.d.sync += j.eq(0)
         return m
 
-    def _reset(self, m: Module) -> None:
-        """``load`` low: back to COLLECT (a reset in the middle, or the next image)."""
-        with m.If(~self.load):
-            m.next = "COLLECT"
+    def _reset(self, m: Module, to: str, when=1) -> None:
+        """``load`` low: the next image (or a reset in the middle) starts in ``to``: CLEAR
+        where some counters may hold counts (an image abandoned before its prefix pass has
+        cleared them), else COLLECT."""
+        with m.If(~self.load & when):
+            m.next = to
 
     def _collect(self, m: Module, p: dict, j: Signal) -> None:
         """Events into the staging memory, one per cycle; their counters incremented (the

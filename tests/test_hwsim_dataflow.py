@@ -106,23 +106,23 @@ def test_output_stationary_cycles_hand_computed() -> None:
 
 
 def test_a_producer_sorts_once_per_way_its_consumers_read() -> None:
-    """Conv → max pool → conv → (conv + identity shortcut) → average pool → linear: the first
-    conv is read only by max pooling (no sort), the others by convolutions and the shortcut
-    (one sort into T · H · W buckets, shared), the pooled layer by a linear layer (T)."""
+    """Conv → max pool → conv → (conv + identity shortcut) → linear → output: the first conv
+    is read by max pooling (one bucket per phase), the pooled layer by a convolution and the
+    shortcut (one sort into T · H · W buckets, shared), the residual layer by a linear layer
+    (T); the input and output layers are not sorted."""
     snn, x = make_snn(5, dict(c=3, stride=1, pad=1, pool="max", residual=True), dict(T=6))
     r = hwsim.simulate(snn, x[:2], hwsim.ArchConfig.preset("os16"))
-    for i, lay in enumerate(snn.layers):
-        sorts = hwsim.sim.bucketings(snn, i)
-        readers = [o for o in snn.layers if any(s.source == i for s in o.synapses)]
-        if lay.kind in ("input", "output") or all(o.kind == "maxpool" for o in readers):
-            assert sorts == [] and r.bucket_cycles[:, i].sum() == 0, lay.name
+    pix = [lay.T * lay.shape[1] * lay.shape[2] if len(lay.shape) == 3 else 0 for lay in snn.layers]
+    assert [lay.kind for lay in snn.layers] == ["input", "neuron", "maxpool", "neuron", "neuron",
+                                                "neuron", "output"]  # fmt: skip
+    expect = [[], [6], [pix[2]], [pix[3]], [6], [6], []]
+    assert [hwsim.sim.bucketings(snn, i) for i in range(len(snn.layers))] == expect
+    for i, sorts in enumerate(expect):
+        if not sorts:
+            assert r.bucket_cycles[:, i].sum() == 0
             continue
-        flat = len(lay.shape) != 3 or all(
-            s.op == "linear" for o in readers for s in o.synapses if s.source == i
-        )
-        assert sorts == [lay.T * (1 if flat else lay.shape[1] * lay.shape[2])], lay.name
         e = (r.spikes[i].reshape(2, -1) >= 0).sum(1)
-        assert r.bucket_cycles[:, i].tolist() == (sorts[0] + e + 3).tolist(), lay.name
+        assert r.bucket_cycles[:, i].tolist() == (sorts[0] + e + 3).tolist(), i
     assert r.bucket_cycles.sum() > 0
     pipe = hwsim.simulate(snn, x[:2], hwsim.ArchConfig.preset("os16"), mode="pipelined")
     assert pipe.stream_end_cycles[0] == r.image_cycles[0] - r.controller_cycles

@@ -1,6 +1,6 @@
 """rtl.os_sort.SortingBuckets: a producer's events in any order, bucketed by (phase, pixel)
 with a counting sort in n + E + 3 cycles (docs/architecture.md §11, "Bucketing a producer's
-events"), read back through PhaseBuckets' ports."""
+events"), read back through its index and event-memory ports."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hwsim.sim import bucket_cycles
 
 
 def _reference(events, phases, shape):
-    """The runs and entries PhaseBuckets writes from the same events sorted by (phase, pixel),
-    each run's events in arrival order: {key: [(c, x, sign), ...]}."""
+    """The runs and entries of the same events bucketed by (phase, pixel), each run's events
+    in arrival order: {key: [(c, x, sign), ...]}."""
     _, h, w = shape
     runs = {k: [] for k in range(phases * h * w)}
     for idx, ph, sign in events:
@@ -22,7 +22,7 @@ def _reference(events, phases, shape):
     return runs
 
 
-def _bench(images, phases, shape, capacity, gaps):
+def _bench(images, phases, shape, capacity, gaps, abandon=()):
     from amaranth.sim import Simulator
 
     from rtl.os_blocks import event_entry
@@ -33,6 +33,18 @@ def _bench(images, phases, shape, capacity, gaps):
     seen = []
 
     async def bench(ctx) -> None:
+        for events, wait in abandon:  # images given up: load dropped `wait` cycles after the end
+            ctx.set(dut.load, 1)
+            for idx, ph, sign in events:
+                ctx.set(dut.i.payload, {"index": idx, "phase": ph, "sign": sign})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.payload, {"end": 1})
+            for _ in range(wait):
+                await ctx.tick()
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.load, 0)
+            await ctx.tick()
         for events in images:
             ctx.set(dut.load, 1)
             for t, (idx, ph, sign) in enumerate(events):
@@ -106,6 +118,18 @@ def test_more_events_than_capacity_set_error_and_keep_the_first() -> None:
     assert got["error"] == 1 and got["count"] == 4
     assert got["runs"] == _reference(events[:4], phases, shape)
     assert got["cycles"] == phases * 4 + 4 + 3
+
+
+@pytest.mark.parametrize("wait", [0, 3, 40])
+def test_an_abandoned_image_leaves_no_count_behind(wait) -> None:
+    """Load dropped while collecting (wait 0: the end marker never taken), in the prefix pass
+    (3) and in the scatter pass (40 > 24 buckets): the next image is sorted as if alone."""
+    rng = np.random.default_rng(11)
+    shape, phases = (3, 2, 3), 4
+    first, second = _events(rng, shape, phases, 12), _events(rng, shape, phases, 9)
+    (got,) = _bench([second], phases, shape, capacity=18, gaps=[0], abandon=[(first, wait)])
+    assert got["runs"] == _reference(second, phases, shape) and got["count"] == 9
+    assert got["cycles"] == bucket_cycles(phases * 6, 9)
 
 
 @pytest.mark.parametrize("shape", [(5, 1, 1)])
