@@ -67,6 +67,9 @@ def run(snn, x, lanes: int) -> dict:
         "of_layers": len(snn.layers) - 1,
         "rtl_cycles_supported": sum(r["rtl_cycles"] for r in rows),
         "hwsim_cycles_all": int(hw_all.cycles_per_image.sum()),
+        # the producers' counting sorts (docs/architecture.md §11) and the image latency
+        "hwsim_sort_cycles": int(hw_all.bucket_cycles.sum()),
+        "hwsim_image_cycles": int(hw_all.image_cycles.sum()),
         "build_s": round(sum(r["build_s"] for r in rows), 1),
         "sim_s": round(sum(r["sim_s"] for r in rows), 2),
     }
@@ -78,18 +81,23 @@ def markdown(res: dict) -> str:
         "",
         f"ResNet-20, CIFAR-10 (T = 16, Q = 1.3, percentile calibration), {res['images']} test "
         "image(s); presets os16 / os64 (their weight buffers included; memories grown to fit), "
-        "Verilator; each layer fed golden's spikes of its source. "
+        "Verilator; each layer fed golden's spikes of its source, shuffled (each engine sorts "
+        "its input by phase and pixel, `rtl.os_sort`). hwsim's sorts: the producers' "
+        "counting sorts between the layers (docs/architecture.md §11), part of its image "
+        "latency (engines + sorts + controller). "
         f"{res['machine']}, {res['date']}. Command: `{res['command']}`.",
         "",
         "| P | layers in RTL | all equal (spikes, cycles, counters) | RTL cycles of those layers "
-        "| hwsim cycles, whole network | Verilator build s | simulation s |",
-        "|---|---|---|---|---|---|---|",
+        "| hwsim cycles, whole network | hwsim sort cycles | hwsim image latency, cycles "
+        "| Verilator build s | simulation s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["runs"]:
         lines.append(
             f"| {r['lanes']} | {r['supported']} of {r['of_layers']} | "
             f"{'yes' if r['ok'] else 'NO'} | {r['rtl_cycles_supported']:,} | "
-            f"{r['hwsim_cycles_all']:,} | {r['build_s']} | {r['sim_s']} |"
+            f"{r['hwsim_cycles_all']:,} | {r.get('hwsim_sort_cycles', 0):,} | "
+            f"{r.get('hwsim_image_cycles', 0):,} | {r['build_s']} | {r['sim_s']} |"
         )
     for r in res["runs"]:
         lines += ["", f"## P = {r['lanes']}", "",

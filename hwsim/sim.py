@@ -40,6 +40,9 @@ CONTROLLER_CYCLES_PER_RUN = 1
 #: per bucket and one per event: the prefix pass's last write and the scatter pass's
 #: two-stage pipeline (docs/architecture.md §11, "Bucketing a producer's events").
 SORT_OVERHEAD = 3
+#: Output-stationary: the buckets whose counters the sort's prefix pass reads per cycle (a
+#: word of k counters, the index in k banks; ``rtl.os_sort``).
+PREFIX_WIDTH = 8
 
 
 def controller_cycles(snn: SnnModel) -> int:
@@ -50,9 +53,10 @@ def controller_cycles(snn: SnnModel) -> int:
 
 def bucket_cycles(buckets: int, events: int) -> int:
     """Cycles of one counting sort of ``events`` events into ``buckets`` (phase, pixel)
-    buckets, after the producer's last event: buckets + events + ``SORT_OVERHEAD``
-    (docs/architecture.md §11, "Bucketing a producer's events"; ``rtl.os_sort``)."""
-    return buckets + events + SORT_OVERHEAD
+    buckets, after the producer's last event: ⌈buckets / k⌉ + events + ``SORT_OVERHEAD``,
+    k = ``PREFIX_WIDTH`` (docs/architecture.md §11, "Bucketing a producer's events";
+    ``rtl.os_sort``)."""
+    return ceil_div(buckets, PREFIX_WIDTH) + events + SORT_OVERHEAD
 
 
 def bucketings(snn: SnnModel, index: int) -> list[int]:
@@ -557,7 +561,7 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
         if not sorts:
             continue
         events = (spikes[i].reshape(n, -1) >= 0).sum(1).astype(np.int64)
-        res.bucket_cycles[:, i] = max(sorts) + events + SORT_OVERHEAD
+        res.bucket_cycles[:, i] = bucket_cycles(max(sorts), 0) + events
         e_all = int(events.sum())
         res.bucket_reads[i] = sum(3 * e_all + b * n for b in sorts)
         res.bucket_writes[i] = sum(3 * e_all + 3 * b * n for b in sorts)
