@@ -37,7 +37,7 @@ MAX_TABLE_ENTRIES = 2**28
 CONTROLLER_CYCLES_PER_ENGINE = 2
 CONTROLLER_CYCLES_PER_RUN = 1
 #: Output-stationary: the cycles of a producer's counting sort (``rtl.os_sort``) besides one
-#: per bucket and one per event: the prefix pass's last write and the scatter pass's
+#: per counter word and one per event: the prefix pass's last write and the scatter pass's
 #: two-stage pipeline (docs/architecture.md §11, "Bucketing a producer's events").
 SORT_OVERHEAD = 3
 #: Output-stationary: the buckets whose counters the sort's prefix pass reads per cycle (a
