@@ -338,6 +338,8 @@ def markdown(summ: dict[str, Any]) -> str:
     ann, eq = summ["ann_mac_array"], summ["eq6"]
     acc = f", accuracy {summ['accuracy']:.2f} %" if summ.get("accuracy") is not None else ""
     data = f" of {summ['data']}" if summ.get("data") else ""
+    sorted_ = pi["cycles"].get("bucketing", 0.0)  # output-stationary: the counting sorts (§11)
+    sorts = f", + {sorted_:,.0f} cycles of the counting sorts" if sorted_ else ""
     lines = [
         f"# hwsim report: {summ['network']}",
         "",
@@ -351,7 +353,7 @@ def markdown(summ: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| cycles | {pi['cycles']['total']:,.0f} (busy {pi['cycles']['busy']:,.0f}, stalled "
         f"{pi['cycles']['stalled']:,.0f}, waiting {pi['cycles']['waiting']:,.0f}; "
-        f"+ {pi['cycles']['controller']:,.0f} controller cycles between the layers) "
+        f"+ {pi['cycles']['controller']:,.0f} controller cycles between the layers{sorts}) "
         f"| {ann['cycles']:,} |",
         f"| latency µs | {pi['image_latency_us']:,.2f} (engines {pi['latency_us']:,.2f}) "
         f"| {ann['latency_us']:,.2f} |",

@@ -138,7 +138,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     print(format_layer_table(summ["layers"]))
     print(
-        f"\nper image: {pi['latency_us']:,.2f} µs, {pi['energy_pj'] / 1e3:,.2f} nJ; ANN on a "
+        f"\nper image: {pi['image_latency_us']:,.2f} µs (engines {pi['latency_us']:,.2f}), "
+        f"{pi['energy_pj'] / 1e3:,.2f} nJ; ANN on a "
         f"{arch.lanes}-lane MAC array: {ann['latency_us']:,.2f} µs, "
         f"{ann['energy_pj'] / 1e3:,.2f} nJ; E_ANN/E_SNN = {_f(ann['e_ann_over_e_snn'])} "
         f"(Eq. 6: FP32 {_f(summ['eq6']['fp32']['ratio'])}, "

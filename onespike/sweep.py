@@ -268,8 +268,8 @@ def _violates(arch: ArchConfig, c: dict[str, Any]) -> str | None:
 #: Columns of points.csv / points.parquet, with their types.
 METRICS: dict[str, type] = {
     "energy_pj": float,  # per image
-    "latency_us": float,  # per image, layer mode
-    "cycles": float,  # per image
+    "latency_us": float,  # per image, layer mode: engines + controller + sorts (§11, §14)
+    "cycles": float,  # per image, the engines' (every layer's busy + stalled + waiting)
     "area_mm2": float,
     "lane_utilisation": float,  # adds / (P · adder cycles), all layers
     "ann_over_snn_energy": float,  # the ANN on a P-lane MAC array, same table
@@ -443,7 +443,8 @@ def point_metrics(res, snn, y=None) -> dict[str, Any]:
     util = float(res.counts["adds"].sum()) / (arch.lanes * adder) if adder else 0.0
     out = {
         "energy_pj": e_snn,
-        "latency_us": cycles / arch.clock_mhz,
+        # the image latency: the engines', the controller's and the output-stationary sorts'
+        "latency_us": float(res.image_cycles.mean()) / arch.clock_mhz if res.images else 0.0,
         "cycles": cycles,
         "area_mm2": area_mm2(arch),
         "lane_utilisation": util,

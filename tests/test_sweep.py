@@ -74,7 +74,7 @@ def test_rows_equal_serial_simulate(artifact, client, tmp_path):
         sim = hwsim.simulate(net, x, p.arch)  # serial, in this process
         s = summary(sim, net, labels=y.numpy())
         assert row["energy_pj"] == pytest.approx(s["per_image"]["energy_pj"], rel=1e-12)
-        assert row["latency_us"] == pytest.approx(s["per_image"]["latency_us"], rel=1e-12)
+        assert row["latency_us"] == pytest.approx(s["per_image"]["image_latency_us"], rel=1e-12)
         assert row["cycles"] == pytest.approx(s["per_image"]["cycles"]["total"], rel=1e-12)
         assert row["ann_over_snn_energy"] == pytest.approx(
             s["ann_mac_array"]["e_ann_over_e_snn"], rel=1e-12
