@@ -561,7 +561,7 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
         if not sorts:
             continue
         events = (spikes[i].reshape(n, -1) >= 0).sum(1).astype(np.int64)
-        res.bucket_cycles[:, i] = bucket_cycles(max(sorts), 0) + events
+        res.bucket_cycles[:, i] = [bucket_cycles(max(sorts), int(e)) for e in events]
         e_all = int(events.sum())
         res.bucket_reads[i] = sum(3 * e_all + b * n for b in sorts)
         res.bucket_writes[i] = sum(3 * e_all + 3 * b * n for b in sorts)
