@@ -161,6 +161,11 @@ class _Engine:
             int, Any
         ] = {}  # conv weights for kernels.int_events / _pipelined_events
         self.dec64: dict[tuple, torch.Tensor] = {}  # float64 decodes of this batch
+        # exact mode: each source's decoded spikes in the engine's dtype, kept until its last
+        # reader has run (the CPU coding kernel writes them beside the phases)
+        self.dec: dict[int, torch.Tensor] = {}
+        self.sq: dict[int, torch.Tensor] = {}  # and their Σ_c x², (N, 1, *spatial)
+        self.last_reader = _last_readers(snn)
         self.w = [
             [
                 _weight(s, torch.as_tensor(_weight_of(s, mode)), lay, device, self.f)
@@ -172,13 +177,18 @@ class _Engine:
         # float32 passes (exact mode; pipelined on the CPU): |w| for the rounding bound Σ|w|·|x|
         rounded = mode == "exact" or (mode == "pipelined" and self.f == torch.float32)
         self.w_abs = [[_abs(w) for w in ws] for ws in self.w] if rounded else None
+        self.w_norm = (
+            [[_row_norm(s, lay, mode, device) for s in lay.synapses] for lay in snn.layers]
+            if rounded
+            else None
+        )
         if self.cpu:
             kernels.follow_torch_threads()
 
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):
         snn = self.snn
-        self.dec64 = {}
+        self.dec64, self.dec, self.sq = {}, {}, {}
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -206,6 +216,9 @@ class _Engine:
                 )
             if spikes[i] is not None:
                 counts["spikes"][i] = _count_spikes(spikes[i], lay)
+            for j in [j for j in self.dec if self.last_reader[j] <= i]:
+                del self.dec[j]
+                self.sq.pop(j, None)
         logits = self._rows(vals[-1]).float().cpu()
         li = self._rows(logits_int).cpu() if logits_int is not None else None
         preds = (li if li is not None else logits).argmax(1)
@@ -269,7 +282,7 @@ class _Engine:
                 return self._pipelined_events(lay, src, spikes, groups), None
         # pipelined logits are float64 on every device (the CPU engine's passes are float32)
         f = torch.float64 if lay.kind == "output" and self.mode == "pipelined" else self.f
-        decoded = [_decode(spikes[s.source], self.snn.layers[s.source], f) for s in lay.synapses]
+        decoded = [self._decoded(spikes, s.source, f) for s in lay.synapses]
         z = self._preact_float(lay, decoded, f)
         if lay.kind == "output":
             return None, (z, None)
@@ -278,24 +291,39 @@ class _Engine:
             return self._exact_phases(lay, spikes, decoded, z, theta), None
         return self._pipelined(lay, src, spikes, decoded, z, theta), None
 
+    def _decoded(self, spikes, src: int, f: torch.dtype) -> torch.Tensor:
+        """Source ``src``'s spikes decoded in dtype ``f`` (``_decode``); in exact mode once
+        per batch, kept in ``self.dec`` for its other readers."""
+        if self.mode != "exact" or f != self.f:
+            return _decode(spikes[src], self.snn.layers[src], f)
+        if src not in self.dec:
+            self.dec[src] = _decode(spikes[src], self.snn.layers[src], f)
+        return self.dec[src]
+
     def _exact_phases(self, lay: Layer, spikes, decoded, z, theta) -> torch.Tensor:
         """Eq. 4 decided as in float64, at float32 speed.
 
         z comes from float32 sums of n = fan-in products (decoded spikes and weights), whose
         rounding error is at most about (n + 1) · 2^-24 · (Σ|w|·|x| + |B|) in any summation
-        order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1); Σ|w|·|x| is one
-        more float32 pass with |w| on |x|. A neuron whose z / θ lies within twice that bound of
-        a coding threshold is recomputed in float64 from its own fan-in (ops.synapse_at) and
-        coded from that value, so a potential on a threshold (an average pooling of equal
-        spikes under floor coding) is decided as Eq. 4 in float64 decides it. On ResNet-20
-        about 0.1 % of the neurons are recomputed (45,484 of 48 M on 256 CIFAR images).
+        order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1); Σ|w|·|x| is
+        bounded from above by ``_magnitude_parts`` (Cauchy–Schwarz for convolutions). A neuron
+        whose z / θ lies within twice that bound of a coding threshold is recomputed in
+        float64 from its own fan-in (ops.synapse_at) and coded from that value, so a
+        potential on a threshold (an average pooling of equal spikes under floor coding) is
+        decided as Eq. 4 in float64 decides it. On ResNet-20 about 0.2 % of the neurons are
+        recomputed (104,514 of 48 M on 256 CIFAR images; 45,512 with the exact Σ|w|·|x|,
+        which cost a second convolution). On the CPU the coding kernel also writes the
+        decoded spikes and their Σ_c x², which the next layers read (``self.dec``,
+        ``self.sq``).
         """
-        mag = self._magnitude(lay, decoded)
+        parts = self._magnitude_parts(lay, decoded)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
         th = _thresholds(lay, z.dtype, z.device).flip(0).contiguous()  # ascending
+        dec = sq = None
         if self.cpu and z.dtype == torch.float32:  # the kernel's float32 test
-            phase, near = self._exact_code_cpu(lay, z, mag, theta, th, gamma)
+            phase, near, dec, sq = self._exact_code_cpu(lay, z, parts, theta, th, gamma)
         else:
+            mag = self._sum_parts(lay, parts)
             r = z / theta
             idx = torch.searchsorted(th, r.contiguous(), right=True)
             lut = torch.tensor([-1, *range(lay.T - 1, -1, -1)], dtype=torch.int16, device=r.device)
@@ -313,18 +341,81 @@ class _Engine:
             per = lay.size // lay.channels
             th64 = torch.as_tensor(lay.threshold, device=self.dev).double()
             phase.view(-1)[flat] = _encode_hidden(z64 / th64[(flat // per) % lay.channels], lay)
+            if dec is not None:  # the kernel's decodes and Σ_c x² of the recomputed pixels
+                dec.view(-1)[flat] = torch.from_numpy(_phase_table(lay, dec.dtype))[
+                    phase.view(-1)[flat].long() + 1
+                ]
+                rows = dec.reshape(dec.shape[0], lay.channels, -1)
+                b, q = flat // lay.size, flat % per
+                sq.reshape(dec.shape[0], -1)[b, q] = rows[b, :, q].square().sum(1)
+        if dec is not None:
+            i = self.snn.layers.index(lay)
+            self.dec[i], self.sq[i] = dec, sq.reshape(dec.shape[0], 1, *lay.shape[1:])
         return phase
 
     def _magnitude(self, lay: Layer, decoded) -> torch.Tensor:
-        """Σ|w|·|x| + |B| per neuron, in one more float32 pass: the size of the float32 sum
-        that bounds its rounding (``_exact_phases``)."""
+        """An upper bound of Σ|w|·|x| + |B| per neuron, shaped as the layer's potentials
+        (N, *lay.shape): ``_magnitude_parts`` summed."""
+        return self._sum_parts(lay, self._magnitude_parts(lay, decoded))
+
+    def _magnitude_parts(self, lay: Layer, decoded):
+        """An upper bound of Σ|w|·|x| + |B| per neuron, the size of the float32 sum that
+        bounds its rounding (``_exact_phases``), in parts: (pix, wn, extra).
+
+        A convolution group takes Cauchy–Schwarz, Σ|w|·|x| ≤ ‖w_o‖₂ · ‖x_patch‖₂ with
+        ‖x_patch‖₂² a box sum of the source's Σ_c x² (one channel, which the coding kernel of
+        the source wrote beside its decodes); a linear group feeding a flat layer the same with
+        the whole input. Each such group g gives pix[g] (N, neurons per channel), ‖x_patch‖₂,
+        and wn[g] (C,), ‖w_o‖₂: no second full convolution with |w|. The bound is looser than
+        Σ|w|·|x| (on ResNet-20 it sends 2.3x as many neurons to the float64 recomputation,
+        0.2 % of them) and its float32 rounding is covered by ``_norm_margin``. The other
+        groups (pooling, shortcut, graph, embedding, a linear group into a 3-D layer) take
+        |w| on |x| exactly, summed into ``extra`` (N, *lay.shape) or None: their sums are
+        short or their weights ≥ 0. |B| is added by ``_sum_parts`` or the kernel.
+        """
         i = self.snn.layers.index(lay)
-        mag = self.bias[i].to(self.f).abs()
-        for s, w, x in zip(lay.synapses, self.w_abs[i], decoded, strict=True):
+        per = lay.size // lay.channels
+        pix, wn, extra = [], [], None
+        for j, (s, w, x) in enumerate(zip(lay.synapses, self.w_abs[i], decoded, strict=True)):
+            norm = self.w_norm[i][j]
+            if norm is not None and (s.op == "conv" or per == 1):
+                pn = self._patch_norm(s, x, lay)
+                pix.append(pn.reshape(pn.shape[0], -1).expand(pn.shape[0], per))
+                wn.append(norm.reshape(-1))
+                continue
             # decoded spikes of a spiking source are ≥ 0; only the input layer's are signed
             xa = x.abs() if self.snn.layers[s.source].kind == "input" else x
-            mag = mag + synapse_forward(xa, s, w, lay)
-        return mag
+            y = synapse_forward(xa, s, w, lay)
+            extra = y if extra is None else extra.add_(y)
+        return pix, wn, extra
+
+    def _sum_parts(self, lay: Layer, parts) -> torch.Tensor:
+        """``_magnitude_parts`` as one tensor (N, *lay.shape): |B| + Σ_g pix·wn + extra."""
+        pix, wn, extra = parts
+        i = self.snn.layers.index(lay)
+        mag = self.bias[i].to(self.f).abs()
+        spread = (lay.channels, *([1] * (len(lay.shape) - 1)))
+        for pn, w in zip(pix, wn, strict=True):
+            mag = mag + pn.reshape(pn.shape[0], 1, *lay.shape[1:]) * w.reshape(spread)
+        return mag if extra is None else mag + extra
+
+    def _patch_norm(self, syn, x: torch.Tensor, lay: Layer) -> torch.Tensor:
+        """‖x_patch‖₂ of every output pixel of a convolution group, (N, 1, H', W'), or of
+        every image of a linear group, (N,): the input's factor of the Cauchy–Schwarz bound
+        of ``_magnitude_parts``, rounded up by ``_norm_margin``. The source's Σ_c x² comes
+        from ``self.sq`` (exact mode) or is computed here."""
+        sq = self.sq.get(syn.source) if self.mode == "exact" else None
+        if sq is None:
+            sq = x.square().sum(1, keepdim=True)
+            if self.mode == "exact":
+                self.sq[syn.source] = sq
+        if syn.op == "linear":
+            total = sq.reshape(sq.shape[0], -1).sum(1)
+            return total.sqrt_().mul_(_norm_margin(x[0].numel()))
+        box = torch.ones(1, 1, *syn.kernel, dtype=x.dtype, device=x.device)
+        sq = torch.nn.functional.conv2d(sq, box, stride=syn.stride, padding=syn.padding)
+        n = x.shape[1] * syn.kernel[0] * syn.kernel[1]
+        return sq.clamp_(min=0).sqrt_().mul_(_norm_margin(n))
 
     def _potential64_at(self, lay: Layer, spikes, flat, upto: int | None = None):
         """The potential in float64 of the neurons ``flat`` (flat indices into
@@ -344,19 +435,29 @@ class _Engine:
             z64 = z64 + synapse_at(x64, s, w64, lay, flat)
         return z64
 
-    def _exact_code_cpu(self, lay: Layer, z, mag, theta, th, gamma):
-        """``kernels.exact_code`` on CPU tensors: (phase, near), shaped as z."""
+    def _exact_code_cpu(self, lay: Layer, z, parts, theta, th, gamma):
+        """``kernels.exact_code`` on CPU tensors: (phase, near, decoded), shaped as z, and
+        the decodes' Σ_c x² (N, neurons per channel)."""
         z = z.contiguous()
-        mag = mag.expand_as(z).contiguous()
+        n, per = z.shape[0], lay.size // lay.channels
+        pix, wn, extra = parts
+        pix = torch.stack(pix).reshape(len(pix), -1) if pix else z.new_zeros((0, n * per))
+        wn = torch.stack(wn) if wn else z.new_zeros((0, lay.channels))
+        extra = extra.expand_as(z).contiguous().reshape(-1) if extra is not None else z.new_zeros(0)
+        bias = self.bias[self.snn.layers.index(lay)].to(z.dtype).abs()
         phase = torch.empty(z.shape, dtype=torch.int16)
         near = torch.empty(z.shape, dtype=torch.bool)
+        dec = torch.empty(z.shape, dtype=z.dtype)
+        sq = z.new_empty((n, per))
         kernels.exact_code(
-            z.numpy().reshape(-1), mag.numpy().reshape(-1),
+            z.numpy().reshape(-1), pix.contiguous().numpy(), wn.contiguous().numpy(),
+            bias.expand(lay.shape).contiguous().numpy().reshape(-1), extra.numpy(),
             theta.reshape(-1).contiguous().numpy(), th.numpy(), float(gamma),
-            4 * EXACT_ROUNDING, lay.size // lay.channels,
-            phase.numpy().reshape(-1), near.numpy().reshape(-1),
+            4 * EXACT_ROUNDING, per, _phase_table(lay, z.dtype),
+            phase.numpy().reshape(-1), near.numpy().reshape(-1), dec.numpy().reshape(-1),
+            sq.numpy().reshape(-1),
         )  # fmt: skip
-        return phase, near
+        return phase, near, dec, sq
 
     @staticmethod
     def _conv_at_cpu(sp, src: Layer, syn, w64, lay: Layer, flat, upto=None) -> torch.Tensor:
@@ -374,6 +475,10 @@ class _Engine:
     def _decoded64(self, spikes, src: int, upto: int | None = None) -> torch.Tensor:
         """Source ``src``'s decoded spikes in float64 (of phases ≤ ``upto`` when given;
         once per batch)."""
+        lay = self.snn.layers[src]
+        if upto is None and lay.kind == "input" and lay.T <= 24 and src in self.dec:
+            # multiples of 2^-(T−1) below 2: the float32 decode is exact
+            return self.dec[src].double()
         if (src, upto) not in self.dec64:
             self.dec64[(src, upto)] = _decode(
                 spikes[src], self.snn.layers[src], torch.float64, upto=upto
@@ -765,6 +870,26 @@ def _abs(w: torch.Tensor) -> torch.Tensor:
     return w.abs()
 
 
+def _norm_margin(n: int) -> float:
+    """The factor that keeps a float32 Cauchy–Schwarz bound (``_patch_norm`` times
+    ``_row_norm``) above its real value: each of its sums of n ≥ 0 terms, the square root and
+    the product round by at most n · 2^-24 relative (Higham, §3.1); doubled, as
+    ``EXACT_ROUNDING`` is."""
+    return 1.0 + (n + 8) * 2.0**-23
+
+
+def _row_norm(syn, lay: Layer, mode: str, device) -> torch.Tensor | None:
+    """‖w_o‖₂ of each output channel o of a convolution or linear group (the weights of
+    ``mode``), shaped to broadcast on (N, *lay.shape), rounded up by ``_norm_margin``; None
+    for other groups."""
+    if syn.op not in ("conv", "linear"):
+        return None
+    w = torch.as_tensor(_weight_of(syn, mode), dtype=torch.float64)
+    norm = w.reshape(w.shape[0], -1).norm(dim=1) * _norm_margin(w[0].numel())
+    shape = (1, -1, 1, 1) if syn.op == "conv" else (1, *lay.shape)
+    return norm.to(device, torch.float32).reshape(shape)
+
+
 def _weight(syn, w: torch.Tensor, lay: Layer, device, dtype) -> torch.Tensor:
     """A synapse group's weights on the device; a graph aggregation's as its CSR Â."""
     w = w.to(device, dtype)
@@ -829,6 +954,19 @@ def _shortcut_at(sp, src: Layer, syn, w64, lay: Layer, flat, upto: int | None) -
     return torch.where(ok, v, torch.zeros_like(v))
 
 
+def _last_readers(snn: SnnModel) -> list[int]:
+    """For each layer, the index of the last layer that reads it (a synapse group or a max
+    pooling); −1 for none."""
+    out = [-1] * len(snn.layers)
+    for i, lay in enumerate(snn.layers):
+        srcs = [s.source for s in lay.synapses]
+        if lay.kind == "maxpool":
+            srcs.append(lay.source)
+        for j in srcs:
+            out[j] = max(out[j], i)
+    return out
+
+
 def _phase_table(src: Layer, dtype) -> np.ndarray:
     """The values of a spiking source's phases, as ``_decode`` takes them: entry 0 for no
     spike, entry t + 1 = Q^-t."""
@@ -852,8 +990,8 @@ def _group_adds(snn: SnnModel, syn, lay: Layer, sp: torch.Tensor, upto: int | No
 
 def _spike_counts(sp: torch.Tensor, lay: Layer, upto: int | None = None) -> torch.Tensor:
     """Spikes per neuron of ``lay`` (only those of phases ≤ ``upto`` when given)."""
-    if lay.kind == "input":
-        return sp[:, : None if upto is None else upto + 1].abs().sum(1).to(torch.float32)
+    if lay.kind == "input":  # signs −1, 0, 1 of each bit
+        return torch.count_nonzero(sp[:, : None if upto is None else upto + 1], 1).float()
     if _kernels_for(sp.device):
         out = torch.empty(sp.shape, dtype=torch.float32)
         last = np.iinfo(np.int16).max if upto is None else upto
@@ -867,6 +1005,8 @@ def _count_spikes(sp: torch.Tensor, lay: Layer) -> int:
     """All spikes of ``lay`` in a batch."""
     if lay.kind != "input" and _kernels_for(sp.device):
         return int(kernels.count_fired(sp.contiguous().numpy().reshape(-1)))
+    if lay.kind == "input":
+        return int(torch.count_nonzero(sp))
     return int(_spike_counts(sp, lay).sum())
 
 

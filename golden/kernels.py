@@ -57,44 +57,70 @@ SLACK = 1.0 + 2.0**-20
 
 
 @njit(parallel=True, cache=True)
-def exact_code(z, mag, theta, th, gamma, eps, per, phase, near):
+def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase, near, dec, sq):
     """Eq. 4 on r = z / θ, with the float32 rounding test of ``_Engine._exact_phases``.
 
-    z, mag : float32 (n,) potentials and Σ|w|·|x| + |B| (flat (N, C, ...) order); theta :
-    float32 (C,) the channels' λ; th : float32 (T,) coding thresholds c·Q^-t ascending
-    (t = T−1 … 0); gamma : the relative rounding bound of the sum; eps : the bound of r's own
-    rounding; per : neurons per channel; phase : int16 (n,) out, t* = T − #{j : r ≥ th_j}
-    or −1 (underflow, no threshold reached); near : bool (n,) out, True where r lies within
-    tol = (mag·gamma/θ + |r|·eps) · SLACK of a threshold. The thresholds are the inner loop
-    and the neurons of a channel the innermost, so the compares run as SIMD, without branches.
+    z : float32 (n,) potentials, flat (N, C, per) order; the bound of their sums,
+    mag = bias[c·per + q] + Σ_g pix[g, b·per + q] · wn[g, c] + extra[i] (``extra`` empty:
+    none) for neuron i = (b, c, q), from pix : float32 (G, N·per), wn : float32 (G, C),
+    bias : float32 (C·per,) |B|, extra : float32 (n,) or (0,) (``_Engine._magnitude_parts``);
+    theta : float32 (C,) the channels' λ; th : float32 (T,) coding thresholds c·Q^-t
+    ascending (t = T−1 … 0); gamma : the relative rounding bound of the sum; eps : the bound
+    of r's own rounding; per : neurons per channel; table : float32 (T + 1,) the phases'
+    values as ``decode_phases`` takes them.
+
+    Out: phase : int16 (n,), t* = T − k with k = #{j : r ≥ th_j}, or −1 where k = 0
+    (underflow); near : bool (n,), True where r lies within tol = (mag·gamma/θ + |r|·eps) ·
+    SLACK of a threshold (th_{k−1} or th_k, the nearest below and above); dec : float32
+    (n,), table[t* + 1], the decoded spike the next layer reads; sq : float32 (N·per,),
+    Σ_c dec², the next layer's factor of its own bound. The thresholds are the inner loop and
+    the neurons of a channel the innermost, so the counts run as SIMD, without branches.
+    mag's own float32 sum of G + 2 terms ≥ 0 is covered by widening gamma by (G + 4)·2^-23.
     """
     nt = th.size
     channels = theta.size
     img = channels * per
+    groups = pix.shape[0]
     e = np.float32(eps * SLACK)
-    for n in prange(z.size // img):
+    widen = SLACK * (1.0 + (groups + 4) * 2.0**-23)
+    pad = np.empty(nt + 2, np.float32)  # th with −inf and +inf around it: no branches below
+    pad[0], pad[nt + 1] = -np.inf, np.inf
+    pad[1 : nt + 1] = th
+    for b in prange(z.size // img):
         r = np.empty(per, np.float32)
-        tol = np.empty(per, np.float32)
-        cnt = np.empty(per, np.int16)
-        close = np.empty(per, np.uint8)
+        m = np.empty(per, np.float32)
+        cnt = np.empty(per, np.int32)
+        acc = np.zeros(per, np.float32)
         for c in range(channels):
-            base = n * img + c * per
+            base = b * img + c * per
             tc = theta[c]
-            g = np.float32(gamma / np.float64(tc) * SLACK)
-            for p in range(per):
-                rv = z[base + p] / tc
-                r[p] = rv
-                tol[p] = mag[base + p] * g + abs(rv) * e
-                cnt[p] = 0
-                close[p] = 0
+            g = np.float32(gamma / np.float64(tc) * widen)
+            for q in range(per):
+                r[q] = z[base + q] / tc
+                m[q] = bias[c * per + q]
+                cnt[q] = 0
+            for k in range(groups):
+                w = wn[k, c]
+                for q in range(per):
+                    m[q] += pix[k, b * per + q] * w
+            if extra.size:
+                for q in range(per):
+                    m[q] += extra[base + q]
             for j in range(nt):
                 t = th[j]
-                for p in range(per):
-                    cnt[p] += np.int16(r[p] >= t)
-                    close[p] |= np.uint8(abs(r[p] - t) <= tol[p])
-            for p in range(per):
-                phase[base + p] = -1 if cnt[p] == 0 else nt - cnt[p]
-                near[base + p] = close[p] != 0
+                for q in range(per):
+                    cnt[q] += np.int32(r[q] >= t)
+            for q in range(per):
+                k = cnt[q]
+                rv = r[q]
+                tol = m[q] * g + abs(rv) * e
+                d = table[nt - k + 1] if k else table[0]
+                phase[base + q] = np.int16(nt - k) if k else np.int16(-1)
+                dec[base + q] = d
+                near[base + q] = (rv - pad[k] <= tol) | (pad[k + 1] - rv <= tol)
+                acc[q] += d * d
+        for q in range(per):
+            sq[b * per + q] = acc[q]
 
 
 @njit(parallel=True, cache=True)

@@ -360,6 +360,55 @@ def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, 
         assert (a is None and b is None) or torch.equal(a, b), i
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.integers(1, 6),
+    stride=st.sampled_from([1, 2]),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    kernels=st.booleans(),
+)
+def test_exact_rounding_bound_covers_the_float64_magnitude(
+    monkeypatch, seed, c, stride, pool, residual, kernels
+):
+    """Exact mode's float32 pass is as right as its bound of Σ|w|·|x| + |B|: the
+    Cauchy–Schwarz parts (‖w_o‖₂ · ‖x_patch‖₂, the patch's Σ_c x² written by the source's
+    coding kernel on the CPU) plus the float32 |w| on |x| of the other groups are the
+    float64 Σ|w|·|x| + |B| of every neuron of every spiking layer or more, up to their own
+    float32 rounding."""
+    from converter.ops import synapse_forward
+    from golden import engine
+
+    net = make_net(seed, c=c, stride=stride, pad=1, bn=True, pool=pool, residual=residual)
+    gen = torch.Generator().manual_seed(seed)
+    calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
+    cfg = ConversionConfig(calibration="percentile", T=7, Q=1.3, weight_bits=None)
+    snn = convert(net, calib, cfg, progress=False)
+    checked = []
+    parts_of = engine._Engine._magnitude_parts
+
+    def check(self, lay, decoded):
+        parts = parts_of(self, lay, decoded)
+        got = self._sum_parts(lay, parts).double()
+        want = torch.as_tensor(lay.bias, dtype=torch.float64).abs()
+        for s, d in zip(lay.synapses, decoded, strict=True):
+            w = torch.as_tensor(s.weight, dtype=torch.float64).abs()
+            want = want + synapse_forward(d.double().abs(), s, w, lay)
+        # the bound's own float32 rounding (relative ~n·2^-24) is what EXACT_ROUNDING's
+        # factor 2 of safety covers: it has to hold to far better than a factor 2
+        bad = got < want * (1 - 2.0**-16)
+        assert not bad.any(), (lay.name, got[bad][:5].tolist(), want[bad][:5].tolist())
+        checked.append(lay.name)
+        return parts
+
+    monkeypatch.setattr(engine, "USE_KERNELS", kernels)
+    monkeypatch.setattr(engine._Engine, "_magnitude_parts", check)
+    golden.run(snn, x, "exact", device=CPU)
+    assert len(checked) == sum(lay.kind == "neuron" for lay in snn.layers)
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(
@@ -730,3 +779,52 @@ def test_event_kernels_equal_the_reference(monkeypatch, mode, down, t_w) -> None
     check_same(got, want)
     if mode == "int":
         assert torch.equal(got.logits_int, want.logits_int)
+
+
+@pytest.mark.parametrize(("groups", "extra"), [(0, True), (1, False), (2, True)])
+def test_exact_code_kernel_against_numpy(groups: int, extra: bool) -> None:
+    """kernels.exact_code's phases, near flags, decodes and Σ_c dec² against the same
+    formulas in NumPy float64: mag = |B| + Σ_g pix_g · wn_g + extra, tol = mag · γ / θ +
+    |r| · ε, near = r within tol of the nearest threshold below or above. Potentials are
+    drawn on and around the thresholds so that every branch is taken."""
+    from golden import kernels
+
+    rng = np.random.default_rng(groups)
+    n, c, per, t, q = 9, 3, 16, 6, 1.4
+    th = np.array([q**-k for k in range(t)][::-1], np.float32)  # ascending
+    theta = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    base = rng.choice(np.concatenate([th, [0.0, 2.0]]), (n, c, per))
+    step = rng.choice([-1, 1], (n, c, per)) * 10 ** rng.uniform(-6, -1, (n, c, per))
+    r_want = base * (1 + np.where(rng.random((n, c, per)) < 0.1, 0.0, step))
+    z = (r_want * theta[None, :, None]).astype(np.float32).reshape(-1)
+    pix = rng.uniform(0, 50, (groups, n * per)).astype(np.float32)
+    wn = rng.uniform(0, 50, (groups, c)).astype(np.float32)
+    bias = rng.uniform(0, 5, c * per).astype(np.float32)
+    ext = rng.uniform(0, 50, z.size).astype(np.float32) if extra else np.zeros(0, np.float32)
+    table = np.array([0.0] + [q**-k for k in range(t)], np.float32)
+    gamma, eps = 40 * 2.0**-23, 4 * 2.0**-24
+    phase = np.empty(z.size, np.int16)
+    near = np.empty(z.size, np.bool_)
+    dec = np.empty(z.size, np.float32)
+    sq = np.empty(n * per, np.float32)
+    kernels.exact_code(z, pix, wn, bias, ext, theta, th, gamma, eps, per, table, phase, near,
+                       dec, sq)  # fmt: skip
+
+    r = (z.reshape(n, c, per) / theta[None, :, None]).astype(np.float32).astype(np.float64)
+    mag = np.broadcast_to(bias.reshape(1, c, per).astype(np.float64), (n, c, per)).copy()
+    for g in range(groups):
+        mag += pix[g].reshape(n, 1, per).astype(np.float64) * wn[g].reshape(1, c, 1)
+    if extra:
+        mag += ext.reshape(n, c, per)
+    tol = mag * gamma / theta[None, :, None].astype(np.float64) + np.abs(r) * eps
+    k = (r[..., None] >= th.astype(np.float64)).sum(-1)
+    want_phase = np.where(k == 0, -1, t - k)
+    dist = np.abs(r[..., None] - th.astype(np.float64)).min(-1)
+    assert np.array_equal(phase.reshape(n, c, per), want_phase)
+    sure = np.abs(dist - tol) > 1e-5 * tol  # away from the float32 rounding of the test
+    assert np.array_equal(near.reshape(n, c, per)[sure], (dist <= tol)[sure])
+    assert near.any() and not near.all()
+    want_dec = table[want_phase + 1]
+    assert np.array_equal(dec.reshape(n, c, per), want_dec)
+    np.testing.assert_allclose(sq, (want_dec.astype(np.float64) ** 2).sum(1).reshape(-1),
+                               rtol=1e-6)  # fmt: skip
