@@ -124,7 +124,7 @@ def point(snn, x, y, arch, ref, label, repeats: int) -> dict[str, Any]:
             res.counts["adds"].sum() / max(res.adder_cycles.sum() * arch.lanes, 1)
         ),
         "lanes_busy_all_cycles": adds / (arch.lanes * total),
-        "area_mm2": area_mm2(arch),
+        "area_mm2": area_mm2(arch, snn),
         "register_bits": (
             arch.lanes * (2 * int(res.potential_bits.max()) + 1)
             if arch.dataflow == "output_stationary"
@@ -207,7 +207,7 @@ def tile_space(args, snn: SnnModel, x, ref, points: list) -> list[dict[str, Any]
                 "tile_channels": k,
                 "energy_nj": e_snn / 1e3,
                 "latency_us": float(res.image_cycles.mean()) / arch.clock_mhz,
-                "area_mm2": area_mm2(arch)["total_sram"],
+                "area_mm2": area_mm2(arch, snn)["total_sram"],
                 "lane_utilisation_adder_cycles": adds / max(res.adder_cycles.sum() * p, 1),
                 "e_ann_dense_over_e_snn": ann["dense"]["energy_pj"] / e_snn,
                 "e_ann_zero_skip_over_e_snn": ann["zero_skip"]["energy_pj"] / e_snn,

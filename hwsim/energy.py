@@ -14,6 +14,11 @@ that rule). These two scalings are this project's model, not Horowitz's numbers.
 
 Flip-flop registers (the output-stationary lane registers) are counted in bits but not priced
 in energy or area: no cited per-bit figure is in this project yet (docs/architecture.md §11).
+
+Output-stationary, when the network is known: the memories of the producers' counting sorts
+(``rtl.os_sort.SortingBuckets``: counters, write pointers, staging memory; :func:`sorters`,
+:func:`sort_memories`) are SRAMs priced the same way, in the area (``sort_memories``) and the
+leakage.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from dataclasses import replace as dataclass_replace
 import numpy as np
 
 from archspec.config import ArchConfig
+from archspec.fanout import ceil_div
 from archspec.memcost import SramCost, sram
+from converter.model import SnnModel
+from hwsim.sim import PREFIX_WIDTH, SortShape, sort_shapes
 
 #: Horowitz (ISSCC 2014), 45 nm, pJ.
 ADD8_PJ, ADD32_PJ, MUL32_PJ, MUL8_PJ = 0.03, 0.1, 3.1, 0.2
@@ -95,6 +103,67 @@ def memories(arch: ArchConfig) -> dict[str, SramCost]:
     return out
 
 
+def sorters(shapes: list[list[SortShape]]) -> list[SortShape]:
+    """The counting sorters of the layer-mode machine (docs/architecture.md §11, "Bucketing a
+    producer's events"), from ``shapes``, per layer its sorts (``hwsim.sim.sort_shapes``).
+
+    One engine runs the layers one after the other and the next starts when the producer's
+    sort is over (``SimResult.bucket_cycles`` is part of ``image_cycles``), so one layer
+    sorts at a time and the sorters are shared by all layers; a layer's sorts run side by
+    side, so there are as many sorters as the most sorts of one layer. Sorter j takes every
+    layer's j-th largest sort: its buckets, capacity and entry are the largest of those (each
+    memory's depth and width grows with them)."""
+    out: list[SortShape] = []
+    for layer in shapes:
+        for j, s in enumerate(sorted(layer, key=lambda s: s.buckets, reverse=True)):
+            if j == len(out):
+                out.append(s)
+            else:
+                o = out[j]
+                out[j] = SortShape(max(o.buckets, s.buckets), max(o.capacity, s.capacity),
+                                   max(o.entry_bits, s.entry_bits))  # fmt: skip
+    return out
+
+
+def sort_geometry(shape: SortShape) -> dict[str, tuple[int, int]]:
+    """(depth in words, word width in bits) of the memories of one ``SortingBuckets``
+    (``rtl/os_sort.py``, k = ``hwsim.sim.PREFIX_WIDTH``, at least two words as there):
+
+    - ``counters`` and ``pointers``: ⌈B / k⌉ words of k fields of ⌈log2(E + 1)⌉ bits (a count
+      or a start in 0 … E, E the capacity);
+    - ``staging``: E words, the event entry and its bucket key (⌈log2 B⌉ bits).
+
+    Its event memory and index are the event buffer's entries and index (§2, §11;
+    ``hwsim.eventbuf.buffer_bits``), already in ``event_buffer``."""
+    b, cap = max(shape.buckets, 1), max(shape.capacity, 2)
+    words = max(ceil_div(b, PREFIX_WIDTH), 2)
+    count = PREFIX_WIDTH * cap.bit_length()
+    key = (max(b, 2) - 1).bit_length()
+    return {"counters": (words, count), "pointers": (words, count),
+            "staging": (cap, shape.entry_bits + key)}  # fmt: skip
+
+
+def sort_memories(arch: ArchConfig, shapes: list[list[SortShape]]) -> dict[str, SramCost]:
+    """The SRAMs of the counting sorters (:func:`sorters`, :func:`sort_geometry`), named
+    ``sort<j>.<memory>``, each priced as ``memory`` prices every other SRAM (CACTI, 45 nm;
+    below 1 KiB as 1 KiB); empty unless ``arch`` is output-stationary."""
+    if arch.dataflow != "output_stationary":
+        return {}
+    out = {}
+    for j, shape in enumerate(sorters(shapes)):
+        for name, (depth, width) in sort_geometry(shape).items():
+            out[f"sort{j}.{name}"] = memory(depth * width / 8192, width)
+    return out
+
+
+def _network_sorts(arch: ArchConfig, snn: SnnModel | None) -> list[list[SortShape]]:
+    """Per layer its sorts (``hwsim.sim.sort_shapes``): none without a network or outside the
+    output-stationary dataflow."""
+    if snn is None or arch.dataflow != "output_stationary":
+        return []
+    return [sort_shapes(snn, i) for i in range(len(snn.layers))]
+
+
 def per_access_pj(arch: ArchConfig, pot_bits: int, buffered: bool = False) -> dict:
     """pJ of one of each action for a layer whose potentials are ``pot_bits`` wide (and whose
     weights come from the weight buffer if ``buffered``)."""
@@ -127,17 +196,26 @@ def per_access_pj(arch: ArchConfig, pot_bits: int, buffered: bool = False) -> di
     return cost
 
 
-def leakage_mw(arch: ArchConfig) -> float:
-    """Leakage of all the SRAMs of ``arch``, mW."""
-    return float(sum(m.leakage_mw for m in memories(arch).values()))
+def leakage_mw(arch: ArchConfig, snn: SnnModel | None = None) -> float:
+    """Leakage of all the SRAMs of ``arch``, mW; with the network ``snn`` (output-stationary)
+    the sort memories' too (:func:`sort_memories`)."""
+    mem = [*memories(arch).values(), *sort_memories(arch, _network_sorts(arch, snn)).values()]
+    return float(sum(m.leakage_mw for m in mem))
 
 
-def area_mm2(arch: ArchConfig) -> dict[str, float]:
-    """Area of ``arch`` in mm²: each SRAM of ``memories`` (CACTI, 45 nm) and their sum
-    ``total_sram``; ``queues`` (the input and output event queues, register file) and
-    ``logic`` (P lanes and the controller), both from the rough model above; ``total``, the
-    sum of all. The output-stationary lane registers are not priced (module docstring)."""
+def area_mm2(arch: ArchConfig, snn: SnnModel | None = None) -> dict[str, float]:
+    """Area of ``arch`` in mm²: each SRAM of ``memories`` (CACTI, 45 nm); with the network
+    ``snn`` on the output-stationary dataflow ``sort_memories``, the counting sorters'
+    counters, pointers and staging memories (:func:`sort_memories`, sized for ``snn``);
+    their sum ``total_sram``; ``queues`` (the input and output event queues, register file)
+    and ``logic`` (P lanes and the controller), both from the rough model above; ``total``,
+    the sum of all. Without ``snn``, or in the potential-SRAM dataflow, no sort memories
+    (the machine alone). The output-stationary lane registers are not priced (module
+    docstring)."""
     out = {k: m.area_mm2 for k, m in memories(arch).items()}
+    sort = sort_memories(arch, _network_sorts(arch, snn))
+    if sort:
+        out["sort_memories"] = float(sum(m.area_mm2 for m in sort.values()))
     out["total_sram"] = float(sum(out.values()))
     queue_bits = (arch.input_queue_depth + arch.output_queue_depth) * 32
     out["queues"] = queue_bits * QUEUE_UM2_PER_BIT / 1e6
@@ -152,7 +230,8 @@ def energy_by_action(res, actions) -> dict[str, np.ndarray]:
     (each weight loaded into the weight buffer: a parameter-SRAM read and a buffer write),
     ``bucketing`` (output-stationary: the counting sorts' event-buffer reads and writes,
     ``SimResult.bucket_reads`` / ``bucket_writes``) and ``leakage`` (the sorts' cycles
-    included)."""
+    included; output-stationary, the sort memories' leakage too, sized from
+    ``SimResult.sort_shapes``)."""
     arch = res.arch
     nl = len(res.names)
     out = {a: np.zeros(nl) for a in actions}
@@ -171,7 +250,9 @@ def energy_by_action(res, actions) -> dict[str, np.ndarray]:
         ev = mem["event_buffer"]
         out["bucketing"] = res.bucket_reads * ev.read_pj + res.bucket_writes * ev.write_pj
         cycles = cycles + res.bucket_cycles.sum(0)
-    out["leakage"] = leakage_mw(arch) * cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
+    sort = sort_memories(arch, res.sort_shapes)
+    leak = leakage_mw(arch) + sum(m.leakage_mw for m in sort.values())
+    out["leakage"] = leak * cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
     return out
 
 

@@ -288,7 +288,7 @@ def summary(
         from hwsim.ann import ann_array
         from hwsim.energy import area_mm2, energy_by_block
 
-        out["area_mm2"] = area_mm2(res.arch)
+        out["area_mm2"] = area_mm2(res.arch, snn)  # output-stationary: the sorts' memories
         out["energy_nj_per_image_by_block"] = {k: v / 1e3 for k, v in energy_by_block(res).items()}
         out["ann_baselines"] = {
             k: {

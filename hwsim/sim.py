@@ -83,6 +83,47 @@ def bucketings(snn: SnnModel, index: int) -> list[int]:
     return sorted(out)
 
 
+@dataclass(frozen=True)
+class SortShape:
+    """What sizes the memories of one counting sort of a producer's events
+    (``rtl.os_sort.SortingBuckets``; docs/architecture.md §11, "Bucketing a producer's
+    events"): ``buckets`` B (:func:`bucketings`), ``capacity`` the most events it takes per
+    image (``hwsim.eventbuf.worst_events``: one per neuron), ``entry_bits`` the event entry
+    (channel, column, sign: ``rtl.os_blocks.event_entry``)."""
+
+    buckets: int
+    capacity: int
+    entry_bits: int
+
+
+def sort_shapes(snn: SnnModel, index: int) -> list[SortShape]:
+    """Output-stationary: one :class:`SortShape` per sort of layer ``index`` (per entry of
+    :func:`bucketings`, in its order). The entry is the one the RTL stores: the channel
+    (⌈log2 C⌉ bits), the column (⌈log2 W⌉) and the sign, both at least a bit; a sort of one
+    bucket per phase reads the layer as flat, as a linear group does (``rtl.engine``: source
+    (size, 1, 1)), so its channel is the neuron (⌈log2 size⌉ bits) and its column one bit;
+    where a max pooling reads it, the entry also holds the phase (⌈log2 T⌉ bits:
+    ``rtl.os_pool.pool_entry``, streamed out in order without an index run)."""
+    lay = snn.layers[index]
+    cap = eventbuf.worst_events(lay)
+    c, w = (lay.shape[0], lay.shape[2]) if len(lay.shape) == 3 else (lay.size, 1)
+    pooled = any(o.kind == "maxpool" and o.source == index for o in snn.layers)
+    out = []
+    for b in bucketings(snn, index):
+        if b == lay.T:
+            bits = _bits(lay.size) + 1 + 1 + (_bits(lay.T) if pooled else 0)
+        else:
+            bits = _bits(c) + _bits(w) + 1
+        out.append(SortShape(b, cap, bits))
+    return out
+
+
+def _bits(values: int) -> int:
+    """Bits of an unsigned field holding 0 … values − 1, at least one (Amaranth's
+    ``range(max(values, 2))``)."""
+    return (max(values, 2) - 1).bit_length()
+
+
 class ArchFitError(ValueError):
     """A network that the configured accelerator cannot hold (memories, widths)."""
 
@@ -155,6 +196,10 @@ class SimResult:
         bucketing 3 reads and 3 writes besides the event's write, priced as its
         ``queue_pushes``; per bucket 1 read and 3 writes), priced as 32-bit event-buffer
         accesses (energy entry ``bucketing``).
+    sort_shapes : list
+        Output-stationary: per layer, its sorts' :class:`SortShape` (:func:`sort_shapes`;
+        empty for a layer not sorted), which size the sort memories whose leakage
+        ``hwsim.energy`` charges; empty in the potential-SRAM dataflow.
     controller_cycles : int
         Per image, the controller's cycles besides the engines' (layer mode:
         :func:`controller_cycles`, 2 · E + 1 for E engines; pipelined mode: 0). Part of
@@ -192,6 +237,7 @@ class SimResult:
     bucket_cycles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     bucket_reads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bucket_writes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sort_shapes: list = field(default_factory=list)
 
     @property
     def image_cycles(self) -> np.ndarray:
@@ -505,7 +551,10 @@ def simulate(
             ph_cyc[i] = np.zeros((n, t_src, 2), np.int64)
             fan = _maxpool_plan(snn, lay)
             whole = (lay.source, 0, 0, snn.layers[lay.source].size)
-            ptr, ids, _ = _events(snn, spikes, [whole], n, ranks)
+            # output-stationary: the source's events as its phase sort leaves them, each
+            # phase's in the order the source's engine pushed them (tile, then lane)
+            keys = {lay.source: os_emission_key(snn, lay.source, arch)} if stationary else None
+            ptr, ids, _ = _events(snn, spikes, [whole], n, ranks, keys)
             K.maxpool_layer(
                 ptr, ids, fan.ptr, fan.tgt, t_src, lat, blocked, phase, counts[i], stats[i],
                 ph_cyc[i],
@@ -556,6 +605,7 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
     n, nl = res.images, len(snn.layers)
     res.bucket_cycles = np.zeros((n, nl), np.int64)
     res.bucket_reads, res.bucket_writes = np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+    res.sort_shapes = [sort_shapes(snn, i) for i in range(nl)]
     for i in range(nl):
         sorts = bucketings(snn, i)
         if not sorts:
@@ -850,13 +900,14 @@ def _groups(snn: SnnModel, lay: Layer, plan: _Plan) -> list[tuple[int, int, int,
     return out
 
 
-def _events(snn, spikes, groups, n, ranks=None):
+def _events(snn, spikes, groups, n, ranks=None, keys=None):
     """Events of the sources of a layer, bucketed by image · T_src + phase (CSR), each bucket
     in group order, then in the order the source emitted them (:func:`emission_order`: the
     input layer's trains in neuron order, a neuron layer's phase in its scan order, a
-    max-pooling layer's in its push order, ``ranks[src]``; without ``ranks``, neuron order).
-    ``groups``: (source layer, id offset, first and end source neuron read) per synapse group.
-    Returns (ptr, ids, signs)."""
+    max-pooling layer's in its push order, ``ranks[src]``; without ``ranks``, neuron order;
+    ``keys[src]``, where given: a neuron layer's phase in the order of that key per neuron,
+    :func:`os_emission_key`). ``groups``: (source layer, id offset, first and end source
+    neuron read) per synapse group. Returns (ptr, ids, signs)."""
     out = None
     for src, off, lo, hi in groups:
         sp = spikes[src]
@@ -870,7 +921,12 @@ def _events(snn, spikes, groups, n, ranks=None):
             ph = sp.reshape(n, -1)
             ph = ph if whole else ph[:, lo:hi]
             rank = None if ranks is None else ranks[src]
-            if rank is not None:  # max pooling: each image's push order
+            key = None if keys is None else keys.get(src)
+            if key is not None:  # an output-stationary source: its push order
+                perm = np.argsort(np.asarray(key)[lo:hi], kind="stable")
+                p, ids, sign = K.events_from_phases(np.ascontiguousarray(ph[:, perm]), lay.T, 0)
+                ev = (p, perm[ids] + (off + lo), sign)
+            elif rank is not None:  # max pooling: each image's push order
                 r = rank.reshape(n, -1)[:, lo:hi]
                 order = np.argsort(r, axis=1, kind="stable")  # never fired (−1) first
                 p, ids, sign = K.events_from_phases(
@@ -904,6 +960,36 @@ def scan_order(lay: Layer) -> np.ndarray:
     if lay.kind in ("input", "maxpool"):
         raise ValueError(f"layer {lay.name} is a {lay.kind} layer: it has no boundary scan")
     return _scan_perm(lay.channels, lay.size // lay.channels)
+
+
+def os_emission_key(snn: SnnModel, index: int, arch: ArchConfig) -> np.ndarray:
+    """Output-stationary: the place of each neuron of layer ``index`` (a neuron layer) in its
+    engine's push order within a phase, int64 [neurons]: tile by tile (``TilePlan.tile_of``,
+    the order the tiles run), within a tile lane by lane (lane = slot · th · tw + dy · tw +
+    dx for the neuron's channel slot and offsets in its tile of tc × th × tw; the output queue
+    takes a boundary's spikes in lane order, ``rtl.os_engine.lane_place``). The engine
+    emits tile after tile, each tile's phases in order, so its stream is in (tile, phase,
+    lane) order, and a phase sort that keeps the arrival order within a phase
+    (``rtl.os_pool``) leaves (phase, tile, lane)."""
+    lay = snn.layers[index]
+    plan = _os_plan(snn, lay, arch)
+    tc, th, tw = plan.shape
+    c, h, w = lay.shape if len(lay.shape) == 3 else (lay.size, 1, 1)
+    j = np.arange(lay.size, dtype=np.int64)
+    ch, y, x = j // (h * w), (j // w) % h, j % w
+    lane = (ch % tc) * th * tw + (y % th) * tw + x % tw
+    return np.asarray(plan.tile_of, np.int64) * (tc * th * tw) + lane
+
+
+def os_emission_order(snn: SnnModel, index: int, arch: ArchConfig, phases) -> np.ndarray:
+    """Output-stationary: the spiking neurons of neuron layer ``index`` in one image
+    (``phases``: −1 for none) in the order its engine pushes them: (tile, phase, lane)
+    (:func:`os_emission_key`)."""
+    ph = np.asarray(phases).reshape(-1)
+    key = os_emission_key(snn, index, arch)
+    tile = key // int(np.prod(_os_plan(snn, snn.layers[index], arch).shape))
+    j = np.nonzero(ph >= 0)[0]
+    return j[np.lexsort((key[j], ph[j], tile[j]))]
 
 
 def emission_order(snn: SnnModel, index: int, phases: np.ndarray, rank=None) -> np.ndarray:

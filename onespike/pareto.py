@@ -75,8 +75,9 @@ def markdown(res, *, artifact: str, data: str, images: int) -> str:
         "",
         f"{res.points} points ({len(ok)} simulated, {res.failed} failed), {images} image(s) of "
         f"{data} each; this run simulated {res.ran} and found {res.resumed} in the table. "
-        f"Area is `hwsim.energy.area_mm2` (CACTI 45 nm SRAMs plus a rough model of the queues "
-        "and lane logic; not a synthesis).",
+        f"Area is `hwsim.energy.area_mm2` (CACTI 45 nm SRAMs, output-stationary points with "
+        "their counting sorts' memories sized for the network, plus a rough model of the "
+        "queues and lane logic; not a synthesis).",
     ]
     if res.skipped:
         lines += ["", "Left out of the grid:", ""]

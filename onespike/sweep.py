@@ -52,12 +52,14 @@ _FLOAT_FIELDS = {k for k, t in _ARCH_TYPES.items() if t == "float"} | set(ENERGY
 
 
 # --------------------------------------------------------------------------- area
-def area_mm2(arch: ArchConfig) -> float:
-    """Area of ``arch`` in mm²: ``hwsim.energy.area_mm2(arch)["total"]`` (CACTI SRAMs plus a
-    rough model of the queues and lane logic; the model ``onespike simulate`` reports)."""
+def area_mm2(arch: ArchConfig, snn=None) -> float:
+    """Area of ``arch`` in mm²: ``hwsim.energy.area_mm2(arch, snn)["total"]`` (CACTI SRAMs plus
+    a rough model of the queues and lane logic; the model ``onespike simulate`` reports). With
+    the network ``snn``, an output-stationary point includes the memories of the counting
+    sorts sized for it (``sort_memories``, docs/architecture.md §11)."""
     from hwsim.energy import area_mm2 as areas
 
-    return areas(arch)["total"]
+    return areas(arch, snn)["total"]
 
 
 # --------------------------------------------------------------------------- grid
@@ -173,7 +175,8 @@ def expand(grid: Grid, snn=None) -> tuple[list[Point], dict[str, int]]:
 
     A combination that is not a valid ArchConfig (e.g. output_queue_depth < lanes) or breaks a
     constraint is left out; a value that gives no valid configuration in any combination is a
-    ValueError. ``snn`` is needed for ``fit_memories``.
+    ValueError. ``snn`` is needed for ``fit_memories``; given, ``max_area_mm2`` counts the
+    output-stationary sort memories sized for it (``area_mm2``).
     """
     fit = grid.constraints.get("fit_memories", False)
     if fit and snn is None:
@@ -209,7 +212,7 @@ def expand(grid: Grid, snn=None) -> tuple[list[Point], dict[str, int]]:
             valid[kv] = True
         if need is not None:
             arch = _fitted(arch, need)
-        reason = _violates(arch, grid.constraints)
+        reason = _violates(arch, grid.constraints, snn)
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
@@ -254,12 +257,14 @@ def _fitted(arch: ArchConfig, need) -> ArchConfig:
     )
 
 
-def _violates(arch: ArchConfig, c: dict[str, Any]) -> str | None:
+def _violates(arch: ArchConfig, c: dict[str, Any], snn=None) -> str | None:
+    """The first constraint of ``c`` that ``arch`` breaks, or None; the area is the
+    network's (``snn``: its sort memories) when it is given."""
     if "max_weight_sram_kib" in c and arch.weight_sram_kib > c["max_weight_sram_kib"]:
         return f"weight_sram_kib over max_weight_sram_kib = {c['max_weight_sram_kib']:g}"
     if "max_potential_sram_kib" in c and arch.potential_sram_kib > c["max_potential_sram_kib"]:
         return f"potential_sram_kib over max_potential_sram_kib = {c['max_potential_sram_kib']:g}"
-    if "max_area_mm2" in c and area_mm2(arch) > c["max_area_mm2"]:
+    if "max_area_mm2" in c and area_mm2(arch, snn) > c["max_area_mm2"]:
         return f"area over max_area_mm2 = {c['max_area_mm2']:g}"
     return None
 
@@ -446,7 +451,7 @@ def point_metrics(res, snn, y=None) -> dict[str, Any]:
         # the image latency: the engines', the controller's and the output-stationary sorts'
         "latency_us": float(res.image_cycles.mean()) / arch.clock_mhz if res.images else 0.0,
         "cycles": cycles,
-        "area_mm2": area_mm2(arch),
+        "area_mm2": area_mm2(arch, snn),
         "lane_utilisation": util,
         "ann_over_snn_energy": e_ann / e_snn if e_snn else None,
         "eq6_fp32": eq["fp32"]["ratio"],

@@ -19,6 +19,8 @@ _EXPORTS = {
     "OsImage": "rtl.os_engine",
     "OsLane": "rtl.os_lane",
     "SortingBuckets": "rtl.os_sort",
+    "OsMaxPool": "rtl.os_pool",
+    "SortedStream": "rtl.os_pool",
     "IndexReader": "rtl.os_blocks",
     "EventReader": "rtl.os_blocks",
     "TileWalk": "rtl.os_blocks",

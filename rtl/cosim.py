@@ -32,7 +32,7 @@ import hwsim
 from archspec.config import ArchConfig
 from archspec.fanout import ceil_div, read_channels
 from converter.model import SnnModel
-from hwsim.sim import emission_order
+from hwsim.sim import emission_order, os_emission_order
 from rtl.engine import COUNTERS
 from rtl.generate import engine_for, generate_verilog, layer_image, supported_layers
 
@@ -291,14 +291,18 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
     if snn.meta.get("graph") is not None:  # one graph (golden's predictions are per node)
         n_images = 1
     last = getattr(image, "last_phase", None)  # events after K are never read (§4)
+    pooled_os = arch.dataflow == "output_stationary" and lay.kind == "maxpool"
     images = []
     for n in range(n_images):
         ev = []
         for g, src in enumerate(srcs):
             if src in rtl_spikes:  # the RTL's own spikes, in the order it emitted them
                 evg = [[j, p, 0] for j, p in rtl_spikes[src][n]]
-                if arch.dataflow != "output_stationary" or lay.kind == "maxpool":
+                if arch.dataflow != "output_stationary":
                     evg.sort(key=lambda e: e[1])  # (an output-stationary engine sorts them)
+            elif pooled_os and snn.layers[src].kind == "neuron":  # as its engine pushed them
+                ph = np.asarray(ref.spikes[src][n]).reshape(-1)
+                evg = [[int(j), int(ph[j]), 0] for j in os_emission_order(snn, src, arch, ph)]
             else:
                 rank = hw.emit_rank[src][n] if hw.emit_rank[src] is not None else None
                 evg = source_events(snn, ref, src, n, rank)
@@ -311,9 +315,12 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
             ev.sort(key=lambda e: (e[1], e[3]))
         if last is not None:
             ev = [e for e in ev if e[1] <= last]
-        if arch.dataflow == "output_stationary" and lay.kind != "maxpool":
+        if arch.dataflow == "output_stationary" and not pooled_os:
             # the engine sorts its input by phase and pixel itself (rtl.os_sort, §11): a
             # producer of this dataflow emits tile by tile, so the bench feeds it shuffled
+            # (max pooling sorts by phase only, keeping each phase's arrival order, on which
+            # its output queue's timing depends: it is fed its producer's push order, tile
+            # by tile, as hwsim models it, os_emission_order)
             np.random.default_rng(1000 * i + n).shuffle(ev)
         item = {"events": ev, "hwsim_cycles": int(hw.cycles_per_image[n, i])}
         if is_output and snn.meta.get("graph") is not None:  # (nodes, C) → C·N order

@@ -17,6 +17,7 @@ from converter.model import SnnModel
 from rtl.engine import LayerEngine, LayerImage, _engine_layer
 from rtl.maxpool import MaxPoolEngine, PoolImage
 from rtl.os_engine import OsEngine, OsImage, os_refusal
+from rtl.os_pool import OsMaxPool
 
 #: Verilator lint rules waived for Yosys-written Verilog, each with its reason. The design is
 #: checked in Amaranth, whose arithmetic is width-correct by construction; these rules flag
@@ -87,13 +88,16 @@ def layer_image(snn: SnnModel, index: int, lanes: int) -> LayerImage | PoolImage
 
 def engine_for(
     snn: SnnModel, index: int, arch: ArchConfig
-) -> LayerEngine | MaxPoolEngine | OsEngine:
+) -> LayerEngine | MaxPoolEngine | OsEngine | OsMaxPool:
     """The engine that runs layer ``index`` on ``arch`` (see :func:`layer_image`): with
     ``dataflow = "output_stationary"`` an :class:`~rtl.os_engine.OsEngine` (max pooling
-    runs the §5 engine in both dataflows). Raises ValueError naming the layer
+    runs the §5 engine in both dataflows, in this one behind a phase sort,
+    :class:`~rtl.os_pool.OsMaxPool`). Raises ValueError naming the layer
     and the reason when no engine runs it."""
     image = layer_image(snn, index, arch.lanes)
     if isinstance(image, PoolImage):
+        if arch.dataflow == "output_stationary":  # behind a phase sort (rtl.os_pool)
+            return OsMaxPool(arch, image)
         return MaxPoolEngine(arch, image)
     if arch.dataflow == "output_stationary":
         return OsEngine(arch, OsImage.from_snn(snn, index, arch))  # (refuses with the reason)

@@ -45,7 +45,10 @@ class SortingBuckets(wiring.Component):
     ≥ ``phases`` are dropped (the consumer never reads them). The end marker starts the sort
     and is acknowledged (``i.ready``) when it is over; ``sort_cycles`` then holds its length
     (``⌈n / k⌉ + E + 3``). ``error``: more than ``capacity`` events (the extra ones are
-    dropped). ``error``, ``count`` and ``sort_cycles`` are cleared with ``load``. After a
+    dropped). ``error``, ``count`` and ``sort_cycles`` are cleared with ``load``. The event
+    entry (``entry``) holds the channel ``c``, the column ``x`` and the ``sign``, and the
+    ``phase`` where it has that field (a reader that streams the sorted events out in order,
+    :class:`rtl.os_pool.SortedStream`, has no index run to tell it). After a
     reset, and after an image abandoned (``load`` low) before its prefix pass, the counters
     are cleared first (⌈n / k⌉ cycles, the stream held). ``run_capacity``: the index entries
     are sized for this many events (the largest buffer's, so that every buffer's entries
@@ -190,6 +193,8 @@ class SortingBuckets(wiring.Component):
                                  p["stage_w"].data.ev.x.eq(pix % w),
                                  p["stage_w"].data.ev.sign.eq(head.sign),
                                  p["cnt_r"].addr.eq(self._word(key))]  # fmt: skip
+                    if "phase" in self.entry.members:  # a reader that streams them out
+                        m.d.comb += p["stage_w"].data.ev.phase.eq(head.phase)
                     m.d.sync += [self.count.eq(self.count + 1), pend.eq(1), pend_key.eq(key)]
                 with m.Else():
                     m.d.sync += self.error.eq(1)

@@ -184,6 +184,121 @@ def test_area_is_srams_queues_and_logic_and_the_sweep_ranks_it() -> None:
     assert sweep_area(dataclasses.replace(arch, weight_sram_kib=8192.0)) > a["total"]
 
 
+def test_sort_memories_only_for_output_stationary_with_a_network() -> None:
+    """The counting sorts' memories (docs/architecture.md §11) join the area and the leakage
+    only when the network is known and the dataflow is output-stationary; the machine's own
+    figures stay what ``memories`` and the rough models give."""
+    snn, _ = make_snn(5, dict(c=3, stride=1, pad=1, pool="max", residual=True), dict(T=6))
+    os16 = hwsim.ArchConfig.preset("os16")
+    ps = dataclasses.replace(os16, dataflow="potential_sram")
+    for arch in (os16, ps):
+        alone = E.area_mm2(arch)
+        srams = {k: m.area_mm2 for k, m in E.memories(arch).items()}
+        lanes = arch.lanes * E.LANE_GATES_A32 * arch.potential_bits / 32
+        assert alone == {**srams, "total_sram": pytest.approx(sum(srams.values())),
+                         "queues": pytest.approx((arch.input_queue_depth
+                                                  + arch.output_queue_depth) * 32 * 1.2e-6),
+                         "logic": pytest.approx((E.CONTROL_GATES + lanes) * E.GATE_UM2 / 1e6),
+                         "total": pytest.approx(alone["total_sram"] + alone["queues"]
+                                                + alone["logic"])}  # fmt: skip
+        assert E.area_mm2(arch, None) == alone
+        assert E.leakage_mw(arch) == pytest.approx(
+            sum(m.leakage_mw for m in E.memories(arch).values())
+        )
+    assert E.area_mm2(ps, snn) == E.area_mm2(ps) and E.leakage_mw(ps, snn) == E.leakage_mw(ps)
+    alone, full = E.area_mm2(os16), E.area_mm2(os16, snn)
+    sort = E.sort_memories(os16, [hwsim.sim.sort_shapes(snn, i) for i in range(7)])
+    assert set(sort) == {"sort0.counters", "sort0.pointers", "sort0.staging"}
+    assert full["sort_memories"] == pytest.approx(sum(m.area_mm2 for m in sort.values()))
+    assert full["sort_memories"] > 0
+    assert full["total_sram"] == pytest.approx(alone["total_sram"] + full["sort_memories"])
+    assert full["total"] == pytest.approx(alone["total"] + full["sort_memories"])
+    leak = sum(m.leakage_mw for m in sort.values())
+    assert E.leakage_mw(os16, snn) == pytest.approx(E.leakage_mw(os16) + leak)
+
+
+def test_sort_memories_are_sized_for_the_network() -> None:
+    """The tiny linear net (1 → 3 → 1, T = 2): the hidden layer is sorted for the linear
+    output layer into B = T = 2 buckets, at most E = 3 events (one per neuron), its entry
+    the neuron (⌈log2 3⌉ = 2 bits), a 1-bit column and the sign: 4 bits. With k = 8:
+    counters and pointers ⌈2 / 8⌉ → 2 words (the RTL's least) of 8 × ⌈log2 4⌉ = 16 bits,
+    staging 3 words of 4 + ⌈log2 2⌉ = 5 bits: 32 + 32 + 15 bits."""
+    snn = tiny_snn([5, 5, 5], [100, 100], t_in=2, T=2, T_w=0)
+    shapes = [hwsim.sim.sort_shapes(snn, i) for i in range(3)]
+    assert shapes == [[], [hwsim.sim.SortShape(2, 3, 4)], []]
+    (shape,) = E.sorters(shapes)
+    geo = E.sort_geometry(shape)
+    assert geo == {"counters": (2, 16), "pointers": (2, 16), "staging": (3, 5)}
+    assert sum(d * w for d, w in geo.values()) == 32 + 32 + 15
+    mem = E.sort_memories(OS, shapes)
+    assert mem["sort0.staging"] == E.memory(15 / 8192, 5)  # priced as 1 KiB, as every SRAM
+    # §11's figure: ResNet-20's first stage at T = 16, 16 × 32 × 32 neurons: B = 16,384
+    # buckets, 15-bit counters and pointers in 2,048 words of 8: 30 KiB each; its staging
+    # entry (channel 4 bits, column 5, sign, key 14) is 24 bits
+    big = E.sort_geometry(hwsim.sim.SortShape(16 * 32 * 32, 16 * 32 * 32, 4 + 5 + 1))
+    assert big == {"counters": (2048, 120), "pointers": (2048, 120), "staging": (16384, 24)}
+    assert 2048 * 120 / 8192 == 30
+
+
+def test_sorters_are_shared_by_the_layers_and_side_by_side_within_one() -> None:
+    """Layer mode: one layer sorts at a time, so the sorters are as many as the most sorts of
+    one layer, sorter j sized by every layer's j-th largest sort."""
+    s = hwsim.sim.SortShape
+    shapes = [[], [s(6, 192, 10), s(96, 192, 5)], [s(384, 48, 5)], [s(6, 12, 6)], []]
+    assert E.sorters(shapes) == [s(384, 192, 6), s(6, 192, 10)]
+    assert E.sorters([]) == []
+
+
+@pytest.mark.parametrize(("capacity", "phases", "src"), [(3, 2, (3, 1, 1)), (120, 3, (4, 5, 6)),
+                                                         (1000, 16, (40, 5, 5))])  # fmt: skip
+def test_sort_geometry_is_the_rtls(capacity, phases, src) -> None:
+    """Depth and width of the staging, counter and pointer memories that
+    ``rtl.os_sort.SortingBuckets`` builds."""
+    from amaranth.hdl import Shape
+
+    from rtl.os_blocks import event_entry
+    from rtl.os_sort import SortingBuckets
+
+    entry = event_entry(src[0], src[2])
+    m = SortingBuckets(capacity, phases, src, entry).elaborate(None)
+    got = {}
+    for name, key in (("staging", "stage"), ("counters", "cnt"), ("pointers", "ptr")):
+        mem = m.submodules[key]
+        got[name] = (mem.depth, Shape.cast(mem.shape).width)
+    shape = hwsim.sim.SortShape(phases * src[1] * src[2], capacity, Shape.cast(entry).width)
+    assert E.sort_geometry(shape) == got
+
+
+def test_a_max_pooling_readers_sort_keeps_the_phase_as_the_rtl_does() -> None:
+    """A layer read by max pooling is sorted by phase only, flat, and its entry also holds
+    the phase (``rtl.os_pool.pool_entry``: the sorted events stream out without an index
+    run): the entry width is the RTL's."""
+    from amaranth.hdl import Shape
+
+    from rtl.os_pool import pool_entry
+
+    snn, _ = make_snn(5, dict(c=3, stride=1, pad=1, pool="max", residual=False), dict(T=6))
+    i = next(lay.source for lay in snn.layers if lay.kind == "maxpool")
+    src = snn.layers[i]
+    (shape,) = hwsim.sim.sort_shapes(snn, i)
+    assert shape.buckets == src.T
+    assert shape.entry_bits == Shape.cast(pool_entry(src.size, src.T)).width
+
+
+def test_sort_memories_grow_with_the_network() -> None:
+    """More channels (a bigger first layer, more events per image) → bigger sort memories;
+    the sweep's area counts them when it has the network."""
+    from onespike.sweep import area_mm2 as sweep_area
+
+    arch = hwsim.ArchConfig.preset("os16")
+    areas = []
+    for c in (2, 8):
+        snn, _ = make_snn(3, dict(c=c, stride=1, pad=1, pool="none", residual=False), dict(T=6))
+        areas.append(E.area_mm2(arch, snn)["sort_memories"])
+        assert sweep_area(arch, snn) == E.area_mm2(arch, snn)["total"] > sweep_area(arch)
+    assert areas[1] > areas[0]
+
+
 def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
     snn, x = make_snn(1, dict(c=3, stride=1, pad=1, pool="avg", residual=False), dict(T=6))
     for df in DATAFLOWS:
@@ -203,8 +318,10 @@ def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
             np.testing.assert_allclose(e["bucketing"], sort)
             assert sort.sum() > 0
             cycles = cycles + r.bucket_cycles.sum(0)
-        leak = E.leakage_mw(arch) * cycles / arch.clock_mhz * 1e3
+        # the sort memories leak too (output-stationary), sized for this network
+        leak = E.leakage_mw(arch, snn) * cycles / arch.clock_mhz * 1e3
         np.testing.assert_allclose(e["leakage"], leak)
+        assert (E.leakage_mw(arch, snn) > E.leakage_mw(arch)) == stationary
         assert r.rows()[-1]["energy_pj"] == pytest.approx(r.total_energy_pj().sum() / 2)
 
 

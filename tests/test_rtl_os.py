@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import assert_lints_clean, check_layers, require_simulator
-from test_rtl import CFG, SIZES, digits_snn, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
+from test_rtl import CFG, SIZES, digits_snn, pool_net, tiny_cnn, tiny_mlp  # noqa: F401 (a fixture)
 from test_rtl_residual import tiny_resnet
 
 import hwsim
@@ -73,6 +73,36 @@ def test_conv_layers_on_the_output_stationary_engine(cfg, arch, kw) -> None:
     reps = check_layers(snn, x[:2], [1, 2, 3], a, f"os_cnn_p{a.lanes}", **kw)
     assert all(r.spikes_rtl == r.spikes_golden > 0 for r in reps[:2])
     assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lanes", "kw"),
+    [
+        # each layer fed the RTL's spikes of its source (a max pooling's: an OS engine's
+        # tile order), back-pressure
+        (4, dict(chain=True, stalls=hwsim.stall_pattern(seed=4, rate=0.5, length=47))),
+        # golden's events (a convolution's in its engine's push order, tile by tile, as
+        # hwsim models it), a reset in the middle of the first image
+        (3, dict(reset_after_cycles=60)),
+    ],
+)  # fmt: skip
+def test_max_pooling_behind_its_phase_sort(lanes, kw, tmp_path) -> None:
+    """Max pooling 3 × 3 stride 2 padding 1 (overlapping windows) in the output-stationary
+    dataflow (rtl.os_pool.OsMaxPool): its source's events in any order, sorted by phase,
+    then the §5 engine; spikes = golden int, cycles and counters = hwsim's, and the consumer
+    (a convolution) takes the pool's events in the order it pushed them."""
+    snn, x = pool_net(lanes, ConversionConfig(T=5, Q=1.4, T_w=1, T_in=4))
+    assert [lay.kind for lay in snn.layers][1:3] == ["neuron", "maxpool"]
+    a = os_arch(lanes=lanes, output_queue_depth=lanes, weight_buffer_kib=0.0)
+    reps = check_layers(snn, x[:3], [1, 2, 3], a, f"os_pool_p{lanes}", **kw)
+    assert all(r.spikes_rtl == r.spikes_golden > 0 for r in reps)
+    assert all(r.rtl_cycles == r.hwsim_cycles for r in reps)
+    if lanes == 4:  # the pool's Verilog: the sort, the stream out and the §5 engine; lint
+        require_simulator("verilator")
+        (f,) = rtl.generate_verilog(snn, a, tmp_path, layer=2)
+        assert all(f"onespike_layer2.{b} " in f.read_text() for b in ("sort", "out", "engine"))
+        assert_lints_clean(f, tmp_path / "verilator.vlt")
 
 
 @pytest.mark.slow

@@ -159,3 +159,109 @@ def test_sorting_buckets_verilog_lints_clean(tmp_path) -> None:
     (tmp_path / "sorting_buckets.v").write_text(verilog.convert(dut, name="sorting_buckets"))
     (tmp_path / "verilator.vlt").write_text(VERILATOR_WAIVERS)
     assert_lints_clean(tmp_path / "sorting_buckets.v", tmp_path / "verilator.vlt")
+
+
+@pytest.mark.parametrize("stall_rate", [0.0, 0.5])
+def test_sorted_stream_reads_the_event_memory_out_in_order(stall_rate) -> None:
+    """rtl.os_pool.SortedStream: the sort's event memory, addresses 0 … count − 1, out as a
+    stream (index, phase, sign as the phase sort keeps them), one event per cycle while the
+    stream takes them, its first item two cycles after ``start`` with ``first`` high, then
+    the end marker without a gap; the item is held while the stream stalls."""
+    from amaranth.sim import Simulator
+
+    from rtl.os_pool import SortedStream, pool_entry
+
+    rng = np.random.default_rng(7)
+    mem = [(int(rng.integers(0, 200)), int(rng.integers(0, 6)), int(rng.integers(0, 2)))
+           for _ in range(23)]  # fmt: skip
+    dut = SortedStream(32, pool_entry(200, 6))
+    stalls = rng.random(200) < stall_rate
+    got, trace = [], []
+
+    async def memory(ctx) -> None:  # a registered read of the event memory
+        async for _, _, addr in ctx.tick().sample(dut.ev_addr):
+            c, ph, s = mem[min(addr, len(mem) - 1)]
+            ctx.set(dut.ev, {"c": c, "phase": ph, "sign": s})
+
+    async def bench(ctx) -> None:
+        ctx.set(dut.count, len(mem))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for cycle in range(200):
+            ready = not stalls[cycle]
+            ctx.set(dut.o.ready, ready)
+            valid, item = ctx.get(dut.o.valid), ctx.get(dut.o.payload)
+            trace.append((valid, ready, ctx.get(dut.first), ctx.get(dut.finished)))
+            if valid and ready:
+                if item.end:
+                    got.append("end")
+                    break
+                got.append((item.index, item.phase, item.sign))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(memory)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [*mem, "end"]
+    valid = [v for v, *_ in trace]
+    # (the trace starts in the cycle after start's)
+    assert valid[:2] == [0, 1] and trace[1][2] == 1 and sum(f for *_, f, _ in trace) == 1
+    first = valid.index(1)
+    assert all(valid[first:]), "a gap in the stream"
+    assert trace[-1][3] == 1  # finished with the end marker's transfer
+    if stall_rate == 0:
+        assert len(trace) == 1 + len(mem) + 1
+
+
+def test_os_max_pool_sorts_then_pools_in_the_modelled_sort_cycles() -> None:
+    """rtl.os_pool.OsMaxPool on shuffled events of two images: each window fires at the
+    smallest phase of its events (the §5 engine fed phase after phase), and the sort takes
+    hwsim.sim.bucket_cycles(T_src, E) cycles (one bucket per phase)."""
+    from amaranth.sim import Simulator
+
+    import hwsim
+    from rtl.maxpool import PoolImage
+    from rtl.os_pool import OsMaxPool
+
+    image = PoolImage((2, 4, 4), (2, 2, 2), (2, 2), (2, 2), (0, 0), 5)
+    dut = OsMaxPool(hwsim.ArchConfig(dataflow="output_stationary"), image)
+    rng = np.random.default_rng(3)
+    images = [_events(rng, image.src_shape, 5, n) for n in (19, 7)]
+    seen = []
+
+    async def bench(ctx) -> None:
+        ctx.set(dut.o_spikes.ready, 1)
+        for events in images:
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            out = []
+            for idx, ph, sign in [*events, (None, 0, 0)]:
+                ctx.set(dut.i_events.payload, {"end": 1} if idx is None else
+                        {"index": idx, "phase": ph, "sign": sign})  # fmt: skip
+                ctx.set(dut.i_events.valid, 1)
+                await ctx.tick().until(dut.i_events.ready)
+            ctx.set(dut.i_events.valid, 0)
+            while not ctx.get(dut.done):
+                if ctx.get(dut.o_spikes.valid):
+                    out.append((ctx.get(dut.o_spikes.payload.index),
+                                ctx.get(dut.o_spikes.payload.phase)))  # fmt: skip
+                await ctx.tick()
+            seen.append((out, ctx.get(dut.sort_cycles), ctx.get(dut.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for events, (out, cycles, error) in zip(images, seen, strict=True):
+        first = {}
+        for idx, ph, _ in events:
+            c, y, x = idx // 16, (idx // 4) % 4, idx % 4
+            win = c * 4 + (y // 2) * 2 + x // 2
+            first[win] = min(first.get(win, ph), ph)
+        assert sorted(out) == sorted(first.items())
+        assert [p for _, p in out] == sorted(p for _, p in out)  # pushed phase after phase
+        assert cycles == bucket_cycles(5, len(events)) and not error
