@@ -85,7 +85,7 @@ def point(snn, x, y, arch, ref, label, repeats: int) -> dict[str, Any]:
     e_snn = sum(energy.values())
     cyc = {k: float(res.cycles[k].sum() / n) for k in CYCLE_KINDS}
     # the producers' counting sorts (output-stationary, docs/architecture.md §11)
-    cyc["sorting"] = float(res.bucket_cycles.sum() / n) if res.bucket_cycles.size else 0.0
+    cyc["bucketing"] = float(res.bucket_cycles.sum() / n) if res.bucket_cycles.size else 0.0
     total = float(res.image_cycles.mean())  # engines + sorts + controller
     adds = float(res.counts["adds"].sum() / n)
     ann = ann_array(snn, arch, res.spikes, n)

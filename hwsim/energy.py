@@ -156,6 +156,23 @@ def sort_memories(arch: ArchConfig, shapes: list[list[SortShape]]) -> dict[str, 
     return out
 
 
+def sort_energy_pj(res, sort: dict[str, SramCost], event_buffer: SramCost) -> np.ndarray:
+    """pJ per layer of its counting sorts' accesses (``hwsim.sim.sort_accesses``, words),
+    each on its own memory: layer i's j-th largest sort on sorter j's counters, pointers and
+    staging memory (``sort``: :func:`sort_memories`), its index entries as event-buffer
+    writes (the index is the event buffer's, §2)."""
+    from hwsim.sim import sort_accesses
+
+    out = np.zeros(len(res.names))
+    for i, shapes in enumerate(res.sort_shapes):
+        for j, shape in enumerate(sorted(shapes, key=lambda s: s.buckets, reverse=True)):
+            acc = sort_accesses(shape.buckets, int(res.bucket_events[i]), res.images)
+            for name, (reads, writes) in acc.items():
+                m = event_buffer if name == "index" else sort[f"sort{j}.{name}"]
+                out[i] += reads * m.read_pj + writes * m.write_pj
+    return out
+
+
 def _network_sorts(arch: ArchConfig, snn: SnnModel | None) -> list[list[SortShape]]:
     """Per layer its sorts (``hwsim.sim.sort_shapes``): none without a network or outside the
     output-stationary dataflow."""
@@ -228,8 +245,8 @@ def area_mm2(arch: ArchConfig, snn: SnnModel | None = None) -> dict[str, float]:
 def energy_by_action(res, actions) -> dict[str, np.ndarray]:
     """pJ per action and layer of a SimResult under the CACTI model, plus ``weight_fills``
     (each weight loaded into the weight buffer: a parameter-SRAM read and a buffer write),
-    ``bucketing`` (output-stationary: the counting sorts' event-buffer reads and writes,
-    ``SimResult.bucket_reads`` / ``bucket_writes``) and ``leakage`` (the sorts' cycles
+    ``bucketing`` (output-stationary: the counting sorts' accesses, each on its own memory,
+    :func:`sort_energy_pj`) and ``leakage`` (the sorts' cycles
     included; output-stationary, the sort memories' leakage too, sized from
     ``SimResult.sort_shapes``)."""
     arch = res.arch
@@ -246,11 +263,10 @@ def energy_by_action(res, actions) -> dict[str, np.ndarray]:
         per = (mem["parameter_sram"].read_pj + mem["weight_buffer"].write_pj) * arch.weight_bits
         out["weight_fills"] = fills * res.images * per / word
     cycles = res.total_cycles
-    if res.bucket_reads.size:  # output-stationary: the sorts' accesses and cycles
-        ev = mem["event_buffer"]
-        out["bucketing"] = res.bucket_reads * ev.read_pj + res.bucket_writes * ev.write_pj
-        cycles = cycles + res.bucket_cycles.sum(0)
     sort = sort_memories(arch, res.sort_shapes)
+    if res.bucket_reads.size:  # output-stationary: the sorts' accesses and cycles
+        out["bucketing"] = sort_energy_pj(res, sort, mem["event_buffer"])
+        cycles = cycles + res.bucket_cycles.sum(0)
     leak = leakage_mw(arch) + sum(m.leakage_mw for m in sort.values())
     out["leakage"] = leak * cycles / arch.clock_mhz * 1e3  # mW·µs = nJ
     return out
@@ -270,7 +286,7 @@ BLOCK_OF = {
     "queue_pops": "event_buffer",
     "index_reads": "event_buffer",
     "weight_fills": "weight_buffer",  # its parameter-SRAM reads included
-    "bucketing": "event_buffer",  # output-stationary: the producers' counting sorts
+    "bucketing": "sort_memories",  # output-stationary: the counting sorts (index writes too)
     "leakage": "leakage",
 }
 

@@ -59,6 +59,25 @@ def bucket_cycles(buckets: int, events: int) -> int:
     return ceil_div(buckets, PREFIX_WIDTH) + events + SORT_OVERHEAD
 
 
+#: The memories a counting sort accesses (``sort_accesses``): its counter and pointer words,
+#: its staging memory, and the consumers' index (part of the event buffer).
+SORT_MEMORIES = ("counters", "pointers", "staging", "index")
+
+
+def sort_accesses(buckets: int, events: int, images: int) -> dict[str, tuple[int, int]]:
+    """(reads, writes) of each memory of ``SORT_MEMORIES`` for ``images`` counting sorts into
+    ``buckets`` buckets of ``events`` events in all (``rtl.os_sort.SortingBuckets``;
+    docs/architecture.md §11), in words: counters and pointers k = ``PREFIX_WIDTH`` to a word,
+    one index entry per bucket. Per event: the counter word's read-modify-write (collect),
+    the staging write and read, the pointer word's read-modify-write (scatter); per image and
+    counter word: its read and its clear (prefix), the pointer word's write; per image and
+    bucket: its index entry. The event's own write to the event memory is its
+    ``queue_pushes``."""
+    words = images * ceil_div(buckets, PREFIX_WIDTH)
+    return {"counters": (events + words, events + words), "pointers": (events, events + words),
+            "staging": (events, events), "index": (0, images * buckets)}  # fmt: skip
+
+
 def bucketings(snn: SnnModel, index: int) -> list[int]:
     """Output-stationary: the buckets per image into which layer ``index``'s events are
     sorted, one entry per distinct way its consumers read them: T · H · W for a 3-D layer
@@ -192,10 +211,13 @@ class SimResult:
         cycle; 0 elsewhere. Part of ``image_cycles`` and the stream timing; not of any
         layer's ``cycles``.
     bucket_reads, bucket_writes : int64 [layers]
-        Output-stationary: the sorts' memory accesses over all images (per event and
-        bucketing 3 reads and 3 writes besides the event's write, priced as its
-        ``queue_pushes``; per bucket 1 read and 3 writes), priced as 32-bit event-buffer
-        accesses (energy entry ``bucketing``).
+        Output-stationary: the sorts' memory accesses over all images, in words
+        (:func:`sort_accesses` summed over the memories and the layer's sorts); the flat
+        energy table prices each as a 32-bit event-buffer access, ``hwsim.energy`` each on
+        its own memory (energy entry ``bucketing``).
+    bucket_events : int64 [layers]
+        Output-stationary: the events each layer's sorts take, over all images (its spikes;
+        0 for a layer not sorted).
     sort_shapes : list
         Output-stationary: per layer, its sorts' :class:`SortShape` (:func:`sort_shapes`;
         empty for a layer not sorted), which size the sort memories whose leakage
@@ -237,6 +259,7 @@ class SimResult:
     bucket_cycles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     bucket_reads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bucket_writes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bucket_events: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     sort_shapes: list = field(default_factory=list)
 
     @property
@@ -278,7 +301,7 @@ class SimResult:
             a: self.counts[a].astype(np.float64) * self.arch.energy.cost_pj(a)
             for a in COSTED_ACTIONS
         }
-        if self.bucket_reads.size:  # output-stationary: a 32-bit event-buffer read or write
+        if self.bucket_reads.size:  # output-stationary: each a 32-bit event-buffer access
             e = self.arch.energy
             out["bucketing"] = (
                 self.bucket_reads * e.index_read_pj + self.bucket_writes * e.queue_push_pj
@@ -605,6 +628,7 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
     n, nl = res.images, len(snn.layers)
     res.bucket_cycles = np.zeros((n, nl), np.int64)
     res.bucket_reads, res.bucket_writes = np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+    res.bucket_events = np.zeros(nl, np.int64)
     res.sort_shapes = [sort_shapes(snn, i) for i in range(nl)]
     for i in range(nl):
         sorts = bucketings(snn, i)
@@ -612,9 +636,11 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
             continue
         events = (spikes[i].reshape(n, -1) >= 0).sum(1).astype(np.int64)
         res.bucket_cycles[:, i] = [bucket_cycles(max(sorts), int(e)) for e in events]
-        e_all = int(events.sum())
-        res.bucket_reads[i] = sum(3 * e_all + b * n for b in sorts)
-        res.bucket_writes[i] = sum(3 * e_all + 3 * b * n for b in sorts)
+        e_all = res.bucket_events[i] = int(events.sum())
+        for b in sorts:
+            acc = sort_accesses(b, e_all, n).values()
+            res.bucket_reads[i] += sum(r for r, _ in acc)
+            res.bucket_writes[i] += sum(w for _, w in acc)
 
 
 def _pipeline_os(snn: SnnModel, stats, sort_cycles, n: int) -> np.ndarray:

@@ -99,11 +99,12 @@ def test_output_stationary_cycles_hand_computed() -> None:
     assert cycles(r, 2) == (12, 0, 0)
     # the hidden layer's events sorted for the output layer (flat: a bucket per phase):
     # 2 buckets (one counter word: 1 + 1 prefix cycles) + E events + 2 scatter cycles;
-    # 3 · E + 2 reads, 3 · E + 6 writes
+    # word accesses: counters E + 1 reads and writes, pointers E reads and E + 1 writes,
+    # staging E and E, the index 2 writes: 3 · E + 1 reads, 3 · E + 4 writes
     e = int(r.counts["spikes_out"][1])
     assert hwsim.sim.bucket_cycles(2, e) == 1 + e + 3
     assert r.bucket_cycles.tolist() == [[0, 1 + e + 3, 0]]
-    assert r.bucket_reads[1] == 3 * e + 2 and r.bucket_writes[1] == 3 * e + 6
+    assert r.bucket_reads[1] == 3 * e + 1 and r.bucket_writes[1] == 3 * e + 4
     assert r.image_cycles[0] == 17 + 12 + r.controller_cycles + 1 + e + 3
 
 
@@ -314,7 +315,18 @@ def test_cacti_energy_is_counts_times_prices_plus_leakage() -> None:
         cycles = r.total_cycles
         if stationary:  # the producers' counting sorts: accesses and cycles (§11)
             ev = E.memories(arch)["event_buffer"]
-            sort = r.bucket_reads * ev.read_pj + r.bucket_writes * ev.write_pj
+            mem = E.sort_memories(arch, r.sort_shapes)
+            sort = np.zeros(len(r.names))
+            for i, shapes in enumerate(r.sort_shapes):
+                for j, sh in enumerate(sorted(shapes, key=lambda s: -s.buckets)):
+                    ev_i, words = r.bucket_events[i], r.images * -(-sh.buckets // 8)
+                    assert ev_i == r.counts["spikes_out"][i]
+                    cnt, ptr, stg = (mem[f"sort{j}.{k}"] for k in ("counters", "pointers",
+                                                                   "staging"))  # fmt: skip
+                    sort[i] += ((ev_i + words) * (cnt.read_pj + cnt.write_pj)
+                                + ev_i * ptr.read_pj + (ev_i + words) * ptr.write_pj
+                                + ev_i * (stg.read_pj + stg.write_pj)
+                                + r.images * sh.buckets * ev.write_pj)  # fmt: skip
             np.testing.assert_allclose(e["bucketing"], sort)
             assert sort.sum() > 0
             cycles = cycles + r.bucket_cycles.sum(0)
