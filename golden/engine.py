@@ -165,6 +165,8 @@ class _Engine:
         # reader has run (the CPU coding kernel writes them beside the phases)
         self.dec: dict[int, torch.Tensor] = {}
         self.sq: dict[int, torch.Tensor] = {}  # and their Σ_c x², (N, 1, *spatial)
+        self.fired: dict[int, torch.Tensor] = {}  # and their spikes per pixel, (N, pixels)
+        self.single: dict[tuple, torch.Tensor] = {}  # a layer's shortcut products w · x
         self.last_reader = _last_readers(snn)
         self.w = [
             [
@@ -188,7 +190,7 @@ class _Engine:
     # ---------------------------------------------------------------- per batch
     def batch(self, x: torch.Tensor, keep: bool):
         snn = self.snn
-        self.dec64, self.dec, self.sq = {}, {}, {}
+        self.dec64, self.dec, self.sq, self.fired = {}, {}, {}, {}
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -212,13 +214,16 @@ class _Engine:
                 # never added (docs/semantics.md §3, §6)
                 upto = None if lay.kind == "output" else lay.T - 1 + lay.T_w
                 counts["adds"][i] = sum(
-                    _group_adds(snn, s, lay, spikes[s.source], upto) for s in lay.synapses
+                    self._adds(s, lay, spikes[s.source], upto) for s in lay.synapses
                 )
-            if spikes[i] is not None:
+            if i in self.fired:  # (the exact coding kernel's count)
+                counts["spikes"][i] = int(self.fired[i].sum())
+            elif spikes[i] is not None:
                 counts["spikes"][i] = _count_spikes(spikes[i], lay)
             for j in [j for j in self.dec if self.last_reader[j] <= i]:
                 del self.dec[j]
                 self.sq.pop(j, None)
+                self.fired.pop(j, None)
         logits = self._rows(vals[-1]).float().cpu()
         li = self._rows(logits_int).cpu() if logits_int is not None else None
         preds = (li if li is not None else logits).argmax(1)
@@ -266,8 +271,11 @@ class _Engine:
                 for s in lay.synapses
             ]
         z = None
-        for s, w, x in zip(lay.synapses, ws, xs, strict=True):
+        for j, (s, w, x) in enumerate(zip(lay.synapses, ws, xs, strict=True)):
             y = synapse_forward(x.to(f), s, w, lay)
+            if self.mode == "exact" and s.op in SINGLE_PRODUCT and f == self.f:
+                self.single[(i, j)] = y  # its magnitudes are its bound's (_magnitude_parts)
+                y = y.clone() if z is None else y
             z = y if z is None else z.add_(y)
         return z.add_(self.bias[i].to(f))
 
@@ -290,6 +298,18 @@ class _Engine:
         if self.mode == "exact":
             return self._exact_phases(lay, spikes, decoded, z, theta), None
         return self._pipelined(lay, src, spikes, decoded, z, theta), None
+
+    def _adds(self, syn, lay: Layer, sp: torch.Tensor, upto: int | None) -> int:
+        """``_group_adds``; a convolution of a source whose per-pixel spike counts the exact
+        coding kernel wrote (every phase counted) as C_out · Σ fired · cover."""
+        src = self.snn.layers[syn.source]
+        fired = self.fired.get(syn.source)
+        if fired is None or syn.op != "conv" or (upto is not None and upto < src.T - 1):
+            return _group_adds(self.snn, syn, lay, sp, upto)
+        cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
+                           tuple(lay.shape[1:]))  # fmt: skip
+        hits = fired.to(torch.float64) @ cover.reshape(-1).to(fired.device)
+        return lay.channels * int(hits.sum())
 
     def _decoded(self, spikes, src: int, f: torch.dtype) -> torch.Tensor:
         """Source ``src``'s spikes decoded in dtype ``f`` (``_decode``); in exact mode once
@@ -319,9 +339,9 @@ class _Engine:
         parts = self._magnitude_parts(lay, decoded)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
         th = _thresholds(lay, z.dtype, z.device).flip(0).contiguous()  # ascending
-        dec = sq = None
+        dec = sq = fired = None
         if self.cpu and z.dtype == torch.float32:  # the kernel's float32 test
-            phase, near, dec, sq = self._exact_code_cpu(lay, z, parts, theta, th, gamma)
+            phase, near, dec, sq, fired = self._exact_code_cpu(lay, z, parts, theta, th, gamma)
         else:
             mag = self._sum_parts(lay, parts)
             r = z / theta
@@ -348,9 +368,12 @@ class _Engine:
                 rows = dec.reshape(dec.shape[0], lay.channels, -1)
                 b, q = flat // lay.size, flat % per
                 sq.reshape(dec.shape[0], -1)[b, q] = rows[b, :, q].square().sum(1)
+                ph = phase.reshape(dec.shape[0], lay.channels, -1)
+                fired[b, q] = (ph[b, :, q] >= 0).sum(1).to(fired.dtype)
         if dec is not None:
             i = self.snn.layers.index(lay)
             self.dec[i], self.sq[i] = dec, sq.reshape(dec.shape[0], 1, *lay.shape[1:])
+            self.fired[i] = fired
         return phase
 
     def _magnitude(self, lay: Layer, decoded) -> torch.Tensor:
@@ -370,12 +393,15 @@ class _Engine:
         Σ|w|·|x| (on ResNet-20 it sends 2.3x as many neurons to the float64 recomputation,
         0.2 % of them) and its float32 rounding is covered by ``_norm_margin``. The other
         groups (pooling, shortcut, graph, embedding, a linear group into a 3-D layer) take
-        |w| on |x| exactly, summed into ``extra`` (N, *lay.shape) or None: their sums are
-        short or their weights ≥ 0. |B| is added by ``_sum_parts`` or the kernel.
+        |w| on |x| exactly, in ``extra`` (N, *lay.shape) or None, taken by its magnitude: a
+        shortcut or embedding group alone gives its own products w · x, which
+        ``_preact_float`` kept (``self.single``), several groups the sum of their
+        magnitudes. Their sums are short or their weights ≥ 0. |B| is added by
+        ``_sum_parts`` or the kernel.
         """
         i = self.snn.layers.index(lay)
         per = lay.size // lay.channels
-        pix, wn, extra = [], [], None
+        pix, wn, extras = [], [], []
         for j, (s, w, x) in enumerate(zip(lay.synapses, self.w_abs[i], decoded, strict=True)):
             norm = self.w_norm[i][j]
             if norm is not None and (s.op == "conv" or per == 1):
@@ -383,21 +409,26 @@ class _Engine:
                 pix.append(pn.reshape(pn.shape[0], -1).expand(pn.shape[0], per))
                 wn.append(norm.reshape(-1))
                 continue
+            single = self.single.pop((i, j), None)  # w · x of one product: |w| · |x| = |w · x|
+            if single is not None:
+                extras.append(single)
+                continue
             # decoded spikes of a spiking source are ≥ 0; only the input layer's are signed
             xa = x.abs() if self.snn.layers[s.source].kind == "input" else x
-            y = synapse_forward(xa, s, w, lay)
-            extra = y if extra is None else extra.add_(y)
-        return pix, wn, extra
+            extras.append(synapse_forward(xa, s, w, lay))
+        if len(extras) > 1:  # one tensor of magnitudes
+            extras = [sum(e.abs() for e in extras)]
+        return pix, wn, extras[0] if extras else None
 
     def _sum_parts(self, lay: Layer, parts) -> torch.Tensor:
-        """``_magnitude_parts`` as one tensor (N, *lay.shape): |B| + Σ_g pix·wn + extra."""
+        """``_magnitude_parts`` as one tensor (N, *lay.shape): |B| + Σ_g pix·wn + |extra|."""
         pix, wn, extra = parts
         i = self.snn.layers.index(lay)
         mag = self.bias[i].to(self.f).abs()
         spread = (lay.channels, *([1] * (len(lay.shape) - 1)))
         for pn, w in zip(pix, wn, strict=True):
             mag = mag + pn.reshape(pn.shape[0], 1, *lay.shape[1:]) * w.reshape(spread)
-        return mag if extra is None else mag + extra
+        return mag if extra is None else mag + extra.abs()
 
     def _patch_norm(self, syn, x: torch.Tensor, lay: Layer) -> torch.Tensor:
         """‖x_patch‖₂ of every output pixel of a convolution group, (N, 1, H', W'), or of
@@ -436,8 +467,8 @@ class _Engine:
         return z64
 
     def _exact_code_cpu(self, lay: Layer, z, parts, theta, th, gamma):
-        """``kernels.exact_code`` on CPU tensors: (phase, near, decoded), shaped as z, and
-        the decodes' Σ_c x² (N, neurons per channel)."""
+        """``kernels.exact_code`` on CPU tensors: (phase, near, decoded), shaped as z, the
+        decodes' Σ_c x² and the spikes per pixel (N, neurons per channel)."""
         z = z.contiguous()
         n, per = z.shape[0], lay.size // lay.channels
         pix, wn, extra = parts
@@ -449,15 +480,16 @@ class _Engine:
         near = torch.empty(z.shape, dtype=torch.bool)
         dec = torch.empty(z.shape, dtype=z.dtype)
         sq = z.new_empty((n, per))
+        fired = torch.empty((n, per), dtype=torch.int32)
         kernels.exact_code(
             z.numpy().reshape(-1), pix.contiguous().numpy(), wn.contiguous().numpy(),
             bias.expand(lay.shape).contiguous().numpy().reshape(-1), extra.numpy(),
             theta.reshape(-1).contiguous().numpy(), th.numpy(), float(gamma),
             4 * EXACT_ROUNDING, per, _phase_table(lay, z.dtype),
             phase.numpy().reshape(-1), near.numpy().reshape(-1), dec.numpy().reshape(-1),
-            sq.numpy().reshape(-1),
+            sq.numpy().reshape(-1), fired.numpy().reshape(-1),
         )  # fmt: skip
-        return phase, near, dec, sq
+        return phase, near, dec, sq, fired
 
     @staticmethod
     def _conv_at_cpu(sp, src: Layer, syn, w64, lay: Layer, flat, upto=None) -> torch.Tensor:
@@ -839,6 +871,9 @@ def _kernels_for(device: torch.device) -> bool:
     return USE_KERNELS and torch.device(device).type == "cpu"
 
 
+#: Synapse ops of one product per neuron (w · x): their magnitudes are |w| · |x|.
+SINGLE_PRODUCT = ("shortcut", "embedding")
+
 #: Exact mode's rounding unit for the float32 pass: twice float32's 2^-24 (a factor 2 of
 #: safety on the first-order error bound); 0 turns the float64 recomputation off.
 EXACT_ROUNDING = 2.0**-23
@@ -991,6 +1026,12 @@ def _group_adds(snn: SnnModel, syn, lay: Layer, sp: torch.Tensor, upto: int | No
 def _spike_counts(sp: torch.Tensor, lay: Layer, upto: int | None = None) -> torch.Tensor:
     """Spikes per neuron of ``lay`` (only those of phases ≤ ``upto`` when given)."""
     if lay.kind == "input":  # signs −1, 0, 1 of each bit
+        if _kernels_for(sp.device):
+            out = torch.empty((sp.shape[0], *sp.shape[2:]), dtype=torch.float32)
+            last = sp.shape[1] - 1 if upto is None else upto
+            kernels.count_trains(sp.contiguous().numpy().reshape(sp.shape[0], sp.shape[1], -1),
+                                 last, out.numpy().reshape(sp.shape[0], -1))  # fmt: skip
+            return out
         return torch.count_nonzero(sp[:, : None if upto is None else upto + 1], 1).float()
     if _kernels_for(sp.device):
         out = torch.empty(sp.shape, dtype=torch.float32)
@@ -1005,8 +1046,6 @@ def _count_spikes(sp: torch.Tensor, lay: Layer) -> int:
     """All spikes of ``lay`` in a batch."""
     if lay.kind != "input" and _kernels_for(sp.device):
         return int(kernels.count_fired(sp.contiguous().numpy().reshape(-1)))
-    if lay.kind == "input":
-        return int(torch.count_nonzero(sp))
     return int(_spike_counts(sp, lay).sum())
 
 

@@ -57,7 +57,9 @@ SLACK = 1.0 + 2.0**-20
 
 
 @njit(parallel=True, cache=True)
-def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase, near, dec, sq):
+def exact_code(
+    z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase, near, dec, sq, fired
+):
     """Eq. 4 on r = z / θ, with the float32 rounding test of ``_Engine._exact_phases``.
 
     z : float32 (n,) potentials, flat (N, C, per) order; the bound of their sums,
@@ -73,9 +75,13 @@ def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase
     (underflow); near : bool (n,), True where r lies within tol = (mag·gamma/θ + |r|·eps) ·
     SLACK of a threshold (th_{k−1} or th_k, the nearest below and above); dec : float32
     (n,), table[t* + 1], the decoded spike the next layer reads; sq : float32 (N·per,),
-    Σ_c dec², the next layer's factor of its own bound. The thresholds are the inner loop and
-    the neurons of a channel the innermost, so the counts run as SIMD, without branches.
-    mag's own float32 sum of G + 2 terms ≥ 0 is covered by widening gamma by (G + 4)·2^-23.
+    Σ_c dec², the next layer's factor of its own bound; fired : int32 (N·per,), the spikes
+    of each pixel (its channels that fire), from which a consumer's additions follow. The
+    thresholds are the inner loop and the neurons of a channel the innermost, so the counts
+    run as SIMD, without branches.
+    mag's own float32 sum of G + 2 terms ≥ 0 is covered by widening gamma by (G + 4)·2^-23;
+    ``extra`` is taken by its magnitude (a shortcut's signed products w · x, whose
+    magnitudes are |w| · |x|).
     """
     nt = th.size
     channels = theta.size
@@ -91,6 +97,7 @@ def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase
         m = np.empty(per, np.float32)
         cnt = np.empty(per, np.int32)
         acc = np.zeros(per, np.float32)
+        hits = np.zeros(per, np.int32)
         for c in range(channels):
             base = b * img + c * per
             tc = theta[c]
@@ -105,7 +112,7 @@ def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase
                     m[q] += pix[k, b * per + q] * w
             if extra.size:
                 for q in range(per):
-                    m[q] += extra[base + q]
+                    m[q] += abs(extra[base + q])
             for j in range(nt):
                 t = th[j]
                 for q in range(per):
@@ -119,8 +126,10 @@ def exact_code(z, pix, wn, bias, extra, theta, th, gamma, eps, per, table, phase
                 dec[base + q] = d
                 near[base + q] = (rv - pad[k] <= tol) | (pad[k + 1] - rv <= tol)
                 acc[q] += d * d
+                hits[q] += np.int32(k > 0)
         for q in range(per):
             sq[b * per + q] = acc[q]
+            fired[b * per + q] = hits[q]
 
 
 @njit(parallel=True, cache=True)
@@ -154,6 +163,20 @@ def int_phase(u, s, leak, m, half, inv, lim, theta, t_o, per, phase):
             u[i] = v
             if t_o >= 0 and phase[i] < 0 and v >= th:
                 phase[i] = t_o
+
+
+@njit(parallel=True, cache=True)
+def count_trains(sp, upto, out):
+    """out[n, i] = how many of input neuron i's T_in bits fire by phase ``upto`` (its signed
+    train sp[n, :, i], int8 −1/0/1); out : float32 (N, neurons)."""
+    n_img, t, size = sp.shape
+    last = min(upto, t - 1)
+    for n in prange(n_img):
+        for i in range(size):
+            c = 0
+            for k in range(last + 1):
+                c += sp[n, k, i] != 0
+            out[n, i] = c
 
 
 @njit(parallel=True, cache=True)

@@ -783,10 +783,11 @@ def test_event_kernels_equal_the_reference(monkeypatch, mode, down, t_w) -> None
 
 @pytest.mark.parametrize(("groups", "extra"), [(0, True), (1, False), (2, True)])
 def test_exact_code_kernel_against_numpy(groups: int, extra: bool) -> None:
-    """kernels.exact_code's phases, near flags, decodes and Σ_c dec² against the same
-    formulas in NumPy float64: mag = |B| + Σ_g pix_g · wn_g + extra, tol = mag · γ / θ +
-    |r| · ε, near = r within tol of the nearest threshold below or above. Potentials are
-    drawn on and around the thresholds so that every branch is taken."""
+    """kernels.exact_code's phases, near flags, decodes, Σ_c dec² and spikes per pixel
+    against the same formulas in NumPy float64: mag = |B| + Σ_g pix_g · wn_g + |extra|,
+    tol = mag · γ / θ + |r| · ε, near = r within tol of the nearest threshold below or
+    above. Potentials are drawn on and around the thresholds so that every branch is
+    taken."""
     from golden import kernels
 
     rng = np.random.default_rng(groups)
@@ -800,22 +801,24 @@ def test_exact_code_kernel_against_numpy(groups: int, extra: bool) -> None:
     pix = rng.uniform(0, 50, (groups, n * per)).astype(np.float32)
     wn = rng.uniform(0, 50, (groups, c)).astype(np.float32)
     bias = rng.uniform(0, 5, c * per).astype(np.float32)
-    ext = rng.uniform(0, 50, z.size).astype(np.float32) if extra else np.zeros(0, np.float32)
+    # extra: a shortcut's own products w · x, taken by their magnitude
+    ext = rng.uniform(-50, 50, z.size).astype(np.float32) if extra else np.zeros(0, np.float32)
     table = np.array([0.0] + [q**-k for k in range(t)], np.float32)
     gamma, eps = 40 * 2.0**-23, 4 * 2.0**-24
     phase = np.empty(z.size, np.int16)
     near = np.empty(z.size, np.bool_)
     dec = np.empty(z.size, np.float32)
     sq = np.empty(n * per, np.float32)
+    fired = np.empty(n * per, np.int32)
     kernels.exact_code(z, pix, wn, bias, ext, theta, th, gamma, eps, per, table, phase, near,
-                       dec, sq)  # fmt: skip
+                       dec, sq, fired)  # fmt: skip
 
     r = (z.reshape(n, c, per) / theta[None, :, None]).astype(np.float32).astype(np.float64)
     mag = np.broadcast_to(bias.reshape(1, c, per).astype(np.float64), (n, c, per)).copy()
     for g in range(groups):
         mag += pix[g].reshape(n, 1, per).astype(np.float64) * wn[g].reshape(1, c, 1)
     if extra:
-        mag += ext.reshape(n, c, per)
+        mag += np.abs(ext.reshape(n, c, per))
     tol = mag * gamma / theta[None, :, None].astype(np.float64) + np.abs(r) * eps
     k = (r[..., None] >= th.astype(np.float64)).sum(-1)
     want_phase = np.where(k == 0, -1, t - k)
@@ -828,3 +831,4 @@ def test_exact_code_kernel_against_numpy(groups: int, extra: bool) -> None:
     assert np.array_equal(dec.reshape(n, c, per), want_dec)
     np.testing.assert_allclose(sq, (want_dec.astype(np.float64) ** 2).sum(1).reshape(-1),
                                rtol=1e-6)  # fmt: skip
+    assert np.array_equal(fired, (want_phase >= 0).sum(1).reshape(-1))
