@@ -334,17 +334,19 @@ def _float64_exact(monkeypatch, snn, x) -> golden.GoldenResult:
         return golden.run(snn, x, "exact", device=CPU)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
+#: Random nets of ``make_net`` drawn by hypothesis (the float64 tests below).
+NET_DRAWS = dict(
     seed=st.integers(0, 2**16),
     c=st.integers(1, 6),
     stride=st.sampled_from([1, 2]),
     pool=st.sampled_from(["max", "avg", "none"]),
     residual=st.booleans(),
-    shift=st.booleans(),
-    q=st.floats(1.05, 2.0),
 )
+SLOW_DRAWS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=SLOW_DRAWS)
+@given(**NET_DRAWS, shift=st.booleans(), q=st.floats(1.05, 2.0))
 def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, shift, q):
     """Exact mode's float32 pass with float64 recomputation near the thresholds gives the
     spikes of a pure float64 run in every layer (including threshold ties of floor coding)."""
@@ -360,16 +362,8 @@ def test_exact_decides_as_float64(monkeypatch, seed, c, stride, pool, residual, 
         assert (a is None and b is None) or torch.equal(a, b), i
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
-    seed=st.integers(0, 2**16),
-    c=st.integers(1, 6),
-    stride=st.sampled_from([1, 2]),
-    pool=st.sampled_from(["max", "avg", "none"]),
-    residual=st.booleans(),
-    kernels=st.booleans(),
-)
+@settings(max_examples=15, deadline=None, suppress_health_check=SLOW_DRAWS)
+@given(**NET_DRAWS, kernels=st.booleans())
 def test_exact_rounding_bound_covers_the_float64_magnitude(
     monkeypatch, seed, c, stride, pool, residual, kernels
 ):
