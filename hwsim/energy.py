@@ -115,7 +115,7 @@ def sorters(shapes: list[list[SortShape]]) -> list[SortShape]:
     memory's depth and width grows with them)."""
     out: list[SortShape] = []
     for layer in shapes:
-        for j, s in enumerate(sorted(layer, key=lambda s: s.buckets, reverse=True)):
+        for j, s in enumerate(largest_first(layer)):
             if j == len(out):
                 out.append(s)
             else:
@@ -123,6 +123,11 @@ def sorters(shapes: list[list[SortShape]]) -> list[SortShape]:
                 out[j] = SortShape(max(o.buckets, s.buckets), max(o.capacity, s.capacity),
                                    max(o.entry_bits, s.entry_bits))  # fmt: skip
     return out
+
+
+def largest_first(layer: list[SortShape]) -> list[SortShape]:
+    """A layer's sorts, most buckets first: its j-th runs on sorter j (:func:`sorters`)."""
+    return sorted(layer, key=lambda s: s.buckets, reverse=True)
 
 
 def sort_geometry(shape: SortShape) -> dict[str, tuple[int, int]]:
@@ -165,7 +170,7 @@ def sort_energy_pj(res, sort: dict[str, SramCost], event_buffer: SramCost) -> np
 
     out = np.zeros(len(res.names))
     for i, shapes in enumerate(res.sort_shapes):
-        for j, shape in enumerate(sorted(shapes, key=lambda s: s.buckets, reverse=True)):
+        for j, shape in enumerate(largest_first(shapes)):
             acc = sort_accesses(shape.buckets, int(res.bucket_events[i]), res.images)
             for name, (reads, writes) in acc.items():
                 m = event_buffer if name == "index" else sort[f"sort{j}.{name}"]

@@ -59,14 +59,11 @@ def bucket_cycles(buckets: int, events: int) -> int:
     return ceil_div(buckets, PREFIX_WIDTH) + events + SORT_OVERHEAD
 
 
-#: The memories a counting sort accesses (``sort_accesses``): its counter and pointer words,
-#: its staging memory, and the consumers' index (part of the event buffer).
-SORT_MEMORIES = ("counters", "pointers", "staging", "index")
-
-
 def sort_accesses(buckets: int, events: int, images: int) -> dict[str, tuple[int, int]]:
-    """(reads, writes) of each memory of ``SORT_MEMORIES`` for ``images`` counting sorts into
-    ``buckets`` buckets of ``events`` events in all (``rtl.os_sort.SortingBuckets``;
+    """(reads, writes) of each memory a counting sort accesses (``counters``, ``pointers``,
+    ``staging``, and ``index``, the consumers' index in the event buffer) for ``images``
+    counting sorts into ``buckets`` buckets of ``events`` events in all
+    (``rtl.os_sort.SortingBuckets``;
     docs/architecture.md §11), in words: counters and pointers k = ``PREFIX_WIDTH`` to a word,
     one index entry per bucket. Per event: the counter word's read-modify-write (collect),
     the staging write and read, the pointer word's read-modify-write (scatter); per image and
@@ -631,7 +628,7 @@ def _bucketing(snn: SnnModel, spikes: list, res: SimResult) -> None:
     res.bucket_events = np.zeros(nl, np.int64)
     res.sort_shapes = [sort_shapes(snn, i) for i in range(nl)]
     for i in range(nl):
-        sorts = bucketings(snn, i)
+        sorts = [s.buckets for s in res.sort_shapes[i]]
         if not sorts:
             continue
         events = (spikes[i].reshape(n, -1) >= 0).sum(1).astype(np.int64)

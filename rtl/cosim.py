@@ -284,7 +284,9 @@ def _case(snn, ref, hw, i, srcs, arch, rtl_spikes, n_images) -> dict:
     order. A graph layer's groups get only the events of the channels they read (one rail
     each); its output layer's potentials are golden's (nodes, classes) logits in neuron
     (class-major) order and its class the engine's argmax over all of them. An
-    output-stationary layer's events are shuffled (its engine sorts them)."""
+    output-stationary layer's events are shuffled (its engine sorts them), but a max
+    pooling's come in its producer's push order (``hwsim.sim.os_emission_order``: its sort
+    keeps each phase's arrival order, on which its timing depends)."""
     lay = snn.layers[i]
     image = layer_image(snn, i, arch.lanes)
     is_output = lay.kind == "output"
