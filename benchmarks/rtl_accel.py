@@ -17,7 +17,12 @@ its features' events (the worst case, 31 M, exceeds the debug port's 2^20 addres
 row adds the test accuracy of the classes read back. Rows of nets not run are kept from the
 last results.
 
+--dataflow output_stationary runs the same nets on the output-stationary accelerator
+(rtl.os_accel.OsAccelerator; presets os16 / os64, SRAMs grown to fit): its rows are kept
+beside the potential-SRAM ones.
+
     .venv/bin/python benchmarks/rtl_accel.py [--digits-images 10] [--r20-images 1] [--cora]
+        [--dataflow output_stationary]
 
 Writes benchmarks/results/rtl_accel.json and rtl_accel.md.
 """
@@ -53,6 +58,7 @@ def run(net: str, snn, x, arch, sim: str) -> dict:
     row = {
         "commit": _commit(),
         "net": net,
+        "dataflow": arch.dataflow,
         "lanes": arch.lanes,
         "simulator": sim,
         "images": len(r.total_cycles),
@@ -115,24 +121,33 @@ def _commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def _dataflow(row: dict) -> str:
+    return row.get("dataflow", "potential_sram")  # (rows before the output-stationary top)
+
+
+def _key(row: dict) -> tuple:
+    return row["net"], _dataflow(row), row["lanes"], row["simulator"]
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        "# The whole network through `rtl.Accelerator` (benchmarks/rtl_accel.py)",
+        "# The whole network through `rtl.Accelerator` and `rtl.OsAccelerator` "
+        "(benchmarks/rtl_accel.py)",
         "",
         f"{meta['machine']}, {meta['cpus']} CPUs, {meta['date']}; command: `{meta['command']}`. "
         "Simulation: start to done, per image (input written through the AXI port and spikes "
         "read back through the debug port are timed apart); build: Verilog generation and the "
         "simulator's compile.",
         "",
-        "| net | P | simulator | images | all checks | spikes = golden int | layer cycles = "
-        "hwsim | cycles / image | sim s / image | build s | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| net | dataflow | P | simulator | images | all checks | spikes = golden int | layer "
+        "cycles = hwsim | cycles / image | sim s / image | build s | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cyc = sorted(set(r["cycles_per_image"]))
         cyc_s = f"{cyc[0]:,}" if len(cyc) == 1 else f"{cyc[0]:,}–{cyc[-1]:,}"
         lines.append(
-            f"| {r['net']} | {r['lanes']} | {r['simulator']} | {r['images']} | "
+            f"| {r['net']} | {_dataflow(r)} | {r['lanes']} | {r['simulator']} | {r['images']} | "
             f"{'pass' if r['all_checks_pass'] else 'FAIL'} | "
             f"{'yes' if r['spikes_equal_golden_int'] else 'NO'} | "
             f"{'yes' if r['layer_cycles_equal_hwsim'] else 'no'} | {cyc_s} | "
@@ -162,7 +177,10 @@ def main() -> None:
     ap.add_argument("--skip-r20", action="store_true")
     ap.add_argument("--skip-digits", action="store_true")
     ap.add_argument("--cora", action="store_true")
+    ap.add_argument("--dataflow", choices=("potential_sram", "output_stationary"),
+                    default="potential_sram")  # fmt: skip
     args = ap.parse_args()
+    stationary = args.dataflow == "output_stationary"
     rows = []
     if not args.skip_digits:
         model, _ = train_digits_cnn(seed=0)
@@ -170,7 +188,7 @@ def main() -> None:
         snn = convert(
             model, list(xtr.split(256)), ConversionConfig(calibration="percentile"), progress=False
         )
-        arch = hwsim.ArchConfig()
+        arch = hwsim.ArchConfig.preset("os16") if stationary else hwsim.ArchConfig()
         rows.append(run("digits", snn, xte[: args.digits_images], arch, "verilator"))
         rows.append(run("digits", snn, xte[:2], arch, "icarus"))
     if args.cora:
@@ -179,14 +197,16 @@ def main() -> None:
         BUILD.mkdir(parents=True, exist_ok=True)
         snn, x, _ = setup_resnet20(512, args.r20_images, BUILD / "resnet20.safetensors")
         for p in args.lanes:
-            arch = fitting_arch(snn, hwsim.ArchConfig(lanes=p, output_queue_depth=64))
+            base = hwsim.ArchConfig(lanes=p, output_queue_depth=64)
+            if stationary:
+                base = hwsim.ArchConfig.preset(f"os{p}")
+            arch = fitting_arch(snn, base)
             rows.append(run("resnet20", snn, x, arch, "verilator"))
     # keep the rows of earlier runs (each names its commit) for the nets and P not run now
     old = RESULTS / "rtl_accel.json"
-    done = {(r["net"], r["lanes"], r["simulator"]) for r in rows}
+    done = {_key(r) for r in rows}
     if old.is_file():
-        rows += [r for r in json.loads(old.read_text())["runs"]
-                 if (r["net"], r["lanes"], r["simulator"]) not in done]  # fmt: skip
+        rows += [r for r in json.loads(old.read_text())["runs"] if _key(r) not in done]
     meta = {
         "machine": platform.machine(),
         "cpus": __import__("os").cpu_count(),

@@ -36,6 +36,19 @@ MAX_TABLE_ENTRIES = 2**28
 #: readers of the first engine start one cycle ahead of it).
 CONTROLLER_CYCLES_PER_ENGINE = 2
 CONTROLLER_CYCLES_PER_RUN = 1
+#: Layer mode, output-stationary (rtl.os_accel.OsAccelerator, docs/architecture.md §14): the
+#: sequencer's cycles per neuron engine besides the engine's own: its ``go`` cycle, its LOAD
+#: cycle (its sorts are found sorted), its last DRAIN cycle (output queue empty, not busy)
+#: and the cycle the sequencer sees its ``done``.
+OS_CYCLES_PER_ENGINE = 4
+#: ... per max-pooling engine (rtl.os_pool.OsMaxPool): its ``go`` cycle, the two cycles until
+#: its sorted stream's first event (in the second the §5 engine is started), the engine's
+#: last DRAIN cycle, the cycle OsMaxPool registers the engine's ``done`` and the cycle the
+#: sequencer sees it.
+OS_CYCLES_PER_POOL = 6
+#: ... per producer whose events are sorted, besides its sort (``bucket_cycles``): the cycle
+#: the sorts see the end marker and the cycle they acknowledge it.
+OS_CYCLES_PER_SORT = 2
 #: Output-stationary: the cycles of a producer's counting sort (``rtl.os_sort``) besides one
 #: per counter word and one per event: the prefix pass's last write and the scatter pass's
 #: two-stage pipeline (docs/architecture.md §11, "Bucketing a producer's events").
@@ -45,10 +58,20 @@ SORT_OVERHEAD = 3
 PREFIX_WIDTH = 8
 
 
-def controller_cycles(snn: SnnModel) -> int:
+def controller_cycles(snn: SnnModel, arch: ArchConfig | None = None) -> int:
     """Layer mode: the controller's cycles per image between and around the engines
-    (every layer but the input is one engine): 2 · E + 1 (docs/architecture.md §14)."""
-    return CONTROLLER_CYCLES_PER_ENGINE * (len(snn.layers) - 1) + CONTROLLER_CYCLES_PER_RUN
+    (every layer but the input is one engine; docs/architecture.md §14): 2 · E + 1 for the
+    potential-SRAM accelerator (``rtl.Accelerator``); for the output-stationary one
+    (``rtl.os_accel.OsAccelerator``, ``arch.dataflow``) 4 per neuron engine, 6 per
+    max-pooling engine and 2 per producer whose events are sorted (:func:`bucketings`; the
+    input's are sorted while the host loads them, before the run)."""
+    if arch is None or arch.dataflow != "output_stationary":
+        return CONTROLLER_CYCLES_PER_ENGINE * (len(snn.layers) - 1) + CONTROLLER_CYCLES_PER_RUN
+    out = 0
+    for i, lay in enumerate(snn.layers[1:], start=1):
+        out += OS_CYCLES_PER_POOL if lay.kind == "maxpool" else OS_CYCLES_PER_ENGINE
+        out += OS_CYCLES_PER_SORT if bucketings(snn, i) else 0
+    return out
 
 
 def bucket_cycles(buckets: int, events: int) -> int:
@@ -610,7 +633,7 @@ def simulate(
     if stationary:
         _bucketing(snn, spikes, res)
     if mode == "layer":
-        res.controller_cycles = controller_cycles(snn)
+        res.controller_cycles = controller_cycles(snn, arch)
         res.stream_end_cycles = np.cumsum(res.image_cycles)
     elif stationary:
         res.stream_end_cycles = _pipeline_os(snn, stats, res.bucket_cycles, n)

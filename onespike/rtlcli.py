@@ -18,7 +18,8 @@ def add_parsers(sub) -> None:
         "verilog",
         help="the accelerator's Verilog for an artifact, as a folder to take away",
         description="Write one self-contained folder: rtl/ (the whole accelerator, "
-        "rtl.Accelerator, as one Verilog top onespike_accel with its memories initialised, a "
+        "rtl.Accelerator, or rtl.OsAccelerator for the output_stationary dataflow, as one "
+        "Verilog top onespike_accel with its memories initialised, a "
         "JSON of its ports and register map, the Verilator lint waivers), mem/ (memory images, "
         "$readmemh hex), tb/ (a self-checking Verilog bench that streams each image's input "
         "events through the AXI4-Stream port and checks every layer's spikes, the potentials, "
@@ -56,7 +57,8 @@ def add_parsers(sub) -> None:
     c = sub.add_parser(
         "cosim",
         help="co-simulate the Verilog against golden int (spikes) and hwsim (cycles)",
-        description="Run the images through the whole accelerator (rtl.Accelerator, one "
+        description="Run the images through the whole accelerator (rtl.Accelerator, or "
+        "rtl.OsAccelerator for the output_stationary dataflow; one "
         "Verilog top: the input events through its AXI4-Stream port, one wait for done, every "
         "layer's spikes read back through its debug port) under cocotb, and check per layer "
         "that the spikes (output layer: potentials and class) equal golden int and the engine "
@@ -121,9 +123,9 @@ def run_verilog(args: argparse.Namespace) -> int:
     x = _bench_images(snn, args.data, args.images)
     name = package_name(args.name or args.artifact.stem)
     engines = args.all or args.layer is not None
-    if not engines and (why := _graph_refused(snn, arch, x)):
-        print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
-              f"({why}): packaging the per-layer engines", file=sys.stderr)  # fmt: skip
+    if not engines and (why := _accel_refused(snn, arch, x)):
+        print(f"note: the accelerator ({_top_name(arch)}) does not run this network ({why}): "
+              "packaging the per-layer engines", file=sys.stderr)  # fmt: skip
         engines = True
     core = write_package(snn, arch, args.out, x, name=name, layer=args.layer, engines=engines)
     for f in sorted((args.out / "rtl").glob("layer*.json"), key=lambda p: int(p.stem[5:])):
@@ -143,16 +145,21 @@ def run_verilog(args: argparse.Namespace) -> int:
     return 0
 
 
-def _graph_refused(snn, arch, x) -> str | None:
-    """Why the accelerator does not run graph network ``snn`` on node features ``x`` (a
-    graph too large for its buffers, say), or None: it does, or ``snn`` is not a graph
-    network (whose refusals are errors, not a fallback to the per-layer engines)."""
+def _accel_refused(snn, arch, x) -> str | None:
+    """Why the accelerator does not run ``snn`` on inputs ``x``, or None: a graph network too
+    large for its buffers, say, or on the output-stationary accelerator a layer its engines do
+    not run (graph and embedding layers); the commands then fall back to the per-layer
+    engines. Other refusals of the potential-SRAM accelerator are errors, not a fallback."""
     from rtl.accel_sim import input_capacity
     from rtl.accelerator import refusal
 
-    if snn.meta.get("graph") is None:
+    if snn.meta.get("graph") is None and arch.dataflow != "output_stationary":
         return None
     return refusal(snn, arch, input_capacity(snn, x))
+
+
+def _top_name(arch) -> str:
+    return "rtl.OsAccelerator" if arch.dataflow == "output_stationary" else "rtl.Accelerator"
 
 
 def _graph_features(snn, data: str | None):
@@ -205,15 +212,9 @@ def run_cosim(args: argparse.Namespace) -> int:
     if args.stall_rate:
         stalls = hwsim.stall_pattern(seed=args.stall_seed, rate=args.stall_rate)
     per_layer = args.layer is not None
-    if not per_layer and (why := _graph_refused(snn, arch, x)):
-        print(f"note: the accelerator (rtl.Accelerator) does not run this graph network "
-              f"({why}): co-simulating layer by layer on the per-layer engines",
-              file=sys.stderr)  # fmt: skip
-        per_layer = True
-    elif not per_layer and arch.dataflow == "output_stationary":
-        print("note: the accelerator (rtl.Accelerator) runs the potential_sram dataflow: "
-              "co-simulating layer by layer on the output-stationary engines (rtl.OsEngine)",
-              file=sys.stderr)  # fmt: skip
+    if not per_layer and (why := _accel_refused(snn, arch, x)):
+        print(f"note: the accelerator ({_top_name(arch)}) does not run this network ({why}): "
+              "co-simulating layer by layer on the per-layer engines", file=sys.stderr)  # fmt: skip
         per_layer = True
     elif not per_layer and stalls is not None:
         print("note: --stall-rate back-pressures the per-layer engines (the accelerator's "

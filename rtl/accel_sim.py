@@ -31,7 +31,7 @@ import hwsim
 from archspec.config import ArchConfig
 from archspec.fanout import ceil_div
 from converter.model import SnnModel
-from hwsim.sim import emission_order
+from hwsim.sim import emission_order, os_emission_order
 from rtl.accelerator import Accelerator
 from rtl.cosim import CHECKED_COUNTS, CosimError, simulator_env, source_events
 from rtl.engine import COUNTERS
@@ -138,8 +138,12 @@ def accel_case(snn: SnnModel, acc: Accelerator, x: torch.Tensor, ref, hw) -> dic
     golden's phases, potentials, class and hwsim's cycles, and hwsim's activity counts per
     engine over the images (``hwsim_counts``: layer → counter → count)."""
     arch, out_idx = acc.arch, acc.layers[-1].index
-    c, h, w = acc.images[out_idx].out_shape
-    cb = ceil_div(c, arch.lanes)
+    if arch.dataflow == "output_stationary":  # a flat output layer, one word per tile
+        c, h, w = snn.layers[out_idx].size, 1, 1
+        cb = acc.images[out_idx].geometry.tiles
+    else:
+        c, h, w = acc.images[out_idx].out_shape
+        cb = ceil_div(c, arch.lanes)
     images = []
     for n in range(n_inputs(snn, x)):
         if is_graph(snn):  # one graph: (nodes, classes) logits, in neuron (class-major) order
@@ -245,7 +249,7 @@ def accel_cosim(
     out = Path(out_dir).resolve()
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    acc = Accelerator(snn, arch, input_capacity(snn, x))
+    acc = accelerator_for(snn, arch, input_capacity(snn, x))
     vfile = write_accel_verilog(acc, out / "verilog")
     ref = golden.run(snn, x, "int", device="cpu")
     hw = hwsim.simulate(snn, x, arch, mode="layer")
@@ -273,16 +277,32 @@ def accel_cosim(
     return _report(snn, acc, res, hw, build_s, sim)
 
 
+def accelerator_for(snn: SnnModel, arch: ArchConfig, input_events: int | None = None):
+    """The whole accelerator of ``arch``'s dataflow: :class:`rtl.Accelerator`
+    (``potential_sram``) or :class:`rtl.os_accel.OsAccelerator` (``output_stationary``).
+    Raises ValueError with the reason a network is refused."""
+    if arch.dataflow == "output_stationary":
+        from rtl.os_accel import OsAccelerator
+
+        return OsAccelerator(snn, arch, input_events)
+    return Accelerator(snn, arch, input_events)
+
+
 def order_errors(
-    snn: SnnModel, i: int, n: int, words: list[int], hw, split: int | None = None
-) -> list[str]:
+    snn: SnnModel, i: int, n: int, words: list[int], hw, split: int | None = None,
+    arch: ArchConfig | None = None,
+) -> list[str]:  # fmt: skip
     """Layer ``i``'s buffered event words of image ``n`` against the order hwsim's reader
     takes them (``hwsim.sim.emission_order`` of hwsim's spikes; a rail-banked buffer,
-    ``split`` its second rail's first neuron, reads back bank 0's events, then bank 1's):
-    the first place that differs. (Spikes that differ are reported by the bench; this
-    checks the order only.)"""
+    ``split`` its second rail's first neuron, reads back bank 0's events, then bank 1's;
+    an output-stationary neuron layer, ``arch`` given, its push order,
+    ``hwsim.sim.os_emission_order``): the first place that differs. (Spikes that differ are
+    reported by the bench; this checks the order only.)"""
     rank = hw.emit_rank[i][n] if hw.emit_rank[i] is not None else None
-    want = emission_order(snn, i, hw.spikes[i][n], rank)
+    if arch is not None and arch.dataflow == "output_stationary" and rank is None:
+        want = os_emission_order(snn, i, arch, hw.spikes[i][n])
+    else:
+        want = emission_order(snn, i, hw.spikes[i][n], rank)
     if split is not None:
         want = np.concatenate([want[want < split], want[want >= split]])
     got = [w & ((1 << 20) - 1) for w in words]
@@ -305,7 +325,7 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
         hw_counts = {k: int(hw.counts[k][i]) for k in CHECKED_COUNTS}  # (the bench checks)
         if p.depth:
             for n, g in enumerate(got):
-                errors += order_errors(snn, i, n, g["buffers"][str(i)], hw, p.split)
+                errors += order_errors(snn, i, n, g["buffers"][str(i)], hw, p.split, acc.arch)
         spikes_ok = not any("first difference" in e for e in errors)
         layers.append(AccelLayerReport(
             i, snn.layers[i].name, p.kind, spikes_ok, [r[f"cycles@{i}"] for r in regs],
@@ -316,9 +336,10 @@ def _report(snn, acc: Accelerator, res: dict, hw, build_s: float, sim: str) -> A
     reported = tuple(f"layer {r.index} (" for r in layers)
     rest = [e for e in res["errors"] if not e.startswith(reported)]
     gaps = [t - s for t, s in zip(total, engine_sum, strict=True)]
-    rest += [f"image {n}: controller gap of {g} cycles, hwsim's controller_cycles "
-             f"{hw.controller_cycles}" for n, g in enumerate(gaps)
-             if g != hw.controller_cycles]  # fmt: skip
+    want = (hw.image_cycles - hw.cycles_per_image.sum(1)).tolist()  # controller (and sorts)
+    rest += [f"image {n}: {g} cycles beside the engines', hwsim's controller_cycles and sorts "
+             f"{w}" for n, (g, w) in enumerate(zip(gaps, want, strict=True))
+             if g != w]  # fmt: skip
     if is_graph(snn):  # per node: the argmax over the classes of the potentials read back
         out = snn.layers[acc.layers[-1].index]
         pot = np.asarray(got[0]["potentials"]).reshape(out.channels, -1)

@@ -121,13 +121,13 @@ def plan(snn: SnnModel, input_events: int | None = None) -> list[LayerPlan]:
 
 
 def refusal(snn: SnnModel, arch: ArchConfig, input_events: int | None = None) -> str | None:
-    """Why :class:`Accelerator` would refuse ``snn`` on ``arch`` (its dataflow, or
-    :func:`plan`'s reason), or None. The layers themselves are checked when it is built."""
-    if arch.dataflow != "potential_sram":
-        return (
-            f"dataflow {arch.dataflow!r} runs in RTL layer by layer on rtl.OsEngine "
-            "(--layer N, or --all)"
-        )
+    """Why the accelerator of ``arch``'s dataflow would refuse ``snn`` (:func:`plan`'s reason;
+    output-stationary: :func:`rtl.os_accel.os_accel_refusal`), or None. The potential-SRAM
+    engines check their layers when the accelerator is built."""
+    if arch.dataflow == "output_stationary":
+        from rtl.os_accel import os_accel_refusal
+
+        return os_accel_refusal(snn, arch, input_events)
     try:
         plan(snn, input_events)
     except ValueError as exc:
@@ -206,47 +206,15 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True  # (refused: never to be elaborated)
             raise ValueError(
                 "rtl.Accelerator runs the potential_sram dataflow (docs/architecture.md §14); "
-                f"dataflow {arch.dataflow!r} runs in RTL layer by layer on rtl.OsEngine "
-                "(--layer N, or --all)"
+                f"dataflow {arch.dataflow!r} runs on rtl.os_accel.OsAccelerator"
             )
         self.snn, self.arch, self.layers = snn, arch, plan(snn, input_events)
         # the engines' images (each layer checked here); the engines are built by elaborate
         self.images = {p.index: layer_image(snn, p.index, arch.lanes) for p in self.layers[1:]}
         out = self.images[self.layers[-1].index]
         rows = out.pixels * ceil_div(out.out_shape[0], arch.lanes)
-        self.registers = self._register_map()
-        super().__init__(
-            {
-                "start": In(1),
-                "busy": Out(1),
-                "done": Out(1),
-                "s_axis_tdata": In(32),
-                "s_axis_tvalid": In(1),
-                "s_axis_tlast": In(1),
-                "s_axis_tready": Out(1),
-                "result_class": Out(range(max(out.n_out, 2))),  # (as the engine's ports)
-                "pot_addr": In(range(max(rows, 2))),
-                "pot_data": Out(data.ArrayLayout(signed(arch.potential_bits), arch.lanes)),
-                "dbg_layer": In(8),
-                "dbg_addr": In(INDEX_BITS),
-                "dbg_data": Out(32),
-                "dbg_count": Out(32),
-                "reg_addr": In(ADDR_BITS),
-                "reg_data": Out(32),
-            }
-        )
-
-    def _register_map(self) -> dict[int, str]:
-        """Word address → register name (``status``, ``class``, ``cycles``, ``layers``,
-        ``<counter>@<layer>``, ``events@<layer>``)."""
-        regs = {REG_STATUS: "status", REG_CLASS: "class", REG_CYCLES: "cycles",
-                REG_LAYERS: "layers"}  # fmt: skip
-        for p in self.layers:
-            if p.index in self.images:
-                regs.update({layer_register(p.index, c): f"{c}@{p.index}" for c in COUNTERS})
-            if p.depth:
-                regs[layer_register(p.index, "events")] = f"events@{p.index}"
-        return regs
+        self.registers = register_map(self.layers, self.images)
+        super().__init__(host_ports(arch, out.n_out, rows))
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -347,24 +315,52 @@ class Accelerator(wiring.Component):
         overflow = 0
         for b in bufs.values():
             overflow = overflow | b.overflow
-        words = [self._register(name, ctrl, engines, bufs, overflow)
-                 for name in self.registers.values()]  # fmt: skip
+        status = ctrl.busy | (ctrl.done << 1) | (overflow << 2)
+        words = [register_value(name, status, self.result_class, ctrl.cycles, len(self.layers),
+                                engines, bufs) for name in self.registers.values()]  # fmt: skip
         m.d.comb += regs.values.eq(Cat(_word(v) for v in words))
 
-    def _register(self, name: str, ctrl: Controller, engines: dict, bufs: dict, overflow):
-        """The value of register ``name`` (see :meth:`_register_map`)."""
-        if name == "status":  # bit 0 busy, bit 1 done, bit 2 a buffer overflowed
-            return ctrl.busy | (ctrl.done << 1) | (overflow << 2)
-        if name == "class":
-            return self.result_class
-        if name == "cycles":
-            return ctrl.cycles
-        if name == "layers":
-            return len(self.layers)
-        what, layer = name.split("@")
-        if what == "events":
-            return bufs[int(layer)].count
-        return getattr(engines[int(layer)], what)
+
+def host_ports(arch: ArchConfig, n_out: int, rows: int) -> dict:
+    """The top's ports (docs/architecture.md §14, "Host interface"): ``n_out`` output
+    neurons (``result_class``), ``rows`` words of P potentials that ``pot_addr`` reads."""
+    return {
+        "start": In(1), "busy": Out(1), "done": Out(1),
+        "s_axis_tdata": In(32), "s_axis_tvalid": In(1), "s_axis_tlast": In(1),
+        "s_axis_tready": Out(1),
+        "result_class": Out(range(max(n_out, 2))),  # (as the engines' ports)
+        "pot_addr": In(range(max(rows, 2))),
+        "pot_data": Out(data.ArrayLayout(signed(arch.potential_bits), arch.lanes)),
+        "dbg_layer": In(8), "dbg_addr": In(INDEX_BITS), "dbg_data": Out(32), "dbg_count": Out(32),
+        "reg_addr": In(ADDR_BITS), "reg_data": Out(32),
+    }  # fmt: skip
+
+
+def register_map(layers: list[LayerPlan], engines) -> dict[int, str]:
+    """Word address → register name (``status``, ``class``, ``cycles``, ``layers``,
+    ``<counter>@<layer>`` for each layer in ``engines``, ``events@<layer>`` for each layer
+    with a buffer), docs/architecture.md §14."""
+    regs = {REG_STATUS: "status", REG_CLASS: "class", REG_CYCLES: "cycles", REG_LAYERS: "layers"}
+    for p in layers:
+        if p.index in engines:
+            regs.update({layer_register(p.index, c): f"{c}@{p.index}" for c in COUNTERS})
+        if p.depth:
+            regs[layer_register(p.index, "events")] = f"events@{p.index}"
+    return regs
+
+
+def register_value(name: str, status, result_class, cycles, layers: int, engines: dict,
+                   bufs: dict):  # fmt: skip
+    """The value of register ``name`` (:func:`register_map`): ``status`` (bit 0 busy, bit 1
+    done, bit 2 a buffer overflowed), the class, the run's cycles, the number of layers, an
+    engine's counter or the events in a layer's buffer."""
+    fixed = {"status": status, "class": result_class, "cycles": cycles, "layers": layers}
+    if name in fixed:
+        return fixed[name]
+    what, layer = name.split("@")
+    if what == "events":
+        return bufs[int(layer)].count
+    return getattr(engines[int(layer)], what)
 
 
 def _word(v) -> Value:

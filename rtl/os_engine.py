@@ -446,13 +446,19 @@ class OsEngine(wiring.Component):
     layer's cycles), ``done``, ``i_events``, ``o_spikes``, the counters, and for the output
     layer ``argmax``, ``rd_addr`` (a tile) and ``rd_data`` (its P potentials, a registered
     read). Also ``error``: the event buffer dropped events (more than its capacity).
+
+    ``linked=True`` (the engine of an accelerator, :class:`rtl.os_accel.OsAccelerator`):
+    each group's event buffer takes its producer's events and end marker (the group bit says
+    which buffer) whenever ``hold`` is high, while the engine is idle, and sorts them there;
+    ``hold`` low (one cycle) empties the buffers for the next image. ``start`` then finds them
+    sorted (one LOAD cycle, the buffers' ``sorted``) and the layer runs on them.
     """
 
-    def __init__(self, arch: ArchConfig, image: OsImage) -> None:
+    def __init__(self, arch: ArchConfig, image: OsImage, linked: bool = False) -> None:
         if arch.neuron_pipeline_cycles < 1:
             raise ValueError(f"neuron_pipeline_cycles must be ≥ 1, got "
                              f"{arch.neuron_pipeline_cycles!r}")  # fmt: skip
-        self.arch, self.image = arch, image
+        self.arch, self.image, self.linked = arch, image, linked
         img = image.layer
         self.weight_bits = max(arch.weight_bits, img.weight_bits)
         self.tiles = self.rows = image.geometry.tiles
@@ -462,6 +468,8 @@ class OsEngine(wiring.Component):
             "o_spikes": Out(stream.Signature(SpikeEvent)),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
         }  # fmt: skip
+        if linked:
+            ports["hold"] = In(1)
         if img.is_output:
             ports["argmax"] = Out(range(max(img.n_out, 2)))
             ports["rd_addr"] = In(range(max(self.tiles, 2)))
@@ -511,23 +519,29 @@ class OsEngine(wiring.Component):
         m.submodules.walk = walk = TileWalk(g)
         wiring.connect(m, ir.o, er.runs)
         # the stream: an event goes to its group's buffer; the end marker is taken once every
-        # buffer has written its last index entry
+        # buffer has written its last index entry (linked: each group's buffer takes its own)
         head, taken = self.i_events.payload, Signal()
-        mine = [head.end | (head.group == i) if len(bufs) > 1 else 1 for i in range(len(bufs))]
+        load = self.hold if self.linked else ctrl.load
+        mine = [(head.group == i) | (head.end & ~self.linked) if len(bufs) > 1 else 1
+                for i in range(len(bufs))]  # fmt: skip
         ready_end = bufs[0].i.ready if len(bufs) == 1 else bufs[0].i.ready & bufs[1].i.ready
         ready_ev = bufs[0].i.ready if len(bufs) == 1 else Mux(head.group, bufs[1].i.ready,
                                                                 bufs[0].i.ready)  # fmt: skip
-        m.d.comb += self.i_events.ready.eq(ctrl.load & ~taken &
-                                           Mux(head.end, ready_end, ready_ev))  # fmt: skip
-        with m.If(~ctrl.load):
-            m.d.sync += taken.eq(0)
-        with m.Elif(self.i_events.valid & self.i_events.ready & head.end):
-            m.d.sync += taken.eq(1)
+        if self.linked:  # every buffer sorted: the engine's LOAD is over
+            m.d.comb += self.i_events.ready.eq(load & ready_ev)
+            m.d.comb += taken.eq(Cat(b.sorted for b in bufs).all())
+        else:
+            m.d.comb += self.i_events.ready.eq(load & ~taken &
+                                               Mux(head.end, ready_end, ready_ev))  # fmt: skip
+            with m.If(~load):
+                m.d.sync += taken.eq(0)
+            with m.Elif(self.i_events.valid & self.i_events.ready & head.end):
+                m.d.sync += taken.eq(1)
         count, error = 0, 0
         for i, buf in enumerate(bufs):
             m.d.comb += [buf.i.payload.eq(head), buf.i.valid.eq(self.i_events.valid & mine[i] &
-                                                                  ~taken),
-                         buf.load.eq(ctrl.load), buf.idx_a.eq(ir.idx_a), buf.idx_b.eq(ir.idx_b),
+                                                                  (~taken | self.linked)),
+                         buf.load.eq(load), buf.idx_a.eq(ir.idx_a), buf.idx_b.eq(ir.idx_b),
                          getattr(ir, f"run_a_{i}").eq(buf.run_a),
                          getattr(ir, f"run_b_{i}").eq(buf.run_b),
                          buf.ev_addr.eq(er.ev_addr), getattr(er, f"ev_{i}").eq(buf.ev)]  # fmt: skip

@@ -116,10 +116,16 @@ class OsMaxPool(wiring.Component):
     Those of :class:`~rtl.maxpool.MaxPoolEngine` (start, busy, done, i_events, o_spikes, the
     counters); ``error``: the sort dropped events (more than one per source neuron);
     ``sort_cycles``: the last sort's cycles (⌈T_src / k⌉ + E + 3, ``hwsim.sim.bucket_cycles``).
+
+    ``linked=True`` (the layer of an accelerator, :class:`rtl.os_accel.OsAccelerator`): the
+    sort takes its producer's events and end marker whenever ``hold`` is high, while the
+    layer is idle; ``hold`` low (one cycle) empties it for the next image. ``start`` then
+    streams the sorted events out at once (the sort is over: the accelerator starts the layer
+    after its producer's end marker was taken).
     """
 
-    def __init__(self, arch: ArchConfig, image: PoolImage) -> None:
-        self.arch, self.image = arch, image
+    def __init__(self, arch: ArchConfig, image: PoolImage, linked: bool = False) -> None:
+        self.arch, self.image, self.linked = arch, image, linked
         self.engine = MaxPoolEngine(arch, image)  # (refuses what the §5 engine refuses)
         self.capacity = prod(image.src_shape)  # each source neuron fires at most once
         super().__init__({
@@ -128,6 +134,7 @@ class OsMaxPool(wiring.Component):
             "i_events": In(stream.Signature(SpikeEvent)),
             "o_spikes": Out(stream.Signature(SpikeEvent)),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
+            **({"hold": In(1)} if linked else {}),
         })  # fmt: skip
 
     def elaborate(self, platform) -> Module:
@@ -144,19 +151,28 @@ class OsMaxPool(wiring.Component):
                      self.busy.eq(eng.busy), self.error.eq(sort.error),
                      *(getattr(self, n).eq(getattr(eng, n)) for n in COUNTERS)]  # fmt: skip
         begun = Signal()  # the engine has been started on this image
+        if self.linked:  # the producer fills the sort; the layer streams it out
+            m.d.comb += [sort.load.eq(self.hold), sort.i.valid.eq(self.i_events.valid),
+                         self.i_events.ready.eq(sort.i.ready)]  # fmt: skip
         with m.FSM():
             with m.State("IDLE"), m.If(self.start):
                 m.d.sync += [self.done.eq(0), begun.eq(0)]
                 m.next = "LOAD"
+                if self.linked:
+                    m.d.comb += out.start.eq(1)
+                    m.d.sync += self.sort_cycles.eq(sort.sort_cycles)
+                    m.next = "POOL"
             with m.State("LOAD"):  # the stream into the sort; its end marker after the sort
-                m.d.comb += [sort.load.eq(1), sort.i.valid.eq(self.i_events.valid),
-                             self.i_events.ready.eq(sort.i.ready)]  # fmt: skip
+                if not self.linked:
+                    m.d.comb += [sort.load.eq(1), sort.i.valid.eq(self.i_events.valid),
+                                 self.i_events.ready.eq(sort.i.ready)]  # fmt: skip
                 with m.If(self.i_events.valid & sort.i.ready & self.i_events.payload.end):
                     m.d.comb += out.start.eq(1)
                     m.d.sync += self.sort_cycles.eq(sort.sort_cycles)
                     m.next = "POOL"
             with m.State("POOL"):  # the sorted events through the engine (count held)
-                m.d.comb += sort.load.eq(1)
+                if not self.linked:
+                    m.d.comb += sort.load.eq(1)
                 with m.If(out.first):
                     m.d.sync += begun.eq(1)
                 with m.If(begun & eng.done):  # (done is cleared the cycle after its start)

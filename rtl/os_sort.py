@@ -50,14 +50,17 @@ class SortingBuckets(wiring.Component):
     ``phase`` where it has that field (a reader that streams the sorted events out in order,
     :class:`rtl.os_pool.SortedStream`, has no index run to tell it). After a
     reset, and after an image abandoned (``load`` low) before its prefix pass, the counters
-    are cleared first (⌈n / k⌉ cycles, the stream held). ``run_capacity``: the index entries
+    are cleared first (⌈n / k⌉ cycles, the stream held). ``sorted``: the sort is over (the
+    end marker acknowledged) and its results stay readable until ``load`` falls.
+    ``run_capacity``: the index entries
     are sized for this many events (the largest buffer's, so that every buffer's entries
     have one layout). ``width``: k, the buckets per counter word (a power of two).
 
     Ports
     -----
     i : In(stream.Signature(SpikeEvent))
-    load : In(1); error : Out(1); count : Out(range(capacity + 1)); sort_cycles : Out(32)
+    load : In(1); sorted : Out(1); error : Out(1); count : Out(range(capacity + 1))
+    sort_cycles : Out(32)
     idx_a, idx_b : In(range(phases · pixels)); run_a, run_b : Out(run_layout)
     ev_addr : In(range(capacity)); ev : Out(event_entry)
     """
@@ -73,7 +76,7 @@ class SortingBuckets(wiring.Component):
         self.entry = entry
         self.run = run_layout(max(run_capacity or 0, self.capacity))
         super().__init__({
-            "i": In(stream.Signature(SpikeEvent)), "load": In(1),
+            "i": In(stream.Signature(SpikeEvent)), "load": In(1), "sorted": Out(1),
             "error": Out(1), "count": Out(range(self.capacity + 1)), "sort_cycles": Out(32),
             "idx_a": In(range(max(self.entries, 2))), "idx_b": In(range(max(self.entries, 2))),
             "run_a": Out(self.run), "run_b": Out(self.run),
@@ -118,7 +121,7 @@ class SortingBuckets(wiring.Component):
                 self._scatter(m, ports, j, (got, at))
                 self._reset(m, "COLLECT")
             with m.State("DONE"):  # the end marker is acknowledged
-                m.d.comb += self.i.ready.eq(self.load)
+                m.d.comb += [self.i.ready.eq(self.load), self.sorted.eq(1)]
                 self._reset(m, "COLLECT")
         with m.If(fsm.ongoing("PREFIX") | fsm.ongoing("SCATTER")):
             m.d.sync += self.sort_cycles.eq(self.sort_cycles + 1)

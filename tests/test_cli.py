@@ -61,8 +61,6 @@ def test_verilog_and_cosim_commands(tmp_path: Path, capsys, monkeypatch) -> None
     assert meta["parameters"]["kind"] == "output" and meta["arch"]["lanes"] == 4
     check_error(["verilog", str(art), "--layer", "0", "-o", str(out)], "(input, input)", capsys)
     check_error(["verilog", str(art), "--layer", "9", "-o", str(out)], "does not exist", capsys)
-    check_error(["verilog", str(art), "--preset", "os16", "-o", str(out)], "potential_sram",
-                capsys)  # fmt: skip
     check_error(["cosim", str(art), "--images", "0"], "--images must be a positive int", capsys)
     monkeypatch.setenv("SIM", "modelsim")
     check_error(["cosim", str(art), "-o", str(tmp_path / "c")], "simulator must be one of",

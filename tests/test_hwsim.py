@@ -70,6 +70,19 @@ def make_snn(seed: int, net_kw: dict, cfg: dict) -> tuple[SnnModel, torch.Tensor
     return snn, torch.rand(8, 2, 8, 8)
 
 
+def drawn_snn(seed: int, net_kw: dict, cfg: dict) -> tuple[SnnModel, torch.Tensor]:
+    """make_snn for a property test's draw: a draw the converter refuses because its
+    integers do not fit acc_bits (a net whose activations nearly vanish needs thresholds
+    wider than 16 bits: it says so and names the layer) is rejected, not failed."""
+    from hypothesis import assume
+
+    try:
+        return make_snn(seed, net_kw, cfg)
+    except ValueError as exc:
+        assume("acc_bits" not in str(exc))
+        raise
+
+
 def check_agrees(snn: SnnModel, x: torch.Tensor, arch: hwsim.ArchConfig | None = None) -> None:
     """Spikes of every layer, predictions, output potentials and adds equal golden int."""
     g = golden.run(snn, x, "int", device="cpu")
@@ -103,7 +116,7 @@ def test_random_nets_agree_with_golden(
     seed, c, stride, pad, pool, residual, T, tw, T_in, acc_bits, lanes
 ) -> None:
     cfg = dict(T=T, T_w=tw, T_in=T_in, acc_bits=acc_bits, Q=1.3 if T > 4 else 1.7)
-    snn, x = make_snn(seed, dict(c=c, stride=stride, pad=pad, pool=pool, residual=residual), cfg)
+    snn, x = drawn_snn(seed, dict(c=c, stride=stride, pad=pad, pool=pool, residual=residual), cfg)
     check_agrees(snn, x, dataclasses.replace(hwsim.ArchConfig(), lanes=lanes))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hwsim import ARCH, check_agrees, cycles, make_snn, tiny_snn
+from test_hwsim import ARCH, check_agrees, cycles, drawn_snn, make_snn, tiny_snn
 
 import hwsim
 from archspec.config import COSTED_ACTIONS, DATAFLOWS
@@ -44,7 +44,7 @@ def test_random_nets_agree_with_golden_in_both_dataflows(
     seed, c, stride, pad, pool, residual, T, tw, T_in, acc_bits, lanes, dataflow, wbuf
 ) -> None:
     cfg = dict(T=T, T_w=tw, T_in=T_in, acc_bits=acc_bits, Q=1.3 if T > 4 else 1.7)
-    snn, x = make_snn(seed, dict(c=c, stride=stride, pad=pad, pool=pool, residual=residual), cfg)
+    snn, x = drawn_snn(seed, dict(c=c, stride=stride, pad=pad, pool=pool, residual=residual), cfg)
     arch = dataclasses.replace(hwsim.ArchConfig(), lanes=lanes, dataflow=dataflow,
                                output_queue_depth=max(64, lanes),
                                weight_buffer_kib=wbuf)  # fmt: skip

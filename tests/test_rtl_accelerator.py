@@ -219,7 +219,7 @@ def test_cosim_command_falls_back_for_a_graph_the_accelerator_refuses(
     js = tmp_path / "c.json"
     assert main(["cosim", str(art), "-o", str(tmp_path / "c"), "--json", str(js)]) == 0
     err = capsys.readouterr().err
-    assert "does not run this graph network" in err and "2^20 addresses" in err
+    assert "does not run this network" in err and "2^20 addresses" in err
     assert len(calls) == 1 and calls[0]["layers"] is None
     assert json.loads(js.read_text())["flow"] == "layers"
 

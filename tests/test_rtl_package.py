@@ -164,14 +164,23 @@ def test_switching_kinds_leaves_no_stale_file(package: Path, tmp_path: Path) -> 
     assert not list(out.glob("rtl/onespike_accel*")) and not list(out.glob("tb/stim/accel_*"))
 
 
-def test_other_dataflow_is_one_line_exit_2(package: Path, tmp_path: Path, capsys) -> None:
-    """The accelerator runs the potential_sram dataflow only: one line, exit 2."""
+def test_output_stationary_packages_its_accelerator(package: Path, tmp_path: Path) -> None:
+    """With the output-stationary dataflow the default package is rtl.os_accel.OsAccelerator
+    (one top, each group's weights in its own memory image), and its FuseSoC sim target (the
+    plain-Verilog bench, which waits on tready while the first layer's sort takes the input)
+    passes: every layer against golden int, the cycles and counters against hwsim."""
+    require_simulator("icarus")
     arch = tmp_path / "os.toml"
-    arch.write_text('dataflow = "output_stationary"\n')
+    arch.write_text('dataflow = "output_stationary"\nlanes = 4\nweight_buffer_kib = 0.0\n')
     art = package.parent / f"{NAME}.safetensors"
-    assert main(["verilog", str(art), "--arch", str(arch), "-o", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "potential_sram" in err[0], err
+    out = tmp_path / "o"
+    argv = ["verilog", str(art), "--arch", str(arch), "--images", "2", "-o", str(out)]
+    assert main(argv) == 0
+    assert (out / "rtl" / "onespike_accel.v").is_file()
+    assert (out / "mem" / "layer1_weights0.hex").is_file() and not list(out.glob("rtl/layer*"))
+    p = fusesoc(out, "sim", tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "PASS: every layer matches golden int" in p.stdout
 
 
 def test_graph_network_packages_the_accelerator(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -220,7 +229,7 @@ def test_graph_network_too_large_packages_the_engines(tmp_path: Path, capsys, mo
     monkeypatch.setattr(rtlcli, "_graph_features", lambda snn, data: x)
     assert main(["verilog", str(art), "-o", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
-    assert "does not run this graph network" in err and "2^20 addresses" in err
+    assert "does not run this network" in err and "2^20 addresses" in err
     assert calls == [{"name": "gcn", "layer": None, "engines": True}]
 
 
