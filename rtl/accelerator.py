@@ -310,15 +310,22 @@ class Accelerator(wiring.Component):
             m.d.comb += [getattr(dbg, f"b{i}_data").eq(b.rd_data),
                          getattr(dbg, f"b{i}_count").eq(b.count)]  # fmt: skip
             addrs.setdefault((i, None), []).append(getattr(dbg, f"b{i}_addr"))
-        m.submodules.regs = regs = RegisterBlock(list(self.registers))
-        m.d.comb += [regs.addr.eq(self.reg_addr), self.reg_data.eq(regs.data)]
         overflow = 0
         for b in bufs.values():
             overflow = overflow | b.overflow
-        status = ctrl.busy | (ctrl.done << 1) | (overflow << 2)
-        words = [register_value(name, status, self.result_class, ctrl.cycles, len(self.layers),
-                                engines, bufs) for name in self.registers.values()]  # fmt: skip
-        m.d.comb += regs.values.eq(Cat(_word(v) for v in words))
+        register_block(m, self, ctrl, overflow, engines, bufs)
+
+
+def register_block(m: Module, top, ctrl, overflow, engines: dict, bufs: dict) -> None:
+    """The register block of ``top`` (its ``registers``, ``reg_addr`` / ``reg_data``,
+    ``result_class`` and ``layers``): ``ctrl``'s busy, done and cycles, ``overflow`` (status
+    bit 2), the engines' counters and the buffers' event counts (:func:`register_value`)."""
+    m.submodules.regs = regs = RegisterBlock(list(top.registers))
+    m.d.comb += [regs.addr.eq(top.reg_addr), top.reg_data.eq(regs.data)]
+    status = ctrl.busy | (ctrl.done << 1) | (overflow << 2)
+    words = [register_value(name, status, top.result_class, ctrl.cycles, len(top.layers),
+                            engines, bufs) for name in top.registers.values()]  # fmt: skip
+    m.d.comb += regs.values.eq(Cat(_word(v) for v in words))
 
 
 def host_ports(arch: ArchConfig, n_out: int, rows: int) -> dict:

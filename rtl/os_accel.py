@@ -17,11 +17,11 @@ from amaranth.lib import wiring
 
 from archspec.config import ArchConfig
 from converter.model import SnnModel
-from rtl.accelerator import _word, host_ports, plan, register_map, register_value
+from rtl.accelerator import host_ports, plan, register_block, register_map
 from rtl.clockgate import ClockGate
 from rtl.evbuf import EventBuffer
 from rtl.generate import layer_image
-from rtl.host import DebugPort, RegisterBlock
+from rtl.host import DebugPort
 from rtl.maxpool import PoolImage
 from rtl.os_engine import OsEngine, OsImage, os_refusal
 from rtl.os_link import EventFork, OsHostInput, OsSequencer
@@ -190,17 +190,12 @@ class OsAccelerator(wiring.Component):
                 b.rd_addr.eq(getattr(dbg, f"b{i}_addr")),
                 getattr(dbg, f"b{i}_count").eq(b.count),
             ]
-        m.submodules.regs = regs = RegisterBlock(list(self.registers))
-        m.d.comb += [regs.addr.eq(self.reg_addr), self.reg_data.eq(regs.data)]
         overflow = 0  # a trace buffer, or a sort (its capacity)
         for b in traces.values():
             overflow = overflow | b.overflow
         for e in engines.values():
             overflow = overflow | e.error
-        status = seq.busy | (seq.done << 1) | (overflow << 2)
-        words = [register_value(name, status, self.result_class, seq.cycles, len(self.layers),
-                                engines, traces) for name in self.registers.values()]  # fmt: skip
-        m.d.comb += regs.values.eq(Cat(_word(v) for v in words))
+        register_block(m, self, seq, overflow, engines, traces)
 
 
 def _merge(m: Module, sink, sources: list) -> None:

@@ -6,33 +6,10 @@ import dataclasses
 
 import pytest
 from conftest import BUILD, assert_lints_clean, require_simulator
-from test_rtl_accelerator import digits_snn  # noqa: F401  (the module fixture)
+from test_rtl_accelerator import check_run, digits_snn  # noqa: F401  (the module fixture)
 
-import golden
 import hwsim
 from archspec.config import ArchConfig
-
-
-def check_os_run(snn, x, arch, sim: str, name: str):
-    """accel_cosim on the output-stationary top: every layer exact (spikes and their push
-    order in the trace buffers, cycles and counters: hwsim's), the sequencer's total hwsim's
-    image latency (the engines', the sorts' and the controller's cycles)."""
-    from rtl.accel_sim import accel_cosim
-
-    require_simulator(sim)
-    rep = accel_cosim(snn, arch, x, sim=sim, out_dir=BUILD / name)
-    assert rep.errors == [], rep.errors[:3]
-    for r in rep.layers:
-        assert r.errors == [] and r.spikes_match, f"layer {r.index}: {r.errors[:3]}"
-        assert r.rtl_cycles == r.hwsim_cycles
-    ref = golden.run(snn, x, "int", device="cpu")
-    assert rep.predictions == ref.predictions.tolist()
-    hw = hwsim.simulate(snn, x, arch)
-    assert hw.controller_cycles == hwsim.sim.controller_cycles(snn, arch)
-    assert rep.gap_cycles == (hw.controller_cycles + hw.bucket_cycles.sum(1)).tolist()
-    assert rep.total_cycles == rep.hwsim_total_cycles == hw.image_cycles.tolist()
-    assert rep.ok and rep.sim_seconds > 0
-    return rep
 
 
 @pytest.mark.slow
@@ -43,7 +20,7 @@ def test_digits_through_the_output_stationary_accelerator(digits_snn) -> None:  
     and counters hwsim's; the top lints clean."""
     snn, x = digits_snn
     arch = ArchConfig.preset("os16")
-    rep = check_os_run(snn, x[3:6], arch, "verilator", "os_accel_digits")
+    rep = check_run(snn, x[3:6], arch, "verilator", "os_accel_digits")
     assert [r.kind for r in rep.layers] == ["neuron", "maxpool", "neuron", "neuron", "output"]
     vdir = BUILD / "os_accel_digits" / "verilog"
     assert_lints_clean(vdir / "onespike_accel.v", vdir / "verilator.vlt")
@@ -89,7 +66,7 @@ def test_residual_net_through_the_output_stationary_accelerator() -> None:
 
     snn, x = tiny_resnet("optionA")
     arch = dataclasses.replace(ArchConfig.preset("os16"), lanes=4, output_queue_depth=4)
-    rep = check_os_run(snn, x[:2], arch, "verilator", "os_accel_residual")
+    rep = check_run(snn, x[:2], arch, "verilator", "os_accel_residual")
     assert sum(len(snn.layers[r.index].synapses) == 2 for r in rep.layers) == 2
 
 
