@@ -122,7 +122,10 @@ class OsAccelerator(wiring.Component):
             engines[i] = eng
             m.submodules[f"engine{i}"] = self._gated(m, seq, order, i, eng)
             m.d.comb += [eng.start.eq(seq.go[j]), eng.hold.eq(~hin.clear)]
-        m.d.comb += seq.fin.eq(Cat(e.done for e in engines.values()))
+        m.d.comb += [
+            seq.fin.eq(Cat(e.done for e in engines.values())),
+            hin.quiet.eq(~Cat(e.clearing for e in engines.values()).any()),
+        ]
         traces, links = {}, {i: [] for i in order}  # consumer → the fork outputs into it
         for p in self.layers[:-1]:
             i = p.index

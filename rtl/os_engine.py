@@ -468,8 +468,8 @@ class OsEngine(wiring.Component):
             "o_spikes": Out(stream.Signature(SpikeEvent)),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
         }  # fmt: skip
-        if linked:
-            ports["hold"] = In(1)
+        if linked:  # (clearing: a buffer clears its counters, after a reset)
+            ports.update({"hold": In(1), "clearing": Out(1)})
         if img.is_output:
             ports["argmax"] = Out(range(max(img.n_out, 2)))
             ports["rd_addr"] = In(range(max(self.tiles, 2)))
@@ -528,7 +528,8 @@ class OsEngine(wiring.Component):
         ready_ev = bufs[0].i.ready if len(bufs) == 1 else Mux(head.group, bufs[1].i.ready,
                                                                 bufs[0].i.ready)  # fmt: skip
         if self.linked:  # every buffer sorted: the engine's LOAD is over
-            m.d.comb += self.i_events.ready.eq(load & ready_ev)
+            m.d.comb += [self.i_events.ready.eq(load & ready_ev),
+                         self.clearing.eq(Cat(b.clearing for b in bufs).any())]  # fmt: skip
             m.d.comb += taken.eq(Cat(b.sorted for b in bufs).all())
         else:
             m.d.comb += self.i_events.ready.eq(load & ~taken &

@@ -133,7 +133,9 @@ class OsHostInput(wiring.Component):
     cycle with ``tready`` low in which ``clear`` empties every sort and the input's trace
     buffer; then one event per beat while the sorts take them (``tready`` follows ``w``'s
     ``ready``). After ``tlast`` the end marker follows, and the sorts sort. ``start`` while
-    idle requests a run: it begins (``run``, one cycle) once the input is sorted; a
+    idle requests a run: it begins (``run``, one cycle) once the input is sorted and no sort
+    is clearing its counters (``quiet``: after a reset every sort clears them, and a layer's
+    sort still clearing when its producer runs would hold the producer back); a
     ``start`` before ``tlast`` ends the image there, and a ``start`` with no beat since the
     last run runs an image without input events (the sorts are emptied and sealed first).
 
@@ -141,8 +143,8 @@ class OsHostInput(wiring.Component):
     -----
     tdata, tvalid, tlast : In; tready : Out(1)
         The AXI4-Stream beat.
-    busy, start : In(1)
-        The sequencer's ``busy``, the host's ``start``.
+    busy, start, quiet : In(1)
+        The sequencer's ``busy``, the host's ``start``; no sort is clearing its counters.
     w : Out(stream.Signature(SpikeEvent))
         Into the input's :class:`EventFork`.
     clear : Out(1)
@@ -154,7 +156,7 @@ class OsHostInput(wiring.Component):
     def __init__(self) -> None:
         super().__init__({
             "tdata": In(32), "tvalid": In(1), "tlast": In(1), "tready": Out(1),
-            "busy": In(1), "start": In(1),
+            "busy": In(1), "start": In(1), "quiet": In(1),
             "w": Out(stream.Signature(SpikeEvent)), "clear": Out(1), "run": Out(1),
         })  # fmt: skip
 
@@ -183,11 +185,11 @@ class OsHostInput(wiring.Component):
                 with m.If(self.w.ready):
                     m.next = "SORTED"
             with m.State("SORTED"):
-                with m.If(idle & (self.start | want)):
+                with m.If(idle & (self.start | want) & self.quiet):
                     m.d.comb += self.run.eq(1)
                     m.d.sync += want.eq(0)
                     m.next = "FRESH"
-                with m.Elif(idle & self.tvalid):  # a new image replaces this one
+                with m.Elif(idle & self.tvalid & ~self.start & ~want):  # a new image replaces it
                     m.d.comb += self.clear.eq(1)
                     m.next = "LOAD"
         return m

@@ -121,7 +121,8 @@ class OsMaxPool(wiring.Component):
     sort takes its producer's events and end marker whenever ``hold`` is high, while the
     layer is idle; ``hold`` low (one cycle) empties it for the next image. ``start`` then
     streams the sorted events out at once (the sort is over: the accelerator starts the layer
-    after its producer's end marker was taken).
+    after its producer's end marker was taken). ``clearing``: the sort clears its counters
+    (after a reset).
     """
 
     def __init__(self, arch: ArchConfig, image: PoolImage, linked: bool = False) -> None:
@@ -134,7 +135,7 @@ class OsMaxPool(wiring.Component):
             "i_events": In(stream.Signature(SpikeEvent)),
             "o_spikes": Out(stream.Signature(SpikeEvent)),
             **{name: Out(COUNTER_BITS) for name in COUNTERS},
-            **({"hold": In(1)} if linked else {}),
+            **({"hold": In(1), "clearing": Out(1)} if linked else {}),
         })  # fmt: skip
 
     def elaborate(self, platform) -> Module:
@@ -152,8 +153,12 @@ class OsMaxPool(wiring.Component):
                      *(getattr(self, n).eq(getattr(eng, n)) for n in COUNTERS)]  # fmt: skip
         begun = Signal()  # the engine has been started on this image
         if self.linked:  # the producer fills the sort; the layer streams it out
-            m.d.comb += [sort.load.eq(self.hold), sort.i.valid.eq(self.i_events.valid),
-                         self.i_events.ready.eq(sort.i.ready)]  # fmt: skip
+            m.d.comb += [
+                sort.load.eq(self.hold),
+                sort.i.valid.eq(self.i_events.valid),
+                self.i_events.ready.eq(sort.i.ready),
+                self.clearing.eq(sort.clearing),
+            ]
         with m.FSM():
             with m.State("IDLE"), m.If(self.start):
                 m.d.sync += [self.done.eq(0), begun.eq(0)]

@@ -51,7 +51,8 @@ class SortingBuckets(wiring.Component):
     :class:`rtl.os_pool.SortedStream`, has no index run to tell it). After a
     reset, and after an image abandoned (``load`` low) before its prefix pass, the counters
     are cleared first (⌈n / k⌉ cycles, the stream held). ``sorted``: the sort is over (the
-    end marker acknowledged) and its results stay readable until ``load`` falls.
+    end marker acknowledged) and its results stay readable until ``load`` falls;
+    ``clearing``: the counters are being cleared (after a reset or an abandoned image).
     ``run_capacity``: the index entries
     are sized for this many events (the largest buffer's, so that every buffer's entries
     have one layout). ``width``: k, the buckets per counter word (a power of two).
@@ -59,7 +60,7 @@ class SortingBuckets(wiring.Component):
     Ports
     -----
     i : In(stream.Signature(SpikeEvent))
-    load : In(1); sorted : Out(1); error : Out(1); count : Out(range(capacity + 1))
+    load : In(1); sorted, clearing : Out(1); error : Out(1); count : Out(range(capacity + 1))
     sort_cycles : Out(32)
     idx_a, idx_b : In(range(phases · pixels)); run_a, run_b : Out(run_layout)
     ev_addr : In(range(capacity)); ev : Out(event_entry)
@@ -77,6 +78,7 @@ class SortingBuckets(wiring.Component):
         self.run = run_layout(max(run_capacity or 0, self.capacity))
         super().__init__({
             "i": In(stream.Signature(SpikeEvent)), "load": In(1), "sorted": Out(1),
+            "clearing": Out(1),
             "error": Out(1), "count": Out(range(self.capacity + 1)), "sort_cycles": Out(32),
             "idx_a": In(range(max(self.entries, 2))), "idx_b": In(range(max(self.entries, 2))),
             "run_a": Out(self.run), "run_b": Out(self.run),
@@ -105,6 +107,7 @@ class SortingBuckets(wiring.Component):
         got, at = Signal(), Signal()  # the scatter's staging read, then pointer read, last cycle
         with m.FSM(init="CLEAR") as fsm:
             with m.State("CLEAR"):  # after a reset, or an image abandoned before its sort
+                m.d.comb += self.clearing.eq(1)
                 m.d.comb += [ports["cnt_w"].addr.eq(j), ports["cnt_w"].data.eq(0),
                              ports["cnt_w"].en.eq(1)]  # fmt: skip
                 m.d.sync += j.eq(j + 1)

@@ -139,3 +139,53 @@ def test_fork_gives_each_consumer_each_item_once() -> None:
     for k in (0, 1):  # (the group bit is bit 27 of the event word)
         assert [w & ~(1 << 27) for w in got[k]] == items, k  # each once, in order
         assert all((w >> 27) & 1 == k for w in got[k])
+
+
+def test_host_input_seals_sorts_and_waits_for_quiet_sorts() -> None:
+    """OsHostInput: a new image's first beat empties the sorts (one cycle, tready low), the
+    beats pass while the sorts take them, tlast is followed by the end marker (held until
+    the sorts take it); start runs once the input is sorted and no sort is clearing its
+    counters; a start with no beat empties, seals and runs an image without events."""
+    from amaranth.sim import Simulator
+
+    from rtl.os_link import OsHostInput
+
+    dut = OsHostInput()
+
+    async def bench(ctx) -> None:
+        async def cycle(**drive) -> dict:
+            for k, v in drive.items():
+                ctx.set(getattr(dut, k), v)
+            got = {k: ctx.get(getattr(dut, k)) for k in ("tready", "clear", "run")}
+            w = dut.w
+            got["w"] = (ctx.get(w.valid), ctx.get(w.payload.end), ctx.get(w.payload.index))
+            await ctx.tick()
+            return got
+
+        ctx.set(dut.w.ready, 1)
+        first = await cycle(tvalid=1, tdata=5, tlast=0)
+        assert first["clear"] == 1 and first["tready"] == 0  # the sorts are emptied first
+        for j, last in ((5, 0), (6, 0), (7, 1)):
+            got = await cycle(tvalid=1, tdata=j, tlast=last)
+            assert got["tready"] == 1 and got["w"] == (1, 0, j)
+        ctx.set(dut.tvalid, 0)
+        ctx.set(dut.w.ready, 0)  # the sorts are still sorting: the end marker waits
+        for _ in range(3):
+            assert (await cycle())["w"][:2] == (1, 1)
+        ctx.set(dut.w.ready, 1)
+        assert (await cycle())["w"][:2] == (1, 1)  # taken
+        runs = [(await cycle(start=int(k == 0), quiet=0))["run"] for k in range(4)]
+        assert runs == [0, 0, 0, 0]  # a sort is still clearing its counters
+        ctx.set(dut.start, 0)
+        assert (await cycle(quiet=1))["run"] == 1
+        assert (await cycle())["run"] == 0
+        got = await cycle(start=1)  # no beat since the run: an empty image
+        assert got["clear"] == 1
+        ctx.set(dut.start, 0)
+        seen = [await cycle() for _ in range(3)]
+        assert seen[0]["w"][:2] == (1, 1) and seen[1]["run"] == 1 and seen[2]["run"] == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
