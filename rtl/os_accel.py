@@ -120,7 +120,7 @@ class OsAccelerator(wiring.Component):
             img = self.images[i]
             eng = (OsMaxPool if isinstance(img, PoolImage) else OsEngine)(self.arch, img, True)
             engines[i] = eng
-            m.submodules[f"engine{i}"] = self._gated(m, seq, order, i, eng)
+            m.submodules[f"engine{i}"] = self._gated(m, seq, hin, order, i, eng)
             m.d.comb += [eng.start.eq(seq.go[j]), eng.hold.eq(~hin.clear)]
         m.d.comb += [
             seq.fin.eq(Cat(e.done for e in engines.values())),
@@ -152,13 +152,17 @@ class OsAccelerator(wiring.Component):
         self._host(m, seq, engines, traces)
         return m
 
-    def _gated(self, m: Module, seq: OsSequencer, order: list[int], i: int, eng):
+    def _gated(self, m: Module, seq: OsSequencer, hin: OsHostInput, order: list[int], i: int,
+               eng):  # fmt: skip
         """Engine ``eng`` (layer ``i``) in its own clock domain behind a
-        :class:`~rtl.clockgate.ClockGate`: clocked while the accelerator is idle or in reset
-        (the host fills and sorts the input, a new image empties the sorts), while it runs,
-        and while a producer of its sorts runs or is sealed (they collect and sort);
-        otherwise nothing in it changes (its sorts hold their sorted events, its ``done``
-        stays set)."""
+        :class:`~rtl.clockgate.ClockGate`, clocked in reset; during a run while it runs and
+        while a producer of its sorts runs or is sealed (they collect and sort); while the
+        accelerator is idle in the cycle a new image empties the sorts (``clear``), while
+        its sorts clear their counters, always if the host's input goes to it (its sorts
+        take and sort the input) and, for the output layer, always (the host reads its
+        potentials). Otherwise nothing in it changes (its sorts hold their sorted events,
+        its ``done`` stays set). Every term is a register's value (none follows the host's
+        inputs combinationally), so the gate's falling-edge sample sees it settled."""
         name = f"engine{i}"
         m.domains += (dom := ClockDomain(name, local=True))
         m.submodules[f"{name}_gate"] = gate = ClockGate()
@@ -166,8 +170,11 @@ class OsAccelerator(wiring.Component):
         for src in self.layers[i].sources:  # (plan: layer i at place i)
             if src in order:
                 near = near | (seq.layer == order.index(src))
-        m.d.comb += [gate.en.eq(ResetSignal() | ~seq.busy | near), dom.clk.eq(gate.clk),
-                     dom.rst.eq(ResetSignal())]  # fmt: skip
+        idle = hin.clear | eng.clearing
+        if i == order[-1] or self.layers[0].index in self.layers[i].sources:
+            idle = 1
+        m.d.comb += [gate.en.eq(ResetSignal() | (~seq.busy & idle) | near),
+                     dom.clk.eq(gate.clk), dom.rst.eq(ResetSignal())]  # fmt: skip
         return DomainRenamer(name)(eng)
 
     @staticmethod

@@ -129,15 +129,17 @@ class OsHostInput(wiring.Component):
     """The input events of an image through an AXI4-Stream slave, into the input layer's
     consumers' sorts (and its trace buffer), sorted before the run.
 
-    The first beat after a run, after ``tlast`` or after a reset starts a new image: one
-    cycle with ``tready`` low in which ``clear`` empties every sort and the input's trace
-    buffer; then one event per beat while the sorts take them (``tready`` follows ``w``'s
-    ``ready``). After ``tlast`` the end marker follows, and the sorts sort. ``start`` while
-    idle requests a run: it begins (``run``, one cycle) once the input is sorted and no sort
-    is clearing its counters (``quiet``: after a reset every sort clears them, and a layer's
-    sort still clearing when its producer runs would hold the producer back); a
-    ``start`` before ``tlast`` ends the image there, and a ``start`` with no beat since the
-    last run runs an image without input events (the sorts are emptied and sealed first).
+    The first beat after a run, after ``tlast`` or after a reset starts a new image: two
+    cycles with ``tready`` low, in the second of which ``clear`` empties every sort and the
+    input's trace buffer (``clear`` comes from a state, never combinationally from the
+    host's inputs, so that clock gates can sample it); then one event per beat while the
+    sorts take them (``tready`` follows ``w``'s ``ready``). After ``tlast`` the end marker
+    follows, and the sorts sort. ``start`` while idle requests a run: it begins (``run``,
+    one cycle) once the input is sorted and no sort is clearing its counters (``quiet``:
+    after a reset every sort clears them, and a layer's sort still clearing when its
+    producer runs would hold the producer back); a ``start`` before ``tlast`` ends the image
+    there, and a ``start`` with no beat since the last run runs an image without input
+    events (the sorts are emptied and sealed first).
 
     Ports
     -----
@@ -166,11 +168,15 @@ class OsHostInput(wiring.Component):
         idle = ~self.busy
         with m.If(idle & self.start):
             m.d.sync += want.eq(1)
+        empty = Signal()  # the image being started has no beat (a start alone)
         with m.FSM():
             with m.State("FRESH"), m.If(idle & (self.tvalid | self.start | want)):
-                m.d.comb += self.clear.eq(1)  # the next beat starts an image
+                m.d.sync += empty.eq(~self.tvalid)  # the next beat starts an image
+                m.next = "CLEAR"
+            with m.State("CLEAR"):  # (a state, not the beat: the clock gates sample it)
+                m.d.comb += self.clear.eq(1)
                 m.next = "LOAD"
-                with m.If(~self.tvalid):  # a run with no input events
+                with m.If(empty):  # a run with no input events
                     m.next = "SEAL"
             with m.State("LOAD"):
                 with m.If(self.start | want):
@@ -190,6 +196,6 @@ class OsHostInput(wiring.Component):
                     m.d.sync += want.eq(0)
                     m.next = "FRESH"
                 with m.Elif(idle & self.tvalid & ~self.start & ~want):  # a new image replaces it
-                    m.d.comb += self.clear.eq(1)
-                    m.next = "LOAD"
+                    m.d.sync += empty.eq(0)
+                    m.next = "CLEAR"
         return m
