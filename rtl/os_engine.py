@@ -452,6 +452,7 @@ class OsEngine(wiring.Component):
     which buffer) whenever ``hold`` is high, while the engine is idle, and sorts them there;
     ``hold`` low (one cycle) empties the buffers for the next image. ``start`` then finds them
     sorted (one LOAD cycle, the buffers' ``sorted``) and the layer runs on them.
+    ``clearing``: a buffer clears its counters (after a reset).
     """
 
     def __init__(self, arch: ArchConfig, image: OsImage, linked: bool = False) -> None:
@@ -522,8 +523,13 @@ class OsEngine(wiring.Component):
         # buffer has written its last index entry (linked: each group's buffer takes its own)
         head, taken = self.i_events.payload, Signal()
         load = self.hold if self.linked else ctrl.load
-        mine = [(head.group == i) | (head.end & ~self.linked) if len(bufs) > 1 else 1
-                for i in range(len(bufs))]  # fmt: skip
+        if len(bufs) == 1:
+            mine = [1]
+        elif self.linked:  # each group's end marker to its own buffer
+            mine = [head.group == i for i in range(len(bufs))]
+        else:  # the one end marker to every buffer
+            mine = [(head.group == i) | head.end for i in range(len(bufs))]
+        open_ = 1 if self.linked else ~taken  # (linked: a buffer takes events until `hold` falls)
         ready_end = bufs[0].i.ready if len(bufs) == 1 else bufs[0].i.ready & bufs[1].i.ready
         ready_ev = bufs[0].i.ready if len(bufs) == 1 else Mux(head.group, bufs[1].i.ready,
                                                                 bufs[0].i.ready)  # fmt: skip
@@ -541,7 +547,7 @@ class OsEngine(wiring.Component):
         count, error = 0, 0
         for i, buf in enumerate(bufs):
             m.d.comb += [buf.i.payload.eq(head), buf.i.valid.eq(self.i_events.valid & mine[i] &
-                                                                  (~taken | self.linked)),
+                                                                  open_),
                          buf.load.eq(load), buf.idx_a.eq(ir.idx_a), buf.idx_b.eq(ir.idx_b),
                          getattr(ir, f"run_a_{i}").eq(buf.run_a),
                          getattr(ir, f"run_b_{i}").eq(buf.run_b),
