@@ -92,12 +92,10 @@ class OsAccelerator(wiring.Component):
             self._MustUse__silence = True  # (refused: never to be elaborated)
             raise ValueError(why)
         self.snn, self.arch, self.layers = snn, arch, plan(snn, input_events)
-        self.images = {}
-        for p in self.layers[1:]:
-            img = layer_image(snn, p.index, arch.lanes)
-            if not isinstance(img, PoolImage):
-                img = OsImage.from_snn(snn, p.index, arch)
-            self.images[p.index] = img
+        self.images = {  # (a max pooling: the §5 engine's image; a neuron layer: §11's)
+            p.index: layer_image(snn, p.index, arch.lanes) if p.kind == "maxpool"
+            else OsImage.from_snn(snn, p.index, arch) for p in self.layers[1:]
+        }  # fmt: skip
         out = self.images[self.layers[-1].index]
         self.consumers = {p.index: [] for p in self.layers}  # producer → [(consumer, group)]
         for p in self.layers[1:]:
