@@ -4,12 +4,19 @@ Targets (issue 3): exact ≤ 1.5x the ANN; pipelined and int ≤ (T + 1)x. Each 
 median of --repeats runs after one warm-up; the ANN is timed in the same loop, interleaved,
 so machine noise hits both sides alike. Writes benchmarks/results/speed.{json,md}.
 
+The allocator is held steady first (``steady_allocator``): glibc's default maps each large
+block afresh once a freed one has been returned to the system, so a convolution's 16 MB
+output page-faults on every call or on none, depending on the process's history. On
+ResNet-20 (256 images, 2 threads) that moved the ANN's time between 0.09 and 0.15 s in one
+session, and exact mode's from 0.30 to 0.35 s. ``--allocator default`` keeps glibc's.
+
     .venv/bin/python benchmarks/speed.py --nets digits mnist resnet20
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import statistics
@@ -24,6 +31,19 @@ from converter.requantize import with_wait
 from onespike import data, models
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def steady_allocator() -> str:
+    """Fix glibc's mmap threshold at its maximum (32 MiB) and its trim threshold at 2 GiB
+    (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), which also stops their dynamic
+    adjustment: freed tensors stay in the heap and are reused without page faults. Returns
+    how the allocator runs, for the results' machine line."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 32 << 20) == 1 and libc.mallopt(-1, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        ok = False
+    return "glibc mmap/trim thresholds 32 MiB / 2 GiB" if ok else "allocator defaults"
 
 
 def setup(name: str, batch: int):
@@ -133,10 +153,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="speed", help="results file stem " + "(default: speed)")
+    p.add_argument(
+        "--allocator",
+        choices=["steady", "default"],
+        default="steady",
+        help="hold glibc's thresholds fixed (steady_allocator) or keep its defaults",
+    )
     args = p.parse_args()
+    alloc = steady_allocator() if args.allocator == "steady" else "allocator defaults"
     machine = (
         f"{platform.machine()} {args.device}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}"
+        f"{torch.__version__}, {alloc}"
     )
     if args.device == "cuda":
         machine += f", {torch.cuda.get_device_name()}"

@@ -167,6 +167,7 @@ class _Engine:
         self.sq: dict[int, torch.Tensor] = {}  # and their Σ_c x², (N, 1, *spatial)
         self.fired: dict[int, torch.Tensor] = {}  # and their spikes per pixel, (N, pixels)
         self.single: dict[tuple, torch.Tensor] = {}  # a layer's shortcut products w · x
+        self.conv_consts: dict[int, dict] = {}  # kernels.exact_conv_code's arrays per layer
         self.last_reader = _last_readers(snn)
         self.w = [
             [
@@ -288,6 +289,10 @@ class _Engine:
             groups = _event_groups(self.snn, lay)
             if groups is not None and len(_partial_phases(lay, src)) >= EVENTS_MIN_PARTIALS:
                 return self._pipelined_events(lay, src, spikes, groups), None
+        if self.mode == "exact" and self.cpu and self.f == torch.float32 and FUSED_EXACT:
+            groups = _event_groups(self.snn, lay) if lay.kind != "output" else None
+            if groups is not None:
+                return self._exact_conv_layer(lay, spikes, groups), None
         # pipelined logits are float64 on every device (the CPU engine's passes are float32)
         f = torch.float64 if lay.kind == "output" and self.mode == "pipelined" else self.f
         decoded = [self._decoded(spikes, s.source, f) for s in lay.synapses]
@@ -375,6 +380,88 @@ class _Engine:
             self.dec[i], self.sq[i] = dec, sq.reshape(dec.shape[0], 1, *lay.shape[1:])
             self.fired[i] = fired
         return phase
+
+    def _exact_conv_layer(self, lay: Layer, spikes, groups) -> torch.Tensor:
+        """Exact mode on the CPU for a convolution layer with at most one shortcut, both of
+        spiking sources (``_event_groups``): PyTorch's float32 convolution, then
+        ``kernels.exact_conv_code``, which adds the shortcut and the bias, bounds the
+        rounding as ``_magnitude_parts`` does, recomputes in float64 the neurons the bound
+        cannot decide (as ``_exact_phases``) and writes the phases, the decodes, their Σ_c x²
+        and the spikes per pixel. Its phases are ``_exact_phases``'s (the tests compare
+        them); it saves that path's separate passes over the layer (ResNet-20, 256 images:
+        the shortcut, bias and bound tensors, the box-sum convolutions, the flagged neurons'
+        index lists)."""
+        i = self.snn.layers.index(lay)
+        cj, sj = groups
+        cs = lay.synapses[cj]
+        x = self._decoded(spikes, cs.source, self.f)
+        zc = synapse_forward(x, cs, self.w[i][cj], lay).contiguous()
+        sq_src = self.sq.get(cs.source)
+        if sq_src is None:
+            sq_src = x.square().sum(1)
+        n, (c, oh, ow) = zc.shape[0], lay.shape
+        per = oh * ow
+        k = self._conv_consts(i, lay, groups)
+        if sj is None:
+            dec2, sp2 = torch.zeros(0, 1, 1, 1), torch.zeros(0, 1, 1, 1, dtype=torch.int16)
+        else:
+            dec2 = self._decoded(spikes, lay.synapses[sj].source, self.f).contiguous()
+            sp2 = spikes[lay.synapses[sj].source].contiguous()
+        phase = torch.empty((n, c, oh, ow), dtype=torch.int16)
+        dec = torch.empty((n, c, oh, ow), dtype=self.f)
+        sq = torch.empty((n, per), dtype=self.f)
+        fired = torch.empty((n, per), dtype=torch.int32)
+        nrec = np.zeros(n, np.int64)
+        kernels.exact_conv_code(
+            zc.numpy().reshape(n, c, per), k["bias"], k["babs"], (oh, ow),
+            sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1]),
+            tuple(cs.kernel), k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
+            k["off2"], k["theta"], k["th"], (fan_in(lay) + 2) * EXACT_ROUNDING,
+            4 * EXACT_ROUNDING, k["table"], cj < (sj if sj is not None else cj + 1),
+            spikes[cs.source].contiguous().numpy(), k["table64"], k["w64"], k["geo"],
+            sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"], k["theta64"], k["th64"],
+            phase.numpy().reshape(n, c, per), dec.numpy().reshape(n, c, per), sq.numpy(),
+            fired.numpy(), nrec,
+        )  # fmt: skip
+        self.recomputed += int(nrec.sum())
+        self.dec[i], self.sq[i], self.fired[i] = dec, sq.reshape(n, 1, oh, ow), fired
+        return phase
+
+    def _conv_consts(self, i: int, lay: Layer, groups) -> dict:
+        """The per-layer arrays of ``kernels.exact_conv_code`` (once per run)."""
+        if i in self.conv_consts:
+            return self.conv_consts[i]
+        cj, sj = groups
+        cs, src = lay.synapses[cj], self.snn.layers[lay.synapses[cj].source]
+        c, per = lay.channels, lay.size // lay.channels
+        b = self.bias[i] if self.bias[i] is not None else torch.zeros(lay.shape)
+        b = b.cpu().expand(lay.shape).reshape(c, per)
+        f = self.f
+        k = {
+            "bias": b.to(f).contiguous().numpy(),
+            "babs": b.to(f).abs().contiguous().numpy(),
+            "bias64": b.double().contiguous().numpy(),
+            "margin": _norm_margin(int(np.prod(cs.weight.shape[1:]))),
+            "wn": self.w_norm[i][cj].reshape(-1).contiguous().numpy(),
+            "theta": self._chan(lay.threshold, lay).reshape(-1).contiguous().numpy(),
+            "theta64": torch.as_tensor(lay.threshold).double().reshape(-1).numpy(),
+            "th": _thresholds(lay, f, "cpu").flip(0).contiguous().numpy(),
+            "th64": _thresholds(lay, torch.float64, "cpu").flip(0).contiguous().numpy(),
+            "table": _phase_table(lay, f),
+            "table64": _phase_table(src, torch.float64),
+            "w64": torch.as_tensor(cs.weight).double().contiguous().numpy(),
+            "geo": (*cs.stride, *cs.padding),
+            "w2": np.zeros(c, np.float32), "s2": (1, 1), "off2": 0,
+            "table2_64": np.zeros(1), "w2_64": np.zeros(c),
+        }  # fmt: skip
+        if sj is not None:
+            ss = lay.synapses[sj]
+            k["w2"] = self.w[i][sj].reshape(-1).contiguous().numpy()
+            k["s2"], k["off2"] = tuple(ss.stride), int(ss.channel_offset)
+            k["table2_64"] = _phase_table(self.snn.layers[ss.source], torch.float64)
+            k["w2_64"] = torch.as_tensor(ss.weight).double().reshape(-1).numpy()
+        self.conv_consts[i] = k
+        return k
 
     def _magnitude(self, lay: Layer, decoded) -> torch.Tensor:
         """An upper bound of Σ|w|·|x| + |B| per neuron, shaped as the layer's potentials
@@ -870,6 +957,11 @@ def _bias_of(lay: Layer, mode: str, device: torch.device) -> torch.Tensor | None
 def _kernels_for(device: torch.device) -> bool:
     return USE_KERNELS and torch.device(device).type == "cpu"
 
+
+#: Exact mode on the CPU runs a convolution layer with at most one shortcut, both of spiking
+#: sources, in one kernel (``_Engine._exact_conv_layer``); False: through ``_exact_phases``
+#: as the other layers (the tests compare the two).
+FUSED_EXACT = True
 
 #: Synapse ops of one product per neuron (w · x): their magnitudes are |w| · |x|.
 SINGLE_PRODUCT = ("shortcut", "embedding")

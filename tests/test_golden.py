@@ -398,6 +398,7 @@ def test_exact_rounding_bound_covers_the_float64_magnitude(
         return parts
 
     monkeypatch.setattr(engine, "USE_KERNELS", kernels)
+    monkeypatch.setattr(engine, "FUSED_EXACT", False)  # (its own bound: test_exact_conv_*)
     monkeypatch.setattr(engine._Engine, "_magnitude_parts", check)
     golden.run(snn, x, "exact", device=CPU)
     assert len(checked) == sum(lay.kind == "neuron" for lay in snn.layers)
@@ -773,6 +774,41 @@ def test_event_kernels_equal_the_reference(monkeypatch, mode, down, t_w) -> None
     check_same(got, want)
     if mode == "int":
         assert torch.equal(got.logits_int, want.logits_int)
+
+
+@pytest.mark.parametrize("down", ["optionA", "conv"])
+def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
+    """kernels.exact_conv_code (exact mode's convolution layers with at most one shortcut:
+    identity, option A's stride 2 and channel offset) gives the spikes of the float64 run
+    and the spikes, counts and logits of the per-layer path (``_exact_phases``); with a
+    rounding unit so large that every neuron is flagged, every neuron is recomputed in
+    float64 in the kernel and the result is the same."""
+    from golden import engine, kernels
+    from tests.test_rtl_residual import tiny_resnet
+
+    snn, x = tiny_resnet(down, n_test=6)
+    calls = []
+    real = kernels.exact_conv_code
+
+    def spy(*args):
+        real(*args)
+        calls.append((args[8].shape[0] > 0, args[0].size, int(args[-1].sum())))
+
+    monkeypatch.setattr(kernels, "exact_conv_code", spy)
+    got = golden.run(snn, x, "exact", device=CPU)
+    assert any(short for short, _, _ in calls)
+    want = _float64_exact(monkeypatch, snn, x)
+    for i, (a, b) in enumerate(zip(got.spikes, want.spikes, strict=True)):
+        assert (a is None and b is None) or torch.equal(a, b), i
+    with monkeypatch.context() as m:
+        m.setattr(engine, "FUSED_EXACT", False)
+        check_same(got, golden.run(snn, x, "exact", device=CPU))
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(engine, "EXACT_ROUNDING", 0.25)
+        every = golden.run(snn, x, "exact", device=CPU)
+    assert calls and all(n == rec for _, n, rec in calls)
+    check_same(got, every)
 
 
 @pytest.mark.parametrize(("groups", "extra"), [(0, True), (1, False), (2, True)])
