@@ -168,6 +168,7 @@ class _Engine:
         self.fired: dict[int, torch.Tensor] = {}  # and their spikes per pixel, (N, pixels)
         self.single: dict[tuple, torch.Tensor] = {}  # a layer's shortcut products w · x
         self.conv_consts: dict[int, dict] = {}  # kernels.exact_conv_code's arrays per layer
+        self.input_counts: dict[int, torch.Tensor] = {}  # the input's spikes per neuron
         self.last_reader = _last_readers(snn)
         self.w = [
             [
@@ -192,6 +193,7 @@ class _Engine:
     def batch(self, x: torch.Tensor, keep: bool):
         snn = self.snn
         self.dec64, self.dec, self.sq, self.fired = {}, {}, {}, {}
+        self.input_counts = {}
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -219,6 +221,8 @@ class _Engine:
                 )
             if i in self.fired:  # (the exact coding kernel's count)
                 counts["spikes"][i] = int(self.fired[i].sum())
+            elif i in self.input_counts:  # (the input coding kernel's)
+                counts["spikes"][i] = int(self.input_counts[i].sum())
             elif spikes[i] is not None:
                 counts["spikes"][i] = _count_spikes(spikes[i], lay)
             for j in [j for j in self.dec if self.last_reader[j] <= i]:
@@ -243,7 +247,24 @@ class _Engine:
         return input_value(x, lay, self.dev)
 
     def _encode_input(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
-        return encode_input(x, lay, self.dev)
+        """``encode_input``; on the CPU (T_in ≤ 24) in one kernel pass
+        (``kernels.encode_binary``) that also writes the input's spike counts
+        (``self.input_counts``) and, in exact mode, its float32 decodes (``self.dec``)."""
+        if not self.cpu or lay.T > 24:
+            return encode_input(x, lay, self.dev)
+        v = input_value(x, lay, self.dev)
+        n = v.shape[0]
+        trains = torch.empty((n, lay.T, *v.shape[1:]), dtype=torch.int8)
+        dec = torch.empty(v.shape, dtype=torch.float32)
+        counts = torch.empty(v.shape, dtype=torch.float32)
+        kernels.encode_binary(v.contiguous().numpy().reshape(n, -1), lay.T, bool(lay.signed),
+                              trains.numpy().reshape(n, lay.T, -1), dec.numpy().reshape(n, -1),
+                              counts.numpy().reshape(n, -1))  # fmt: skip
+        i = self.snn.layers.index(lay)
+        self.input_counts[i] = counts
+        if self.mode == "exact" and self.f == torch.float32:
+            self.dec[i] = dec
+        return trains
 
     def _ann_layer(self, lay: Layer, vals) -> torch.Tensor:
         if lay.kind == "maxpool":
@@ -290,7 +311,7 @@ class _Engine:
             if groups is not None and len(_partial_phases(lay, src)) >= EVENTS_MIN_PARTIALS:
                 return self._pipelined_events(lay, src, spikes, groups), None
         if self.mode == "exact" and self.cpu and self.f == torch.float32 and FUSED_EXACT:
-            groups = _event_groups(self.snn, lay) if lay.kind != "output" else None
+            groups = _fused_groups(self.snn, lay) if lay.kind != "output" else None
             if groups is not None:
                 return self._exact_conv_layer(lay, spikes, groups), None
         # pipelined logits are float64 on every device (the CPU engine's passes are float32)
@@ -305,11 +326,19 @@ class _Engine:
         return self._pipelined(lay, src, spikes, decoded, z, theta), None
 
     def _adds(self, syn, lay: Layer, sp: torch.Tensor, upto: int | None) -> int:
-        """``_group_adds``; a convolution of a source whose per-pixel spike counts the exact
-        coding kernel wrote (every phase counted) as C_out · Σ fired · cover."""
+        """``_group_adds``; for a source whose per-pixel spike counts the exact coding kernel
+        wrote (every phase counted), a convolution's as C_out · Σ fired · cover and an
+        identity shortcut's as Σ fired."""
         src = self.snn.layers[syn.source]
+        every = upto is None or upto >= src.T - 1  # every phase of the source counts
+        if syn.source in self.input_counts and every:
+            return int(count_adds(self.input_counts[syn.source], syn, lay).sum())
         fired = self.fired.get(syn.source)
-        if fired is None or syn.op != "conv" or (upto is not None and upto < src.T - 1):
+        if fired is None or not every:
+            return _group_adds(self.snn, syn, lay, sp, upto)
+        if syn.op == "shortcut" and _identity(syn, src, lay):  # one addition per spike
+            return int(fired.sum())
+        if syn.op != "conv":
             return _group_adds(self.snn, syn, lay, sp, upto)
         cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
                            tuple(lay.shape[1:]))  # fmt: skip
@@ -382,8 +411,8 @@ class _Engine:
         return phase
 
     def _exact_conv_layer(self, lay: Layer, spikes, groups) -> torch.Tensor:
-        """Exact mode on the CPU for a convolution layer with at most one shortcut, both of
-        spiking sources (``_event_groups``): PyTorch's float32 convolution, then
+        """Exact mode on the CPU for a convolution layer with at most one shortcut
+        (``_fused_groups``): PyTorch's float32 convolution, then
         ``kernels.exact_conv_code``, which adds the shortcut and the bias, bounds the
         rounding as ``_magnitude_parts`` does, recomputes in float64 the neurons the bound
         cannot decide (as ``_exact_phases``) and writes the phases, the decodes, their Σ_c x²
@@ -407,6 +436,12 @@ class _Engine:
         else:
             dec2 = self._decoded(spikes, lay.synapses[sj].source, self.f).contiguous()
             sp2 = spikes[lay.synapses[sj].source].contiguous()
+        if self.snn.layers[cs.source].kind == "input":  # recomputed from its values
+            x64 = self._decoded64(spikes, cs.source).contiguous()
+            sp = torch.zeros((0, 1, 1, 1), dtype=torch.int16)
+        else:  # from its phases
+            x64 = torch.zeros((0, 1, 1, 1), dtype=torch.float64)
+            sp = spikes[cs.source].contiguous()
         phase = torch.empty((n, c, oh, ow), dtype=torch.int16)
         dec = torch.empty((n, c, oh, ow), dtype=self.f)
         sq = torch.empty((n, per), dtype=self.f)
@@ -418,7 +453,7 @@ class _Engine:
             tuple(cs.kernel), k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
             k["off2"], k["theta"], k["th"], (fan_in(lay) + 2) * EXACT_ROUNDING,
             4 * EXACT_ROUNDING, k["table"], cj < (sj if sj is not None else cj + 1),
-            spikes[cs.source].contiguous().numpy(), k["table64"], k["w64"], k["geo"],
+            sp.numpy(), x64.numpy(), k["table64"], k["w64"], k["geo"],
             sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"], k["theta64"], k["th64"],
             phase.numpy().reshape(n, c, per), dec.numpy().reshape(n, c, per), sq.numpy(),
             fired.numpy(), nrec,
@@ -448,8 +483,8 @@ class _Engine:
             "th": _thresholds(lay, f, "cpu").flip(0).contiguous().numpy(),
             "th64": _thresholds(lay, torch.float64, "cpu").flip(0).contiguous().numpy(),
             "table": _phase_table(lay, f),
-            "table64": _phase_table(src, torch.float64),
-            "w64": torch.as_tensor(cs.weight).double().contiguous().numpy(),
+            "table64": _phase_table(src, torch.float64) if src.kind != "input" else np.zeros(1),
+            "w64": torch.as_tensor(cs.weight).double().permute(0, 2, 3, 1).contiguous().numpy(),
             "geo": (*cs.stride, *cs.padding),
             "w2": np.zeros(c, np.float32), "s2": (1, 1), "off2": 0,
             "table2_64": np.zeros(1), "w2_64": np.zeros(c),
@@ -933,6 +968,20 @@ def _event_groups(snn: SnnModel, lay: Layer) -> tuple[int, int | None] | None:
     return conv, (1 - conv if len(ops) == 2 else None)
 
 
+def _fused_groups(snn: SnnModel, lay: Layer) -> tuple[int, int | None] | None:
+    """exact mode on the CPU: (the convolution group, the shortcut group or None) of a layer
+    that ``kernels.exact_conv_code`` runs: one convolution, of a spiking source or the
+    input, and at most one shortcut, of a spiking source; None for any other layer."""
+    ops = [s.op for s in lay.synapses]
+    if len(lay.shape) != 3 or sorted(ops) not in (["conv"], ["conv", "shortcut"]):
+        return None
+    conv = ops.index("conv")
+    short = 1 - conv if len(ops) == 2 else None
+    if short is not None and snn.layers[lay.synapses[short].source].kind == "input":
+        return None
+    return conv, short
+
+
 def _weight_of(s: Synapse, mode: str) -> np.ndarray:
     """The weights ``mode`` runs: int the integers, ann the ANN's own (``ann_weight`` where
     the calibration refitted them), the other modes the SNN's float weights."""
@@ -958,9 +1007,9 @@ def _kernels_for(device: torch.device) -> bool:
     return USE_KERNELS and torch.device(device).type == "cpu"
 
 
-#: Exact mode on the CPU runs a convolution layer with at most one shortcut, both of spiking
-#: sources, in one kernel (``_Engine._exact_conv_layer``); False: through ``_exact_phases``
-#: as the other layers (the tests compare the two).
+#: Exact mode on the CPU runs a convolution layer with at most one shortcut (``_fused_groups``)
+#: in one kernel (``_Engine._exact_conv_layer``); False: through ``_exact_phases`` as the
+#: other layers (the tests compare the two).
 FUSED_EXACT = True
 
 #: Synapse ops of one product per neuron (w · x): their magnitudes are |w| · |x|.
@@ -1081,6 +1130,17 @@ def _shortcut_at(sp, src: Layer, syn, w64, lay: Layer, flat, upto: int | None) -
     return torch.where(ok, v, torch.zeros_like(v))
 
 
+def _identity(syn, src: Layer, lay: Layer) -> bool:
+    """A shortcut group that passes every source neuron to one output neuron: stride 1, no
+    channel offset, the same pixels, and no more channels than the output."""
+    return (
+        tuple(syn.stride) == (1, 1)
+        and int(syn.channel_offset) == 0
+        and tuple(src.shape[1:]) == tuple(lay.shape[1:])
+        and src.shape[0] <= lay.shape[0]
+    )
+
+
 def _last_readers(snn: SnnModel) -> list[int]:
     """For each layer, the index of the last layer that reads it (a synapse group or a max
     pooling); −1 for none."""
@@ -1103,8 +1163,16 @@ def _phase_table(src: Layer, dtype) -> np.ndarray:
 def _group_adds(snn: SnnModel, syn, lay: Layer, sp: torch.Tensor, upto: int | None) -> int:
     """The synaptic additions of group ``syn`` of ``lay`` in a batch: each spike of its
     source (of phases ≤ ``upto`` when given) times its fan-out (``count_adds``; a
-    convolution of a spiking source on the CPU in one kernel pass, ``kernels.conv_fanout``)."""
+    convolution or shortcut of a spiking source on the CPU in one kernel pass,
+    ``kernels.conv_fanout``, ``kernels.shortcut_fanout``)."""
     src = snn.layers[syn.source]
+    spatial = len(lay.shape) == 3 and sp.dim() == 4
+    if syn.op == "shortcut" and spatial and src.kind != "input" and _kernels_for(sp.device):
+        last = np.iinfo(np.int16).max if upto is None else upto
+        hits = np.empty(sp.shape[0], np.int64)
+        kernels.shortcut_fanout(sp.contiguous().numpy(), *syn.stride, *lay.shape[1:],
+                                int(syn.channel_offset), lay.channels, last, hits)  # fmt: skip
+        return int(hits.sum())
     if syn.op == "conv" and src.kind != "input" and _kernels_for(sp.device):
         cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
                            tuple(lay.shape[1:]))  # fmt: skip

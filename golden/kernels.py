@@ -133,6 +133,36 @@ def exact_code(
 
 
 @njit(parallel=True, cache=True)
+def encode_binary(v, t, signed, trains, dec, counts):
+    """The input layer's binary phase coding (``golden.engine.encode_input``) in one pass,
+    with the decodes and spike counts its readers take.
+
+    v : float64 (N, size) the input values (``input_value``); t : T_in (≤ 24); signed : the
+    layer is signed. Out: trains : int8 (N, T_in, size), bit k + 1 of code = min(rint(|v| ·
+    2^T), 2^T − 1) times sign(v) (0: no spike); dec : float (N, size), sign · code ·
+    2^-(T − 1) = Σ_k trains[k] · 2^-k (``_decode``; exact in float32 for T ≤ 24); counts :
+    float32 (N, size), the spikes of each neuron (the bits set).
+    """
+    top = np.float64(2**t - 1)
+    scale = np.float64(2.0**t)
+    unit = np.float64(2.0 ** -(t - 1))
+    for n in prange(v.shape[0]):
+        for i in range(v.shape[1]):
+            x = v[n, i]
+            code = np.int64(min(np.rint(abs(x) * scale), top))
+            s = np.int8(1)
+            if signed:
+                s = np.int8(1) if x > 0 else (np.int8(-1) if x < 0 else np.int8(0))
+            c = 0
+            for k in range(t):
+                bit = np.int8((code >> (t - 1 - k)) & 1)
+                trains[n, k, i] = bit * s
+                c += bit
+            dec[n, i] = s * (code * unit)
+            counts[n, i] = c if s != 0 else 0
+
+
+@njit(parallel=True, cache=True)
 def phase_mask(sp, k, out):
     """out[i] = 1.0 where sp[i] == k: the neurons of a spiking source that fire at phase k."""
     for i in prange(sp.size):
@@ -443,6 +473,33 @@ def conv_fanout(sp, upto, cover, out):
 
 
 @njit(parallel=True, cache=True)
+def shortcut_fanout(sp, sy, sx, oh, ow, off, c_out, upto, out):
+    """out[n] = image n's spikes of phases ≤ ``upto`` that a shortcut group passes on: one
+    addition each (``converter.ops.count_adds`` of a ``shortcut``).
+
+    sp : int16 (N, C, H, W) the source's phases (−1: no spike); the group reads source
+    pixel (y, x) of every stride (sy, sx) into output (y / sy, x / sx) < (oh, ow), and
+    source channel c into output channel c + off < c_out; out : int64 (N,).
+    """
+    n_img, c_in, h, w = sp.shape
+    last = np.int16(min(upto, 32767))
+    for n in prange(n_img):
+        acc = 0
+        for c in range(max(0, -off), min(c_in, c_out - off)):
+            for y in range(0, min(h, oh * sy), sy):
+                row = sp[n, c, y]
+                part = np.int16(0)  # a row's count (≤ W): int16 lanes, as the phases
+                if sx == 1:  # contiguous: SIMD
+                    for x in range(min(w, ow)):
+                        part += np.int16((row[x] >= 0) & (row[x] <= last))
+                else:
+                    for i in range((min(w, ow * sx) + sx - 1) // sx):
+                        part += np.int16((row[i * sx] >= 0) & (row[i * sx] <= last))
+                acc += part
+        out[n] = acc
+
+
+@njit(parallel=True, cache=True)
 def pipelined_events(sp, table, w, wabs, sy, sx, py, px, sp2, table2, w2, s2y, s2x, off2,
                      bias, babs, theta, th, t_w, gamma, eps, phase, near):  # fmt: skip
     """``pipelined_code`` on potentials built from the spikes' fan-out, image by image.
@@ -549,13 +606,26 @@ def conv_at_partial(sp, table, w, sy, sx, py, px, oh, ow, flat, ks, out):
         out[ks.size, q] = total
 
 
+@njit(cache=True)
+def flagged_neurons(words, flags, n):
+    """The indices q < n with flags[q] set, scanning eight flags at a time (``words``: the
+    uint64 view of ``flags``, whose length is a multiple of 8 with the tail zero)."""
+    out = []
+    for wi in range(words.size):
+        if words[wi]:
+            for q in range(wi * 8, min(wi * 8 + 8, n)):
+                if flags[q]:
+                    out.append(q)
+    return out
+
+
 @njit(parallel=True, cache=True)
 def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2, w2, s2,
-                    off2, theta, th, gamma, eps, table, conv_first, sp, table64, w64,
+                    off2, theta, th, gamma, eps, table, conv_first, sp, x64, table64, w64,
                     conv_geo, sp2, table2_64, w2_64, bias64, theta64, th64,
                     phase, dec, sq, fired, nrec):  # fmt: skip
-    """``exact_code`` of a convolution layer with at most one shortcut, both of spiking
-    sources, in one pass per image: the shortcut's products, the bias, the Cauchy–Schwarz
+    """``exact_code`` of a convolution layer (of a spiking source or the input) with at most
+    one shortcut (of a spiking source), in one pass per image: the shortcut's products, the bias, the Cauchy–Schwarz
     bound's patch norms and the float64 recomputation of the flagged neurons are done here
     (``_Engine._exact_conv_layer``), not as separate tensor passes.
 
@@ -567,8 +637,9 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
     s2 : its stride (sy, sx), off2 : its channel offset (output channel = source channel +
     off2); theta, th, gamma, eps, table : as ``exact_code``; conv_first : the conv group
     comes before the shortcut (the float64 sum's order). For the recomputation
-    (``_Engine._potential64_at``): sp : int16 (N, C_in, H, W) the conv source's phases,
-    table64 : float64 (T_src + 1,) their values, w64 : float64 (C, C_in, kh, kw), conv_geo :
+    (``_Engine._potential64_at``): sp : int16 (N, C_in, H, W) the conv source's phases, or
+    x64 : float64 (N, C_in, H, W) its values (N = 0: read the phases; the input layer's),
+    table64 : float64 (T_src + 1,) their values, w64 : float64 (C, kh, kw, C_in), conv_geo :
     (sy, sx, py, px); sp2, table2_64, w2_64 : the shortcut source's phases, their values and
     its weights (C,), in float64; bias64 : float64 (C, OH·OW); theta64 : float64 (C,) λ;
     th64 : float64 (T,) the thresholds ascending (``_encode_hidden``).
@@ -598,7 +669,8 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
     kh, kw = ksize
     sy, sx, py, px = conv_geo
     h, wd = sq_src.shape[1], sq_src.shape[2]
-    cin = w64.shape[1]
+    cin = w64.shape[3]
+    values = x64.shape[0] > 0
     has2 = dec2.shape[0] > 0
     c2 = dec2.shape[1]
     e = np.float32(eps * SLACK)
@@ -615,22 +687,28 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
     for b in prange(n_img):
         pix = np.empty(per, np.float32)
         hsum = np.empty((h, ow), np.float32)
+        rowp = np.empty((ow - 1) * sx + kw, np.float32)
         pbuf = np.empty(per, np.float32)
         r = np.empty(per, np.float32)
         tol = np.empty(per, np.float32)
         cnt = np.empty(per, np.int32)
-        close = np.empty(per, np.uint8)
+        close = np.zeros((per + 7) // 8 * 8, np.uint8)  # read 8 at a time (words)
+        words = close.view(np.uint64)
         vals = np.empty(per, np.float32)  # the decoded value of the highest threshold reached
         acc = np.zeros(per, np.float32)
         hits = np.zeros(per, np.int32)
+        # ‖x_patch‖₂²: the kernel window's box sum of sq_src, rows first (a zero-padded copy
+        # of each row, so the sums run as SIMD), then columns
+        for i in range(rowp.size):
+            rowp[i] = np.float32(0.0)
         for y in range(h):
+            rowp[px : px + wd] = sq_src[b, y, : rowp.size - px]
+            hs = hsum[y]
             for ox in range(ow):
-                s = np.float32(0.0)
-                for kx in range(kw):
-                    x = ox * sx - px + kx
-                    if 0 <= x < wd:
-                        s += sq_src[b, y, x]
-                hsum[y, ox] = s
+                hs[ox] = np.float32(0.0)
+            for kx in range(kw):
+                for ox in range(ow):
+                    hs[ox] += rowp[ox * sx + kx]
         for oy in range(oh):
             prow_ = pix[oy * ow : (oy + 1) * ow]
             for ox in range(ow):
@@ -703,40 +781,51 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
             for q in range(per):
                 flagged += np.int32(close[q])
             if flagged:
-                for q in range(per):
-                    if close[q]:
-                        oy, ox = q // ow, q % ow
-                        a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
-                        for ky in range(kh):
-                            y = oy * sy - py + ky
-                            if y < 0 or y >= h:
+                for q in flagged_neurons(words, close, per):
+                    oy, ox = q // ow, q % ow
+                    a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
+                    for ky in range(kh):
+                        y = oy * sy - py + ky
+                        if y < 0 or y >= h:
+                            continue
+                        for kx in range(kw):
+                            x = ox * sx - px + kx
+                            if x < 0 or x >= wd:
                                 continue
-                            for kx in range(kw):
-                                x = ox * sx - px + kx
-                                if x < 0 or x >= wd:
-                                    continue
-                                ci = 0
+                            wrow = w64[c, ky, kx]
+                            ci = 0
+                            if values:  # the input layer's float64 values
                                 while ci + 4 <= cin:
-                                    a0 += w64[c, ci, ky, kx] * table64[sp[b, ci, y, x] + 1]
-                                    a1 += w64[c, ci + 1, ky, kx] * table64[sp[b, ci + 1, y, x] + 1]
-                                    a2 += w64[c, ci + 2, ky, kx] * table64[sp[b, ci + 2, y, x] + 1]
-                                    a3 += w64[c, ci + 3, ky, kx] * table64[sp[b, ci + 3, y, x] + 1]
+                                    a0 += wrow[ci] * x64[b, ci, y, x]
+                                    a1 += wrow[ci + 1] * x64[b, ci + 1, y, x]
+                                    a2 += wrow[ci + 2] * x64[b, ci + 2, y, x]
+                                    a3 += wrow[ci + 3] * x64[b, ci + 3, y, x]
                                     ci += 4
                                 while ci < cin:
-                                    a0 += w64[c, ci, ky, kx] * table64[sp[b, ci, y, x] + 1]
+                                    a0 += wrow[ci] * x64[b, ci, y, x]
                                     ci += 1
-                        conv = (a0 + a1) + (a2 + a3)
-                        sc64 = 0.0
-                        if short:
-                            sc64 = table2_64[sp2[b, ci2, oy * s2[0], ox * s2[1]] + 1] * w2_64[c]
-                        z64 = bias64[c, q]
-                        z64 = (z64 + conv) + sc64 if conv_first else (z64 + sc64) + conv
-                        r64 = z64 / theta64[c]
-                        k = 0
-                        for j in range(nt):
-                            k += np.int32(r64 >= th64[j])
-                        cnt[q] = k
-                        vals[q] = table[nt - k + 1] if k else table[0]
+                                continue
+                            while ci + 4 <= cin:
+                                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
+                                a1 += wrow[ci + 1] * table64[sp[b, ci + 1, y, x] + 1]
+                                a2 += wrow[ci + 2] * table64[sp[b, ci + 2, y, x] + 1]
+                                a3 += wrow[ci + 3] * table64[sp[b, ci + 3, y, x] + 1]
+                                ci += 4
+                            while ci < cin:
+                                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
+                                ci += 1
+                    conv = (a0 + a1) + (a2 + a3)
+                    sc64 = 0.0
+                    if short:
+                        sc64 = table2_64[sp2[b, ci2, oy * s2[0], ox * s2[1]] + 1] * w2_64[c]
+                    z64 = bias64[c, q]
+                    z64 = (z64 + conv) + sc64 if conv_first else (z64 + sc64) + conv
+                    r64 = z64 / theta64[c]
+                    k = 0
+                    for j in range(nt):
+                        k += np.int32(r64 >= th64[j])
+                    cnt[q] = k
+                    vals[q] = table[nt - k + 1] if k else table[0]
                 recomputed += flagged
             prow = phase[b, c]
             drow = dec[b, c]

@@ -780,7 +780,8 @@ def test_event_kernels_equal_the_reference(monkeypatch, mode, down, t_w) -> None
 def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
     """kernels.exact_conv_code (exact mode's convolution layers with at most one shortcut:
     identity, option A's stride 2 and channel offset) gives the spikes of the float64 run
-    and the spikes, counts and logits of the per-layer path (``_exact_phases``); with a
+    and the spikes, counts and logits of the per-layer path (``_exact_phases``), the counts
+    of the PyTorch expressions (a shortcut's additions: ``kernels.shortcut_fanout``); with a
     rounding unit so large that every neuron is flagged, every neuron is recomputed in
     float64 in the kernel and the result is the same."""
     from golden import engine, kernels
@@ -803,6 +804,11 @@ def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
     with monkeypatch.context() as m:
         m.setattr(engine, "FUSED_EXACT", False)
         check_same(got, golden.run(snn, x, "exact", device=CPU))
+    with monkeypatch.context() as m:  # the counts (kernels.shortcut_fanout) too
+        m.setattr(engine, "USE_KERNELS", False)
+        torch_path = golden.run(snn, x, "exact", device=CPU)
+    for k in ("spikes", "adds"):
+        assert np.array_equal(got.counts[k], torch_path.counts[k]), k
     calls.clear()
     with monkeypatch.context() as m:
         m.setattr(engine, "EXACT_ROUNDING", 0.25)
@@ -862,3 +868,30 @@ def test_exact_code_kernel_against_numpy(groups: int, extra: bool) -> None:
     np.testing.assert_allclose(sq, (want_dec.astype(np.float64) ** 2).sum(1).reshape(-1),
                                rtol=1e-6)  # fmt: skip
     assert np.array_equal(fired, (want_phase >= 0).sum(1).reshape(-1))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("t", [1, 8, 24])
+def test_encode_binary_kernel_equals_encode_input(signed: bool, t: int) -> None:
+    """kernels.encode_binary (the CPU engine's input coding) gives encode_input's spike
+    trains, _decode's values and the spikes per neuron, on values drawn on and between the
+    code's rounding ties (round half to even), at 0, and past the top code."""
+    from converter.model import Layer
+    from golden import engine, kernels
+
+    lay = Layer(name="in", kind="input", shape=(2, 3, 5), T=t, signed=signed)
+    rng = np.random.default_rng(t)
+    ties = (rng.integers(0, 2**t, (4, 30)) + 0.5) / 2**t
+    v = np.concatenate([ties, rng.uniform(0, 1.2, (4, 30)), np.zeros((1, 30))])
+    if signed:
+        v = v * rng.choice([-1.0, 1.0], v.shape)
+    v = torch.as_tensor(v.reshape(-1, *lay.shape))
+    want = engine.encode_input(v, dataclasses.replace(lay, input_gain=1.0, input_offset=0.0))
+    n = v.shape[0]
+    trains = np.empty((n, t, 30), np.int8)
+    dec = np.empty((n, 30), np.float32)
+    counts = np.empty((n, 30), np.float32)
+    kernels.encode_binary(v.numpy().reshape(n, -1), t, signed, trains, dec, counts)
+    assert np.array_equal(trains, want.numpy().reshape(n, t, -1))
+    assert np.array_equal(dec, engine._decode(want, lay, torch.float32).numpy().reshape(n, -1))
+    assert np.array_equal(counts, (want != 0).sum(1).numpy().reshape(n, -1))
