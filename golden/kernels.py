@@ -625,9 +625,9 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
                     conv_geo, sp2, table2_64, w2_64, bias64, theta64, th64,
                     phase, dec, sq, fired, nrec):  # fmt: skip
     """``exact_code`` of a convolution layer (of a spiking source or the input) with at most
-    one shortcut (of a spiking source), in one pass per image: the shortcut's products, the bias, the Cauchy–Schwarz
-    bound's patch norms and the float64 recomputation of the flagged neurons are done here
-    (``_Engine._exact_conv_layer``), not as separate tensor passes.
+    one shortcut (of a spiking source), in one pass per image: the shortcut's products, the
+    bias, the Cauchy–Schwarz bound's patch norms and the float64 recomputation of the flagged
+    neurons are done here (``_Engine._exact_conv_layer``), not as separate tensor passes.
 
     zc : float32 (N, C, OH·OW) the convolution's sums Σ w · x (no bias); bias, babs :
     float32 (C, OH·OW) B and |B|; oshape : (OH, OW); sq_src : float32 (N, H, W) the conv
@@ -659,9 +659,8 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
 
     Every loop but the recomputation runs as SIMD over a channel's pixels, without gathers
     or branches: the thresholds four at a time (``th`` padded with +inf), each counting the
-    thresholds r reaches, testing |r − th| ≤ tol (the same set as ``exact_code``'s test on
-    the nearest threshold below and above) and carrying the decoded value of the highest
-    threshold reached.
+    thresholds r reaches and carrying, by blends, the highest threshold reached, its decoded
+    value and the next threshold up, from which ``exact_code``'s test follows.
     """
     n_img, channels, per = zc.shape
     oh, ow = oshape
@@ -675,16 +674,15 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
     c2 = dec2.shape[1]
     e = np.float32(eps * SLACK)
     widen = SLACK * (1.0 + 5 * 2.0**-23)  # one norm group: (G + 4) · 2^-23 with G = 1
-    pad = np.empty(nt + 2, np.float32)
-    pad[0], pad[nt + 1] = -np.inf, np.inf
-    pad[1 : nt + 1] = th
     nt4 = (nt + 3) // 4 * 4
-    th4 = np.full(nt4, np.inf, np.float32)
+    th4 = np.full(nt4 + 1, np.inf, np.float32)
     th4[:nt] = th
     tv4 = np.zeros(nt4, np.float32)
     for j in range(nt):
         tv4[j] = table[nt - j]
     for b in prange(n_img):
+        lo = np.empty(per, np.float32)  # the highest threshold reached (−inf: none)
+        hi = np.empty(per, np.float32)  # the lowest not reached (+inf: none)
         pix = np.empty(per, np.float32)
         hsum = np.empty((h, ow), np.float32)
         rowp = np.empty((ow - 1) * sx + kw, np.float32)
@@ -754,29 +752,38 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
                     tol[q] = (arow[q] + pix[q] * wc) * g + abs(rv) * e
             for q in range(per):
                 cnt[q] = 0
-                close[q] = 0
+                lo[q] = -np.inf
+                hi[q] = th4[0]
                 vals[q] = table[0]
             for j in range(0, nt4, 4):
                 t0, t1, t2, t3 = th4[j], th4[j + 1], th4[j + 2], th4[j + 3]
+                n0, n1, n2, n3 = th4[j + 1], th4[j + 2], th4[j + 3], th4[j + 4]
                 u0, u1, u2, u3 = tv4[j], tv4[j + 1], tv4[j + 2], tv4[j + 3]
                 for q in range(per):
                     rv = r[q]
-                    tq = tol[q]
                     a0, a1, a2, a3 = rv >= t0, rv >= t1, rv >= t2, rv >= t3
                     cnt[q] += np.int32(a0) + np.int32(a1) + np.int32(a2) + np.int32(a3)
-                    near = (
-                        (abs(rv - t0) <= tq)
-                        | (abs(rv - t1) <= tq)
-                        | (abs(rv - t2) <= tq)
-                        | (abs(rv - t3) <= tq)
-                    )
-                    close[q] |= np.uint8(near)
                     d = vals[q]
                     d = u0 if a0 else d
                     d = u1 if a1 else d
                     d = u2 if a2 else d
                     d = u3 if a3 else d
                     vals[q] = d
+                    b_ = lo[q]
+                    b_ = t0 if a0 else b_
+                    b_ = t1 if a1 else b_
+                    b_ = t2 if a2 else b_
+                    b_ = t3 if a3 else b_
+                    lo[q] = b_
+                    h_ = hi[q]
+                    h_ = n0 if a0 else h_
+                    h_ = n1 if a1 else h_
+                    h_ = n2 if a2 else h_
+                    h_ = n3 if a3 else h_
+                    hi[q] = h_
+            for q in range(per):  # within tol of the nearest threshold below or above
+                rv = r[q]
+                close[q] = np.uint8((rv - lo[q] <= tol[q]) | (hi[q] - rv <= tol[q]))
             flagged = 0
             for q in range(per):
                 flagged += np.int32(close[q])
