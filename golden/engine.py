@@ -20,7 +20,7 @@ from converter.ops import (
     synapse_forward,
 )
 from converter.quantize import fixed_base, gain, quantized_base
-from golden import kernels
+from golden import kernels, native
 
 MODES = ("ann", "exact", "pipelined", "int")
 #: The leak's rounding constants (docs/semantics.md §3): ⌊(U·M + 2^(F-1)) · 2^-F⌋.
@@ -447,6 +447,14 @@ class _Engine:
         sq = torch.empty((n, per), dtype=self.f)
         fired = torch.empty((n, per), dtype=torch.int32)
         nrec = np.zeros(n, np.int64)
+        gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
+        if NATIVE_EXACT and native.library() is not None:
+            self._exact_conv_native(zc, k, sq_src, cs, dec2, sp, x64, sp2, gamma,
+                                    cj < (sj if sj is not None else cj + 1),
+                                    phase, dec, sq, fired, nrec)  # fmt: skip
+            self.recomputed += int(nrec.sum())
+            self.dec[i], self.sq[i], self.fired[i] = dec, sq.reshape(n, 1, oh, ow), fired
+            return phase
         kernels.exact_conv_code(
             zc.numpy().reshape(n, c, per), k["bias"], k["babs"], (oh, ow),
             sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1]),
@@ -461,6 +469,25 @@ class _Engine:
         self.recomputed += int(nrec.sum())
         self.dec[i], self.sq[i], self.fired[i] = dec, sq.reshape(n, 1, oh, ow), fired
         return phase
+
+    def _exact_conv_native(self, zc, k, sq_src, cs, dec2, sp, x64, sp2, gamma, conv_first,
+                           phase, dec, sq, fired, nrec) -> None:  # fmt: skip
+        """``kernels.exact_conv_code`` as the native pass (``golden.native``): the same
+        outputs."""
+        n, c, per = zc.shape[0], phase.shape[1], phase.shape[2] * phase.shape[3]
+        theta = k["theta"]
+        widen = kernels.SLACK * (1.0 + 5 * 2.0**-23)  # exact_conv_code's, one norm group
+        g = (gamma / theta.astype(np.float64) * widen).astype(np.float32)
+        e = float(np.float32(4 * EXACT_ROUNDING * kernels.SLACK))
+        native.exact_conv_rows(
+            torch.get_num_threads(), zc.numpy().reshape(n, c, per), k["bias"], k["babs"],
+            sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1]),
+            tuple(cs.kernel), k["geo"], k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
+            k["off2"], theta, g, e, k["pad"], k["tabk"], k["phk"], phase.numpy(),
+            dec.numpy(), sq.numpy(), fired.numpy(), nrec, sp.numpy(), x64.numpy(),
+            k["table64"], k["w64"], sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"],
+            k["theta64"], k["th64"], conv_first,
+        )  # fmt: skip
 
     def _conv_consts(self, i: int, lay: Layer, groups) -> dict:
         """The per-layer arrays of ``kernels.exact_conv_code`` (once per run)."""
@@ -489,6 +516,10 @@ class _Engine:
             "w2": np.zeros(c, np.float32), "s2": (1, 1), "off2": 0,
             "table2_64": np.zeros(1), "w2_64": np.zeros(c),
         }  # fmt: skip
+        nt = lay.T  # the native pass's tables: thresholds around r, and by k reached
+        k["pad"] = np.concatenate([[-np.inf], k["th"], [np.inf]]).astype(np.float32)
+        k["tabk"] = np.concatenate([k["table"][:1], k["table"][1:][::-1]]).astype(np.float32)
+        k["phk"] = np.array([-1, *range(nt - 1, -1, -1)], np.int32)
         if sj is not None:
             ss = lay.synapses[sj]
             k["w2"] = self.w[i][sj].reshape(-1).contiguous().numpy()
@@ -1011,6 +1042,10 @@ def _kernels_for(device: torch.device) -> bool:
 #: in one kernel (``_Engine._exact_conv_layer``); False: through ``_exact_phases`` as the
 #: other layers (the tests compare the two).
 FUSED_EXACT = True
+
+#: ... and with the native pass (``golden.native``: C, AVX-512) where it builds and runs
+#: here; False: the Numba kernel (the tests compare the two).
+NATIVE_EXACT = True
 
 #: Synapse ops of one product per neuron (w · x): their magnitudes are |w| · |x|.
 SINGLE_PRODUCT = ("shortcut", "embedding")

@@ -607,16 +607,77 @@ def conv_at_partial(sp, table, w, sy, sx, py, px, oh, ow, flat, ks, out):
 
 
 @njit(cache=True)
-def flagged_neurons(words, flags, n):
-    """The indices q < n with flags[q] set, scanning eight flags at a time (``words``: the
-    uint64 view of ``flags``, whose length is a multiple of 8 with the tail zero)."""
+def flagged_indices(flags):
+    """The indices q with flags[q] set (uint8, 1-D, contiguous), testing eight flags at a
+    time (a uint64 word) where it can: a flag is rare (about 0.2–0.7 % of a layer)."""
     out = []
+    n8 = flags.size // 8 * 8
+    words = flags[:n8].view(np.uint64)
     for wi in range(words.size):
         if words[wi]:
-            for q in range(wi * 8, min(wi * 8 + 8, n)):
+            for q in range(wi * 8, wi * 8 + 8):
                 if flags[q]:
                     out.append(q)
+    for q in range(n8, flags.size):
+        if flags[q]:
+            out.append(q)
     return out
+
+
+@njit(cache=True, inline="always")
+def float64_count(b, c, oy, ox, ksize, conv_geo, sp, x64, table64, w64, short, ci2, sp2, s2,
+                  table2_64, w2_64, bias64, conv_first, theta64, th64):  # fmt: skip
+    """How many coding thresholds (``th64``, ascending) neuron (b, c, oy, ox) of an exact
+    convolution layer reaches, from its float64 potential (``exact_conv_code``'s
+    recomputation; the arguments are its): bias, then the groups in order, the convolution
+    as four partial sums over the input channels (c mod 4), each in the order ky, kx, c, then
+    (s0 + s1) + (s2 + s3); the shortcut's one product where ``short``."""
+    kh, kw = ksize
+    sy, sx, py, px = conv_geo
+    values = x64.shape[0] > 0
+    h, wd = (x64.shape[2], x64.shape[3]) if values else (sp.shape[2], sp.shape[3])
+    cin = w64.shape[3]
+    a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
+    for ky in range(kh):
+        y = oy * sy - py + ky
+        if y < 0 or y >= h:
+            continue
+        for kx in range(kw):
+            x = ox * sx - px + kx
+            if x < 0 or x >= wd:
+                continue
+            wrow = w64[c, ky, kx]
+            ci = 0
+            if values:  # the input layer's float64 values
+                while ci + 4 <= cin:
+                    a0 += wrow[ci] * x64[b, ci, y, x]
+                    a1 += wrow[ci + 1] * x64[b, ci + 1, y, x]
+                    a2 += wrow[ci + 2] * x64[b, ci + 2, y, x]
+                    a3 += wrow[ci + 3] * x64[b, ci + 3, y, x]
+                    ci += 4
+                while ci < cin:
+                    a0 += wrow[ci] * x64[b, ci, y, x]
+                    ci += 1
+                continue
+            while ci + 4 <= cin:
+                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
+                a1 += wrow[ci + 1] * table64[sp[b, ci + 1, y, x] + 1]
+                a2 += wrow[ci + 2] * table64[sp[b, ci + 2, y, x] + 1]
+                a3 += wrow[ci + 3] * table64[sp[b, ci + 3, y, x] + 1]
+                ci += 4
+            while ci < cin:
+                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
+                ci += 1
+    conv = (a0 + a1) + (a2 + a3)
+    sc64 = 0.0
+    if short:
+        sc64 = table2_64[sp2[b, ci2, oy * s2[0], ox * s2[1]] + 1] * w2_64[c]
+    z64 = (bias64 + conv) + sc64 if conv_first else (bias64 + sc64) + conv
+    r64 = z64 / theta64
+    k = 0
+    for j in range(th64.size):
+        k += np.int32(r64 >= th64[j])
+    return k
 
 
 @njit(parallel=True, cache=True)
@@ -668,8 +729,6 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
     kh, kw = ksize
     sy, sx, py, px = conv_geo
     h, wd = sq_src.shape[1], sq_src.shape[2]
-    cin = w64.shape[3]
-    values = x64.shape[0] > 0
     has2 = dec2.shape[0] > 0
     c2 = dec2.shape[1]
     e = np.float32(eps * SLACK)
@@ -690,8 +749,7 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
         r = np.empty(per, np.float32)
         tol = np.empty(per, np.float32)
         cnt = np.empty(per, np.int32)
-        close = np.zeros((per + 7) // 8 * 8, np.uint8)  # read 8 at a time (words)
-        words = close.view(np.uint64)
+        close = np.zeros(per, np.uint8)
         vals = np.empty(per, np.float32)  # the decoded value of the highest threshold reached
         acc = np.zeros(per, np.float32)
         hits = np.zeros(per, np.int32)
@@ -788,49 +846,29 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
             for q in range(per):
                 flagged += np.int32(close[q])
             if flagged:
-                for q in flagged_neurons(words, close, per):
-                    oy, ox = q // ow, q % ow
-                    a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
-                    for ky in range(kh):
-                        y = oy * sy - py + ky
-                        if y < 0 or y >= h:
-                            continue
-                        for kx in range(kw):
-                            x = ox * sx - px + kx
-                            if x < 0 or x >= wd:
-                                continue
-                            wrow = w64[c, ky, kx]
-                            ci = 0
-                            if values:  # the input layer's float64 values
-                                while ci + 4 <= cin:
-                                    a0 += wrow[ci] * x64[b, ci, y, x]
-                                    a1 += wrow[ci + 1] * x64[b, ci + 1, y, x]
-                                    a2 += wrow[ci + 2] * x64[b, ci + 2, y, x]
-                                    a3 += wrow[ci + 3] * x64[b, ci + 3, y, x]
-                                    ci += 4
-                                while ci < cin:
-                                    a0 += wrow[ci] * x64[b, ci, y, x]
-                                    ci += 1
-                                continue
-                            while ci + 4 <= cin:
-                                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
-                                a1 += wrow[ci + 1] * table64[sp[b, ci + 1, y, x] + 1]
-                                a2 += wrow[ci + 2] * table64[sp[b, ci + 2, y, x] + 1]
-                                a3 += wrow[ci + 3] * table64[sp[b, ci + 3, y, x] + 1]
-                                ci += 4
-                            while ci < cin:
-                                a0 += wrow[ci] * table64[sp[b, ci, y, x] + 1]
-                                ci += 1
-                    conv = (a0 + a1) + (a2 + a3)
-                    sc64 = 0.0
-                    if short:
-                        sc64 = table2_64[sp2[b, ci2, oy * s2[0], ox * s2[1]] + 1] * w2_64[c]
-                    z64 = bias64[c, q]
-                    z64 = (z64 + conv) + sc64 if conv_first else (z64 + sc64) + conv
-                    r64 = z64 / theta64[c]
-                    k = 0
-                    for j in range(nt):
-                        k += np.int32(r64 >= th64[j])
+                for q in flagged_indices(close):
+                    k = float64_count(
+                        b,
+                        c,
+                        q // ow,
+                        q % ow,
+                        ksize,
+                        conv_geo,
+                        sp,
+                        x64,
+                        table64,
+                        w64,
+                        short,
+                        ci2,
+                        sp2,
+                        s2,
+                        table2_64,
+                        w2_64,
+                        bias64[c, q],
+                        conv_first,
+                        theta64[c],
+                        th64,
+                    )
                     cnt[q] = k
                     vals[q] = table[nt - k + 1] if k else table[0]
                 recomputed += flagged

@@ -796,6 +796,7 @@ def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
         calls.append((args[8].shape[0] > 0, args[0].size, int(args[-1].sum())))
 
     monkeypatch.setattr(kernels, "exact_conv_code", spy)
+    monkeypatch.setattr(engine, "NATIVE_EXACT", False)  # (the native pass: below)
     got = golden.run(snn, x, "exact", device=CPU)
     assert any(short for short, _, _ in calls)
     want = _float64_exact(monkeypatch, snn, x)
@@ -803,6 +804,9 @@ def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
         assert (a is None and b is None) or torch.equal(a, b), i
     with monkeypatch.context() as m:
         m.setattr(engine, "FUSED_EXACT", False)
+        check_same(got, golden.run(snn, x, "exact", device=CPU))
+    with monkeypatch.context() as m:  # the native pass where it runs (else Numba's again)
+        m.setattr(engine, "NATIVE_EXACT", True)
         check_same(got, golden.run(snn, x, "exact", device=CPU))
     with monkeypatch.context() as m:  # the counts (kernels.shortcut_fanout) too
         m.setattr(engine, "USE_KERNELS", False)
@@ -815,6 +819,35 @@ def test_exact_conv_kernel_decides_as_float64(monkeypatch, down: str) -> None:
         every = golden.run(snn, x, "exact", device=CPU)
     assert calls and all(n == rec for _, n, rec in calls)
     check_same(got, every)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=SLOW_DRAWS)
+@given(**NET_DRAWS, t=st.sampled_from([3, 16, 31, 40]), q=st.floats(1.05, 2.0),
+       rounding=st.sampled_from([2.0**-23, 2.0**-12]))  # fmt: skip
+def test_native_exact_pass_equals_the_numba_kernel(monkeypatch, seed, c, stride, pool, residual,
+                                                   t, q, rounding):  # fmt: skip
+    """golden.native (exact mode's coding pass in C with AVX-512, then the Numba float64
+    recomputation of what it flags) gives the Numba kernel's spikes, counts and logits: rows
+    that are not a multiple of 16 neurons (masked tails), tables of more than 32 entries
+    (gathers instead of permutes, T = 31, 40), and a rounding unit that flags many neurons."""
+    from golden import engine, native
+
+    if native.library() is None:
+        pytest.skip(f"the native kernel does not run here: {native.status()}")
+    net = make_net(seed, c=c, stride=stride, pad=1, bn=True, pool=pool, residual=residual)
+    gen = torch.Generator().manual_seed(seed)
+    calib, x = torch.rand(8, 2, 8, 8, generator=gen), torch.rand(8, 2, 8, 8, generator=gen)
+    snn = convert(net, calib, ConversionConfig(calibration="percentile", T=t, Q=q),
+                  progress=False)  # fmt: skip
+    calls = []
+    real = native.exact_conv_rows
+    with monkeypatch.context() as m:  # (hypothesis reuses the fixture across draws)
+        m.setattr(engine, "EXACT_ROUNDING", rounding)
+        m.setattr(native, "exact_conv_rows", lambda *a: calls.append(1) or real(*a))
+        got = golden.run(snn, x, "exact", device=CPU)
+        assert calls
+        m.setattr(engine, "NATIVE_EXACT", False)
+        check_same(got, golden.run(snn, x, "exact", device=CPU))
 
 
 @pytest.mark.parametrize(("groups", "extra"), [(0, True), (1, False), (2, True)])
@@ -895,3 +928,21 @@ def test_encode_binary_kernel_equals_encode_input(signed: bool, t: int) -> None:
     assert np.array_equal(trains, want.numpy().reshape(n, t, -1))
     assert np.array_equal(dec, engine._decode(want, lay, torch.float32).numpy().reshape(n, -1))
     assert np.array_equal(counts, (want != 0).sum(1).numpy().reshape(n, -1))
+
+
+def test_native_kernel_falls_back_with_its_reason(monkeypatch) -> None:
+    """Without the native pass (switched off, or no C compiler) golden says why
+    (native.status) and runs exact mode on the Numba kernel, with the same result."""
+    from golden import native
+
+    _, snn, x = default_snn(T=8, Q=1.4)
+    want = golden.run(snn, x, "exact", device=CPU)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("ONESPIKE_NATIVE", "0")
+    assert native.library() is None and "ONESPIKE_NATIVE=0" in native.status()
+    check_same(golden.run(snn, x, "exact", device=CPU), want)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.delenv("ONESPIKE_NATIVE")
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    assert native.library() is None and "no C compiler" in native.status()
+    check_same(golden.run(snn, x, "exact", device=CPU), want)
