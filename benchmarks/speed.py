@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import golden
+import golden.native
 from converter import ConversionConfig, convert
 from converter.requantize import with_wait
 from onespike import data, models
@@ -161,9 +162,11 @@ def main() -> None:
     )
     args = p.parse_args()
     alloc = steady_allocator() if args.allocator == "steady" else "allocator defaults"
+    why = golden.native.status()
+    coding = "exact pass native (C, AVX-512)" if golden.native.library() else f"Numba ({why})"
     machine = (
         f"{platform.machine()} {args.device}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, {alloc}"
+        f"{torch.__version__}, {alloc}, {coding}"
     )
     if args.device == "cuda":
         machine += f", {torch.cuda.get_device_name()}"

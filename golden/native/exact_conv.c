@@ -180,7 +180,10 @@ static int rows(const recompute_t *rc, int b0, int b1, int channels, int oh, int
             const size_t row = ((size_t)b * channels + c) * per;
             const int ci2 = c - off2;
             const int sc = has2 && ci2 >= 0 && ci2 < c2;
-            if (sc)
+            const float *xs = pbuf; /* the shortcut source's row, read at the output pixels */
+            if (sc && s2y == 1 && s2x == 1 && w2d == ow && h2 >= oh) /* identity: in place */
+                xs = dec2 + ((size_t)b * c2 + ci2) * h2 * w2d;
+            else if (sc)
                 for (int oy = 0; oy < oh; oy++) {
                     const float *xr = dec2 + (((size_t)b * c2 + ci2) * h2 + (size_t)oy * s2y) * w2d;
                     for (int ox = 0; ox < ow; ox++)
@@ -196,7 +199,7 @@ static int rows(const recompute_t *rc, int b0, int b1, int channels, int oh, int
                 __m512 m = _mm512_add_ps(_mm512_maskz_loadu_ps(live, ba + q),
                                          _mm512_mul_ps(_mm512_maskz_loadu_ps(live, pix + q), vwc));
                 if (sc) {
-                    __m512 p = _mm512_mul_ps(vw2, _mm512_maskz_loadu_ps(live, pbuf + q));
+                    __m512 p = _mm512_mul_ps(vw2, _mm512_maskz_loadu_ps(live, xs + q));
                     v = _mm512_add_ps(v, p);
                     m = _mm512_add_ps(m, _mm512_and_ps(p, sign));
                 }
