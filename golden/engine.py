@@ -208,7 +208,7 @@ class _Engine:
             elif self.mode == "ann":
                 vals[i] = self._ann_layer(lay, vals)
             elif lay.kind == "maxpool":
-                spikes[i] = maxpool_phase(spikes[lay.source], lay, lay.T)
+                spikes[i] = self._maxpool(spikes[lay.source], lay)
             else:
                 spikes[i], out = self._spiking_layer(lay, spikes)
                 if lay.kind == "output":
@@ -235,6 +235,15 @@ class _Engine:
         kept = [s.cpu() if keep and s is not None else None for s in spikes]
         kept[-1] = None
         return logits, preds, kept, counts, li
+
+    def _maxpool(self, sp: torch.Tensor, lay: Layer) -> torch.Tensor:
+        """``maxpool_phase``; on the CPU in one kernel pass (``kernels.maxpool_phases``)."""
+        if not self.cpu or sp.dim() != 4:
+            return maxpool_phase(sp, lay, lay.T)
+        out = torch.empty((sp.shape[0], *lay.shape), dtype=sp.dtype)
+        kernels.maxpool_phases(sp.contiguous().numpy(), *lay.kernel, *lay.stride, *lay.padding,
+                               out.numpy())  # fmt: skip
+        return out
 
     def _rows(self, v: torch.Tensor) -> torch.Tensor:
         """Output potentials as rows to classify: (N, classes); a graph's (1, C, nodes, 1)

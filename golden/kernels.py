@@ -163,6 +163,39 @@ def encode_binary(v, t, signed, trains, dec, counts):
 
 
 @njit(parallel=True, cache=True)
+def maxpool_phases(sp, kh, kw, sy, sx, py, px, out):
+    """``converter.ops.maxpool_phase`` in one pass: out = the earliest phase of each
+    window's spikes, −1 where none spikes (zero padding, floor mode).
+
+    sp : int16 (N, C, H, W) phases (−1: no spike); kernel (kh, kw), stride (sy, sx),
+    padding (py, px); out : int16 (N, C, OH, OW). The phases are read as uint16, where −1
+    is the largest value, so a window's earliest spike is its minimum, without branches.
+    """
+    n_img, channels, h, w = sp.shape
+    oh, ow = out.shape[2], out.shape[3]
+    none = np.uint16(65535)
+    for i in prange(n_img * channels):
+        b, c = i // channels, i % channels
+        acc = np.empty(ow, np.uint16)
+        for oy in range(oh):
+            for ox in range(ow):
+                acc[ox] = none
+            for ky in range(kh):
+                y = oy * sy - py + ky
+                if y < 0 or y >= h:
+                    continue
+                row = sp[b, c, y].view(np.uint16)
+                for kx in range(kw):
+                    # the outputs whose tap kx lands inside the row: 0 ≤ ox·sx − px + kx < w
+                    lo = max(0, (px - kx + sx - 1) // sx)
+                    hi = min(ow, (w - 1 + px - kx) // sx + 1)
+                    for ox in range(lo, hi):
+                        acc[ox] = min(acc[ox], row[ox * sx - px + kx])
+            for ox in range(ow):
+                out[b, c, oy, ox] = -1 if acc[ox] == none else np.int16(acc[ox])
+
+
+@njit(parallel=True, cache=True)
 def phase_mask(sp, k, out):
     """out[i] = 1.0 where sp[i] == k: the neurons of a spiking source that fire at phase k."""
     for i in prange(sp.size):

@@ -946,3 +946,27 @@ def test_native_kernel_falls_back_with_its_reason(monkeypatch) -> None:
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.library() is None and "no C compiler" in native.status()
     check_same(golden.run(snn, x, "exact", device=CPU), want)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [((2, 2), (2, 2), (0, 0)),
+                                                           ((3, 3), (2, 2), (1, 1)),
+                                                           ((3, 2), (1, 2), (1, 0))])  # fmt: skip
+def test_maxpool_kernel_equals_maxpool_phase(kernel, stride, padding) -> None:
+    """kernels.maxpool_phases (the CPU engine's max pooling of phases) gives
+    converter.ops.maxpool_phase's earliest spike per window, −1 where none spikes, with
+    padding and uneven strides."""
+    from converter.model import Layer
+    from converter.ops import maxpool_phase
+    from golden import kernels
+
+    rng = np.random.default_rng(sum(kernel) + sum(padding))
+    sp = torch.as_tensor(rng.integers(-1, 7, (3, 2, 9, 8)).astype(np.int16))
+    sp[0, 0] = -1  # a channel with no spike
+    oh = (9 + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    ow = (8 + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    lay = Layer(name="pool", kind="maxpool", shape=(2, oh, ow), T=7, kernel=kernel,
+                stride=stride, padding=padding)  # fmt: skip
+    want = maxpool_phase(sp, lay, 7)
+    out = np.empty((3, 2, oh, ow), np.int16)
+    kernels.maxpool_phases(sp.numpy(), *kernel, *stride, *padding, out)
+    assert np.array_equal(out, want.numpy())
