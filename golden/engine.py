@@ -351,8 +351,9 @@ class _Engine:
             return _group_adds(self.snn, syn, lay, sp, upto)
         cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
                            tuple(lay.shape[1:]))  # fmt: skip
-        hits = fired.to(torch.float64) @ cover.reshape(-1).to(fired.device)
-        return lay.channels * int(hits.sum())
+        per_pixel = fired.sum(0, dtype=torch.int64).to(torch.float64)  # over the images first
+        hits = per_pixel @ cover.reshape(-1).to(fired.device)  # integers below 2^53: exact
+        return lay.channels * int(hits)
 
     def _decoded(self, spikes, src: int, f: torch.dtype) -> torch.Tensor:
         """Source ``src``'s spikes decoded in dtype ``f`` (``_decode``); in exact mode once
