@@ -204,7 +204,7 @@ class _Engine:
                 if self.mode == "ann":
                     vals[i] = 2 * self._input_value(x, lay)
                 else:
-                    spikes[i] = self._encode_input(x, lay)
+                    spikes[i] = self._encode_input(x, lay, keep)
             elif self.mode == "ann":
                 vals[i] = self._ann_layer(lay, vals)
             elif lay.kind == "maxpool":
@@ -255,23 +255,30 @@ class _Engine:
     def _input_value(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
         return input_value(x, lay, self.dev)
 
-    def _encode_input(self, x: torch.Tensor, lay: Layer) -> torch.Tensor:
+    def _encode_input(self, x: torch.Tensor, lay: Layer, keep: bool) -> torch.Tensor:
         """``encode_input``; on the CPU (T_in ≤ 24) in one kernel pass
         (``kernels.encode_binary``) that also writes the input's spike counts
-        (``self.input_counts``) and, in exact mode, its float32 decodes (``self.dec``)."""
+        (``self.input_counts``) and, in exact mode, its float32 decodes (``self.dec``). In
+        exact mode, where the spikes are not kept and every reader takes the decodes and
+        the counts (``_trains_unread``), the trains themselves are not written: the layer's
+        spikes are then an empty (N, 0) tensor, which no reader can take for trains."""
         if not self.cpu or lay.T > 24:
             return encode_input(x, lay, self.dev)
         v = input_value(x, lay, self.dev)
         n = v.shape[0]
-        trains = torch.empty((n, lay.T, *v.shape[1:]), dtype=torch.int8)
+        i = self.snn.layers.index(lay)
+        exact = self.mode == "exact" and self.f == torch.float32
+        write = keep or not exact or not _trains_unread(self.snn, i)
+        trains = torch.empty((n, lay.T, *v.shape[1:]) if write else (n, 0), dtype=torch.int8)
         dec = torch.empty(v.shape, dtype=torch.float32)
         counts = torch.empty(v.shape, dtype=torch.float32)
-        kernels.encode_binary(v.contiguous().numpy().reshape(n, -1), lay.T, bool(lay.signed),
-                              trains.numpy().reshape(n, lay.T, -1), dec.numpy().reshape(n, -1),
-                              counts.numpy().reshape(n, -1))  # fmt: skip
-        i = self.snn.layers.index(lay)
+        size = dec[0].numel()
+        flat = trains.numpy().reshape(n, -1 if write else 0, size)
+        kernels.encode_binary(v.contiguous().numpy().reshape(n, size), lay.T, bool(lay.signed),
+                              write, flat, dec.numpy().reshape(n, size),
+                              counts.numpy().reshape(n, size))  # fmt: skip
         self.input_counts[i] = counts
-        if self.mode == "exact" and self.f == torch.float32:
+        if exact:
             self.dec[i] = dec
         return trains
 
@@ -1173,6 +1180,20 @@ def _shortcut_at(sp, src: Layer, syn, w64, lay: Layer, flat, upto: int | None) -
                          dtype=torch.float64, device=sp.device)  # fmt: skip
     v = table[ph + 1] * w64[c]
     return torch.where(ok, v, torch.zeros_like(v))
+
+
+def _trains_unread(snn: SnnModel, src: int) -> bool:
+    """Exact mode on the CPU reads input layer ``src`` only through its decodes and spike
+    counts: no max pooling reads it, and every layer that does counts all its phases (a
+    hidden layer's last decision, T − 1 + T_w, is at or after the input's last phase)."""
+    t_in = snn.layers[src].T
+    for lay in snn.layers:
+        if lay.kind == "maxpool" and lay.source == src:
+            return False
+        reads = any(s.source == src for s in lay.synapses) and lay.kind != "output"
+        if reads and lay.T - 1 + lay.T_w < t_in - 1:
+            return False
+    return True
 
 
 def _identity(syn, src: Layer, lay: Layer) -> bool:

@@ -133,12 +133,13 @@ def exact_code(
 
 
 @njit(parallel=True, cache=True)
-def encode_binary(v, t, signed, trains, dec, counts):
+def encode_binary(v, t, signed, write, trains, dec, counts):
     """The input layer's binary phase coding (``golden.engine.encode_input``) in one pass,
     with the decodes and spike counts its readers take.
 
     v : float64 (N, size) the input values (``input_value``); t : T_in (≤ 24); signed : the
-    layer is signed. Out: trains : int8 (N, T_in, size), bit k + 1 of code = min(rint(|v| ·
+    layer is signed; write : write the trains (False: ``trains`` is not touched, where no
+    reader needs them). Out: trains : int8 (N, T_in, size), bit k + 1 of code = min(rint(|v| ·
     2^T), 2^T − 1) times sign(v) (0: no spike); dec : float (N, size), sign · code ·
     2^-(T − 1) = Σ_k trains[k] · 2^-k (``_decode``; exact in float32 for T ≤ 24); counts :
     float32 (N, size), the spikes of each neuron (the bits set).
@@ -156,7 +157,8 @@ def encode_binary(v, t, signed, trains, dec, counts):
             c = 0
             for k in range(t):
                 bit = np.int8((code >> (t - 1 - k)) & 1)
-                trains[n, k, i] = bit * s
+                if write:
+                    trains[n, k, i] = bit * s
                 c += bit
             dec[n, i] = s * (code * unit)
             counts[n, i] = c if s != 0 else 0

@@ -924,10 +924,14 @@ def test_encode_binary_kernel_equals_encode_input(signed: bool, t: int) -> None:
     trains = np.empty((n, t, 30), np.int8)
     dec = np.empty((n, 30), np.float32)
     counts = np.empty((n, 30), np.float32)
-    kernels.encode_binary(v.numpy().reshape(n, -1), t, signed, trains, dec, counts)
+    kernels.encode_binary(v.numpy().reshape(n, -1), t, signed, True, trains, dec, counts)
     assert np.array_equal(trains, want.numpy().reshape(n, t, -1))
     assert np.array_equal(dec, engine._decode(want, lay, torch.float32).numpy().reshape(n, -1))
     assert np.array_equal(counts, (want != 0).sum(1).numpy().reshape(n, -1))
+    dec2, counts2 = np.empty_like(dec), np.empty_like(counts)  # without the trains
+    kernels.encode_binary(v.numpy().reshape(n, -1), t, signed, False,
+                          np.empty((n, 0, 30), np.int8), dec2, counts2)  # fmt: skip
+    assert np.array_equal(dec2, dec) and np.array_equal(counts2, counts)
 
 
 def test_native_kernel_falls_back_with_its_reason(monkeypatch) -> None:
