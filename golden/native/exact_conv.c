@@ -144,6 +144,12 @@ static int rows(const recompute_t *rc, int b0, int b1, int channels, int oh, int
         return -2;
     }
     for (int b = b0; b < b1; b++) {
+        if (rc->sp && !rc->x64) { /* the recomputation reads this image's source phases */
+            const char *img = (const char *)(rc->sp + (size_t)b * rc->cin * rc->h * rc->wd);
+            const size_t bytes = sizeof(int16_t) * (size_t)rc->cin * rc->h * rc->wd;
+            for (size_t at = 0; at < bytes; at += 64)
+                _mm_prefetch(img + at, _MM_HINT_T1);
+        }
         /* ‖x_patch‖₂: rows (a zero-padded copy), then columns, then sqrt and the margin */
         for (int i = 0; i < wp; i++)
             rowp[i] = 0.0f;
