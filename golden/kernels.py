@@ -660,6 +660,16 @@ def flagged_indices(flags):
 
 
 @njit(cache=True, inline="always")
+def last_reached(a0, a1, a2, a3, v0, v1, v2, v3, cur):
+    """The value of the last of four ascending thresholds reached (a0 … a3), else ``cur``:
+    a chain of selects, which the threshold loop of ``exact_conv_code`` runs as blends."""
+    cur = v0 if a0 else cur
+    cur = v1 if a1 else cur
+    cur = v2 if a2 else cur
+    return v3 if a3 else cur
+
+
+@njit(cache=True, inline="always")
 def float64_count(b, c, oy, ox, ksize, conv_geo, sp, x64, table64, w64, short, ci2, sp2, s2,
                   table2_64, w2_64, bias64, conv_first, theta64, th64):  # fmt: skip
     """How many coding thresholds (``th64``, ascending) neuron (b, c, oy, ox) of an exact
@@ -856,24 +866,9 @@ def exact_conv_code(zc, bias, babs, oshape, sq_src, ksize, norm_margin, wn, dec2
                     rv = r[q]
                     a0, a1, a2, a3 = rv >= t0, rv >= t1, rv >= t2, rv >= t3
                     cnt[q] += np.int32(a0) + np.int32(a1) + np.int32(a2) + np.int32(a3)
-                    d = vals[q]
-                    d = u0 if a0 else d
-                    d = u1 if a1 else d
-                    d = u2 if a2 else d
-                    d = u3 if a3 else d
-                    vals[q] = d
-                    b_ = lo[q]
-                    b_ = t0 if a0 else b_
-                    b_ = t1 if a1 else b_
-                    b_ = t2 if a2 else b_
-                    b_ = t3 if a3 else b_
-                    lo[q] = b_
-                    h_ = hi[q]
-                    h_ = n0 if a0 else h_
-                    h_ = n1 if a1 else h_
-                    h_ = n2 if a2 else h_
-                    h_ = n3 if a3 else h_
-                    hi[q] = h_
+                    vals[q] = last_reached(a0, a1, a2, a3, u0, u1, u2, u3, vals[q])
+                    lo[q] = last_reached(a0, a1, a2, a3, t0, t1, t2, t3, lo[q])
+                    hi[q] = last_reached(a0, a1, a2, a3, n0, n1, n2, n3, hi[q])
             for q in range(per):  # within tol of the nearest threshold below or above
                 rv = r[q]
                 close[q] = np.uint8((rv - lo[q] <= tol[q]) | (hi[q] - rv <= tol[q]))

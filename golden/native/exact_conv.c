@@ -108,15 +108,40 @@ static int count64(const recompute_t *rc, int b, int c, int oy, int ox, int sc, 
     return k;
 }
 
-static int rows(const recompute_t *rc, int b0, int b1, int channels, int oh, int ow, const float *zc,
-                    const float *bias, const float *babs, const float *sq_src, int h, int wd,
-                    int kh, int kw, int sy, int sx, int py, int px, double norm_margin,
-                    const float *wn, const float *dec2, int c2, int h2, int w2d, int s2y,
-                    int s2x, int off2, const float *w2, int has2, const float *theta,
-                    const float *gs, float e, int nt, const float *pad, const float *tabk,
-                    const int32_t *phk, int16_t *phase, float *dec, float *sq, int32_t *fired,
-                    int64_t *nflag)
+/* The coding pass's arguments (exact_conv_rows's, less the recomputation's). */
+typedef struct {
+    int channels, oh, ow, h, wd, kh, kw, sy, sx, py, px;
+    const float *zc, *bias, *babs, *sq_src, *wn;
+    double norm_margin;
+    const float *dec2, *w2;
+    int c2, h2, w2d, s2y, s2x, off2, has2;
+    const float *theta, *gs;
+    float e;
+    int nt;
+    const float *pad, *tabk;
+    const int32_t *phk;
+    int16_t *phase;
+    float *dec, *sq;
+    int32_t *fired;
+    int64_t *nflag;
+} pass_t;
+
+/* Images [b0, b1) of the pass: see the top of this file. */
+static int rows(const recompute_t *rc, const pass_t *ps, int b0, int b1)
 {
+    const int channels = ps->channels, oh = ps->oh, ow = ps->ow, h = ps->h, wd = ps->wd;
+    const int kh = ps->kh, kw = ps->kw, sy = ps->sy, sx = ps->sx, py = ps->py, px = ps->px;
+    const float *zc = ps->zc, *bias = ps->bias, *babs = ps->babs, *sq_src = ps->sq_src;
+    const float *wn = ps->wn, *dec2 = ps->dec2, *w2 = ps->w2, *theta = ps->theta, *gs = ps->gs;
+    const double norm_margin = ps->norm_margin;
+    const int c2 = ps->c2, h2 = ps->h2, w2d = ps->w2d, s2y = ps->s2y, s2x = ps->s2x;
+    const int off2 = ps->off2, has2 = ps->has2, nt = ps->nt;
+    const float e = ps->e, *pad = ps->pad, *tabk = ps->tabk;
+    const int32_t *phk = ps->phk;
+    int16_t *phase = ps->phase;
+    float *dec = ps->dec, *sq = ps->sq;
+    int32_t *fired = ps->fired;
+    int64_t *nflag = ps->nflag;
     const int per = oh * ow;
     const int small = nt + 2 <= 32;
     float padx[32], tabx[32];
@@ -270,16 +295,16 @@ int exact_conv_rows(int threads, int n, int channels, int oh, int ow, const floa
     const recompute_t rc = {kh, kw, sy, sx, py, px, h, wd, cin, sp, x64, table64, w64, sp2,
                             c2, h2, w2d, s2y, s2x, table2_64, w2_64, bias64, theta64, th64,
                             conv_first, nt};
+    const pass_t ps = {channels, oh, ow, h, wd, kh, kw, sy, sx, py, px, zc, bias, babs, sq_src,
+                       wn, norm_margin, dec2, w2, c2, h2, w2d, s2y, s2x, off2, has2, theta, gs,
+                       e, nt, pad, tabk, phk, phase, dec, sq, fired, nflag};
     int failed = 0;
     if (threads < 1)
         threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
     for (int t = 0; t < threads; t++) {
         int b0 = (int)((long)n * t / threads), b1 = (int)((long)n * (t + 1) / threads);
-        failed |= rows(&rc, b0, b1, channels, oh, ow, zc, bias, babs, sq_src, h, wd, kh, kw, sy, sx,
-                       py, px, norm_margin, wn, dec2, c2, h2, w2d, s2y, s2x, off2, w2, has2,
-                       theta, gs, e, nt, pad, tabk, phk, phase, dec, sq, fired,
-                       nflag) != 0;
+        failed |= rows(&rc, &ps, b0, b1) != 0;
     }
     return failed ? -2 : 0;
 }
