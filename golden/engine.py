@@ -429,8 +429,9 @@ class _Engine:
 
     def _exact_conv_layer(self, lay: Layer, spikes, groups) -> torch.Tensor:
         """Exact mode on the CPU for a convolution layer with at most one shortcut
-        (``_fused_groups``): PyTorch's float32 convolution, then
-        ``kernels.exact_conv_code``, which adds the shortcut and the bias, bounds the
+        (``_fused_groups``): PyTorch's float32 convolution, then one pass, the native one
+        (``golden.native``, C) where it runs here, else ``kernels.exact_conv_code``
+        (Numba), which adds the shortcut and the bias, bounds the
         rounding as ``_magnitude_parts`` does, recomputes in float64 the neurons the bound
         cannot decide (as ``_exact_phases``) and writes the phases, the decodes, their Σ_c x²
         and the spikes per pixel. Its phases are ``_exact_phases``'s (the tests compare
