@@ -169,6 +169,7 @@ class _Engine:
         self.single: dict[tuple, torch.Tensor] = {}  # a layer's shortcut products w · x
         self.conv_consts: dict[int, dict] = {}  # kernels.exact_conv_code's arrays per layer
         self.input_counts: dict[int, torch.Tensor] = {}  # the input's spikes per neuron
+        self.fired_cols: dict[int, np.ndarray] = {}  # self.fired summed over the images
         self.last_reader = _last_readers(snn)
         self.w = [
             [
@@ -193,7 +194,7 @@ class _Engine:
     def batch(self, x: torch.Tensor, keep: bool):
         snn = self.snn
         self.dec64, self.dec, self.sq, self.fired = {}, {}, {}, {}
-        self.input_counts = {}
+        self.input_counts, self.fired_cols = {}, {}
         nl = len(snn.layers)
         spikes: list[torch.Tensor | None] = [None] * nl
         counts = {"spikes": np.zeros(nl, np.int64), "adds": np.zeros(nl, np.int64)}
@@ -220,7 +221,7 @@ class _Engine:
                     self._adds(s, lay, spikes[s.source], upto) for s in lay.synapses
                 )
             if i in self.fired:  # (the exact coding kernel's count)
-                counts["spikes"][i] = int(self.fired[i].sum())
+                counts["spikes"][i] = int(self._fired_per_pixel(i).sum())
             elif i in self.input_counts:  # (the input coding kernel's)
                 counts["spikes"][i] = int(self.input_counts[i].sum())
             elif spikes[i] is not None:
@@ -229,6 +230,7 @@ class _Engine:
                 del self.dec[j]
                 self.sq.pop(j, None)
                 self.fired.pop(j, None)
+                self.fired_cols.pop(j, None)
         logits = self._rows(vals[-1]).float().cpu()
         li = self._rows(logits_int).cpu() if logits_int is not None else None
         preds = (li if li is not None else logits).argmax(1)
@@ -358,9 +360,15 @@ class _Engine:
             return _group_adds(self.snn, syn, lay, sp, upto)
         cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
                            tuple(lay.shape[1:]))  # fmt: skip
-        per_pixel = fired.sum(0, dtype=torch.int64).to(torch.float64)  # over the images first
-        hits = per_pixel @ cover.reshape(-1).to(fired.device)  # integers below 2^53: exact
-        return lay.channels * int(hits)
+        per_pixel = self._fired_per_pixel(syn.source)  # summed over the images first
+        return lay.channels * int(per_pixel @ cover.reshape(-1).numpy().astype(np.int64))
+
+    def _fired_per_pixel(self, src: int) -> np.ndarray:
+        """Source ``src``'s spikes per pixel summed over the batch's images, int64 (OH·OW,):
+        from the coding kernel's spikes per pixel, once per batch."""
+        if src not in self.fired_cols:
+            self.fired_cols[src] = self.fired[src].numpy().sum(0, dtype=np.int64)
+        return self.fired_cols[src]
 
     def _decoded(self, spikes, src: int, f: torch.dtype) -> torch.Tensor:
         """Source ``src``'s spikes decoded in dtype ``f`` (``_decode``); in exact mode once

@@ -154,12 +154,14 @@ def encode_binary(v, t, signed, write, trains, dec, counts):
             s = np.int8(1)
             if signed:
                 s = np.int8(1) if x > 0 else (np.int8(-1) if x < 0 else np.int8(0))
-            c = 0
-            for k in range(t):
-                bit = np.int8((code >> (t - 1 - k)) & 1)
-                if write:
-                    trains[n, k, i] = bit * s
-                c += bit
+            if write:
+                for k in range(t):
+                    trains[n, k, i] = np.int8((code >> (t - 1 - k)) & 1) * s
+            c = 0  # the bits set (popcount, Kernighan: one step per bit set)
+            rest = code
+            while rest:
+                rest &= rest - 1
+                c += 1
             dec[n, i] = s * (code * unit)
             counts[n, i] = c if s != 0 else 0
 
