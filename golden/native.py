@@ -51,6 +51,16 @@ def _cpu_key() -> str:
     return platform.machine() + "\n".join(lines)
 
 
+def _cache_dir() -> Path:
+    """``$ONESPIKE_CACHE``, else ``~/.cache/onespike``, else the temporary folder's."""
+    if os.environ.get("ONESPIKE_CACHE"):
+        return Path(os.environ["ONESPIKE_CACHE"])
+    try:
+        return Path.home() / ".cache" / "onespike"
+    except RuntimeError:  # no home directory
+        return Path(tempfile.gettempdir()) / "onespike-cache"
+
+
 def _build() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get("ONESPIKE_NATIVE", "1") == "0":
         return None, "off (ONESPIKE_NATIVE=0)"
@@ -59,8 +69,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
         return None, "no C compiler on PATH (cc, gcc or clang)"
     src = SOURCE.read_bytes()
     key = hashlib.sha256(src + " ".join([cc, *FLAGS]).encode() + _cpu_key().encode())
-    cache = Path(os.environ.get("ONESPIKE_CACHE") or Path.home() / ".cache" / "onespike")
-    lib = cache / f"exact_conv-{key.hexdigest()[:16]}.so"
+    lib = _cache_dir() / f"exact_conv-{key.hexdigest()[:16]}.so"
+    cache = lib.parent
     if not lib.exists():
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -69,7 +79,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
                 run = subprocess.run([cc, *FLAGS, "-o", str(out), str(SOURCE), "-lm"],
                                      capture_output=True, text=True, timeout=120)  # fmt: skip
                 if run.returncode != 0:
-                    return None, f"{cc} failed: {run.stderr.strip().splitlines()[-1:]}"
+                    last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+                    return None, f"{cc} failed on {SOURCE.name}: {last}"
                 os.replace(out, lib)  # atomic: a concurrent build writes the same file
         except (OSError, subprocess.SubprocessError) as err:
             return None, f"build failed: {err}"
