@@ -1,6 +1,6 @@
 """golden's native kernel: exact mode's coding pass of a convolution layer in C with AVX-512.
 
-``native/exact_conv.c`` computes what ``kernels.exact_conv_code`` computes, bit for bit
+``csrc/exact_conv.c`` computes what ``kernels.exact_conv_code`` computes, bit for bit
 (the tests compare them), the float64 recomputation of the flagged neurons included. Numba
 does not emit the register permutes and mask compares that make its table lookups and
 threshold search cheap, and that kernel was most of exact mode's time beside the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE = Path(__file__).resolve().parent / "native" / "exact_conv.c"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "exact_conv.c"
 #: -ffp-contract=off: no fused multiply-adds, so every product and sum rounds as Numba's do.
 FLAGS = [
     "-O3",
