@@ -355,7 +355,7 @@ class _Engine:
         if fired is None or not every:
             return _group_adds(self.snn, syn, lay, sp, upto)
         if syn.op == "shortcut" and _identity(syn, src, lay):  # one addition per spike
-            return int(fired.sum())
+            return int(self._fired_per_pixel(syn.source).sum())
         if syn.op != "conv":
             return _group_adds(self.snn, syn, lay, sp, upto)
         cover = conv_cover(tuple(sp.shape[2:]), syn.kernel, syn.stride, syn.padding,
@@ -474,29 +474,26 @@ class _Engine:
         fired = torch.empty((n, per), dtype=torch.int32)
         nrec = np.zeros(n, np.int64)
         gamma = (fan_in(lay) + 2) * EXACT_ROUNDING
+        conv_first = sj is None or cj < sj  # (the float64 sum's order)
+        sq_np = sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1])
         if NATIVE_EXACT and native.library() is not None:
-            self._exact_conv_native(zc, k, sq_src, cs, dec2, sp, x64, sp2, gamma,
-                                    cj < (sj if sj is not None else cj + 1),
+            self._exact_conv_native(zc, k, sq_np, cs, dec2, sp, x64, sp2, gamma, conv_first,
                                     phase, dec, sq, fired, nrec)  # fmt: skip
-            self.recomputed += int(nrec.sum())
-            self.dec[i], self.sq[i], self.fired[i] = dec, sq.reshape(n, 1, oh, ow), fired
-            return phase
-        kernels.exact_conv_code(
-            zc.numpy().reshape(n, c, per), k["bias"], k["babs"], (oh, ow),
-            sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1]),
-            tuple(cs.kernel), k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
-            k["off2"], k["theta"], k["th"], (fan_in(lay) + 2) * EXACT_ROUNDING,
-            4 * EXACT_ROUNDING, k["table"], cj < (sj if sj is not None else cj + 1),
-            sp.numpy(), x64.numpy(), k["table64"], k["w64"], k["geo"],
-            sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"], k["theta64"], k["th64"],
-            phase.numpy().reshape(n, c, per), dec.numpy().reshape(n, c, per), sq.numpy(),
-            fired.numpy(), nrec,
-        )  # fmt: skip
+        else:
+            kernels.exact_conv_code(
+                zc.numpy().reshape(n, c, per), k["bias"], k["babs"], (oh, ow), sq_np,
+                tuple(cs.kernel), k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
+                k["off2"], k["theta"], k["th"], gamma, 4 * EXACT_ROUNDING, k["table"],
+                conv_first, sp.numpy(), x64.numpy(), k["table64"], k["w64"], k["geo"],
+                sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"], k["theta64"],
+                k["th64"], phase.numpy().reshape(n, c, per), dec.numpy().reshape(n, c, per),
+                sq.numpy(), fired.numpy(), nrec,
+            )  # fmt: skip
         self.recomputed += int(nrec.sum())
         self.dec[i], self.sq[i], self.fired[i] = dec, sq.reshape(n, 1, oh, ow), fired
         return phase
 
-    def _exact_conv_native(self, zc, k, sq_src, cs, dec2, sp, x64, sp2, gamma, conv_first,
+    def _exact_conv_native(self, zc, k, sq_np, cs, dec2, sp, x64, sp2, gamma, conv_first,
                            phase, dec, sq, fired, nrec) -> None:  # fmt: skip
         """``kernels.exact_conv_code`` as the native pass (``golden.native``): the same
         outputs."""
@@ -507,8 +504,7 @@ class _Engine:
         e = float(np.float32(4 * EXACT_ROUNDING * kernels.SLACK))
         native.exact_conv_rows(
             torch.get_num_threads(), zc.numpy().reshape(n, c, per), k["bias"], k["babs"],
-            sq_src.contiguous().numpy().reshape(n, sq_src.shape[-2], sq_src.shape[-1]),
-            tuple(cs.kernel), k["geo"], k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
+            sq_np, tuple(cs.kernel), k["geo"], k["margin"], k["wn"], dec2.numpy(), k["w2"], k["s2"],
             k["off2"], theta, g, e, k["pad"], k["tabk"], k["phk"], phase.numpy(),
             dec.numpy(), sq.numpy(), fired.numpy(), nrec, sp.numpy(), x64.numpy(),
             k["table64"], k["w64"], sp2.numpy(), k["table2_64"], k["w2_64"], k["bias64"],
